@@ -1,0 +1,48 @@
+"""The method contract: small hooks a method overrides for the steps of the loop it changes.
+
+The engine (`refseg.engine.session`) owns the loop, the memory bank, resizing and object
+bookkeeping; a method only says what it adds at each step (DESIGN.md, "The engine and the method
+contract"). Every hook has a default that leaves plain SAM 2 tracking unchanged.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from refseg.sam.image_encoder import ImageFeatures
+from refseg.sam.mask_decoder import DecoderOutput
+from refseg.sam.memory import MemoryReadout
+
+
+class MethodHooks:
+    """Base class of a method's hooks; the defaults are plain SAM 2.
+
+    Attributes:
+        clip_len: frames the image encoder sees at once (1 = per frame; SAMWISE uses 8).
+    """
+
+    clip_len: int = 1
+
+    def encode_stage(self, stage: int, features: Tensor) -> Tensor:
+        """Step 1. Adapt the image encoder after Hiera stage `stage` ([T, h, w, C], T = clip)."""
+        return features
+
+    def has_stage_hook(self) -> bool:
+        """Whether `encode_stage` is overridden (the stock encoder path is used when not)."""
+        return type(self).encode_stage is not MethodHooks.encode_stage
+
+    def select_memories(self, frame: int, obj_id: int, readout: MemoryReadout) -> MemoryReadout:
+        """Step 2. Choose which memories `obj_id` attends to on `frame`."""
+        return readout
+
+    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor | None:
+        """Step 3. Extra sparse prompt tokens [1, N, C] for `obj_id` on `frame`, or None.
+
+        `features` are the frame's image features and `embed` [1, C, h, w] the embedding after
+        memory conditioning (what SAMWISE prompts on, Eq. 7).
+        """
+        return None
+
+    def memory_mask(self, frame: int, obj_id: int, features: ImageFeatures, output: DecoderOutput) -> Tensor:
+        """Step 5. Mask logits [1, 1, S, S] to write into memory (SAMWISE's CME changes this)."""
+        return output.high_res

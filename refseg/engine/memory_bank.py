@@ -1,0 +1,169 @@
+"""MemoryBank: exactly what SAM 2 attends to, and nothing else.
+
+For an object on frame t, SAM 2 reads (SAM 2 paper, Sec. 4 and App. D):
+  * the spatial memories of its prompted frames (all, or the `max_cond_frame_num` closest),
+  * the spatial memories of the N - 1 frames t-1 ... t-N+1 (N = `num_maskmem`),
+  * the object pointers of its prompted frames and of the M - 1 frames t-1 ... t-M+1
+    (M = `max_object_pointers_in_encoder`).
+The bank keeps those and drops everything else as the stream advances, so its size does not
+depend on the stream length: per object at most `max_prompted` prompted entries, N - 1 recent
+spatial memories and M - 1 recent pointers. Prompted frames beyond `max_prompted` are dropped
+oldest first (the cap only matters for objects prompted on more than `max_prompted` frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from refseg.sam.memory import MemoryReadout
+
+
+@dataclass
+class MemoryEntry:
+    """One frame's memory of one object: features [h*w, D] (None once too old) and pointer [C]."""
+
+    frame: int
+    features: Tensor | None
+    pointer: Tensor
+
+    @property
+    def nbytes(self) -> int:
+        size = self.pointer.numel() * self.pointer.element_size()
+        if self.features is not None:
+            size += self.features.numel() * self.features.element_size()
+        return size
+
+
+class ObjectMemory:
+    """The memory of one object."""
+
+    def __init__(self, num_maskmem: int, max_pointers: int, max_prompted: int, max_selected_prompted: int) -> None:
+        if max_prompted < 1:
+            raise ValueError(f"max_prompted must be >= 1, got {max_prompted}")
+        self.num_maskmem = num_maskmem
+        self.max_pointers = max_pointers
+        self.max_prompted = max_prompted
+        self.max_selected_prompted = max_selected_prompted
+        self.prompted: dict[int, MemoryEntry] = {}
+        self.recent: dict[int, MemoryEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self.prompted) + len(self.recent)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.nbytes for e in self.prompted.values()) + sum(e.nbytes for e in self.recent.values())
+
+    def add(self, entry: MemoryEntry, prompted: bool) -> None:
+        """Store the memory of frame `entry.frame` and forget what no later frame can read."""
+        if prompted:
+            self.recent.pop(entry.frame, None)
+            self.prompted[entry.frame] = entry
+            while len(self.prompted) > self.max_prompted:
+                del self.prompted[min(self.prompted)]
+        else:
+            self.recent[entry.frame] = entry
+        self._forget(entry.frame)
+
+    def _forget(self, latest: int) -> None:
+        # The next frame is latest + 1: it reads features back to offset N - 1 and pointers to M - 1.
+        keep_features_from = latest + 1 - (self.num_maskmem - 1)
+        keep_pointers_from = latest + 1 - (self.max_pointers - 1)
+        for frame in list(self.recent):
+            entry = self.recent[frame]
+            if frame < keep_pointers_from:
+                del self.recent[frame]
+            elif frame < keep_features_from and entry.features is not None:
+                entry.features = None
+
+    def readout(self, frame: int) -> MemoryReadout:
+        """The memories and pointers SAM 2 attends to on `frame`, in its order."""
+        selected, unselected = self._select_prompted(frame)
+        out = MemoryReadout()
+        for entry in selected.values():
+            out.features.append(_features(entry))
+            out.tpos_slots.append(-1)
+        for offset in range(self.num_maskmem - 1, 0, -1):
+            entry = self.recent.get(frame - offset) or unselected.get(frame - offset)
+            if entry is not None and entry.features is not None:
+                out.features.append(entry.features)
+                out.tpos_slots.append(offset - 1)
+        for entry in self.prompted.values():
+            if entry.frame <= frame:
+                out.pointers.append(entry.pointer)
+                out.pointer_offsets.append(frame - entry.frame)
+        for offset in range(1, self.max_pointers):
+            if frame - offset < 0:
+                break
+            entry = self.recent.get(frame - offset)
+            if entry is not None:
+                out.pointers.append(entry.pointer)
+                out.pointer_offsets.append(offset)
+        return out
+
+    def _select_prompted(self, frame: int) -> tuple[dict[int, MemoryEntry], dict[int, MemoryEntry]]:
+        """SAM 2's choice of prompted frames: the closest before and after, then the closest."""
+        limit = self.max_selected_prompted
+        if limit == -1 or len(self.prompted) <= limit:
+            return dict(self.prompted), {}
+        selected: dict[int, MemoryEntry] = {}
+        before = max((t for t in self.prompted if t < frame), default=None)
+        after = min((t for t in self.prompted if t >= frame), default=None)
+        for t in (before, after):
+            if t is not None:
+                selected[t] = self.prompted[t]
+        rest = sorted((t for t in self.prompted if t not in selected), key=lambda t: abs(t - frame))
+        for t in rest[: limit - len(selected)]:
+            selected[t] = self.prompted[t]
+        return selected, {t: e for t, e in self.prompted.items() if t not in selected}
+
+
+def _features(entry: MemoryEntry) -> Tensor:
+    if entry.features is None:
+        raise RuntimeError(f"prompted memory of frame {entry.frame} has no features")
+    return entry.features
+
+
+class MemoryBank:
+    """Per-object memories of a stream (see the module docstring for what is kept).
+
+    Args:
+        num_maskmem: N, spatial memories attended to (prompted + N - 1 recent).
+        max_pointers: M, object pointers attended to (prompted + M - 1 recent).
+        max_prompted: prompted frames kept per object.
+        max_selected_prompted: prompted frames attended to per frame (-1: all kept).
+    """
+
+    def __init__(self, num_maskmem: int, max_pointers: int, max_prompted: int = 16,
+                 max_selected_prompted: int = -1) -> None:
+        self.num_maskmem = num_maskmem
+        self.max_pointers = max_pointers
+        self.max_prompted = max_prompted
+        self.max_selected_prompted = max_selected_prompted
+        self.objects: dict[int, ObjectMemory] = {}
+
+    def object(self, obj_id: int) -> ObjectMemory:
+        """The memory of `obj_id`, created empty on first use."""
+        if obj_id not in self.objects:
+            self.objects[obj_id] = ObjectMemory(self.num_maskmem, self.max_pointers, self.max_prompted,
+                                                self.max_selected_prompted)
+        return self.objects[obj_id]
+
+    def has_memory(self, obj_id: int) -> bool:
+        """Whether `obj_id` has a prompted memory to track from."""
+        return obj_id in self.objects and bool(self.objects[obj_id].prompted)
+
+    def remove(self, obj_id: int) -> None:
+        self.objects.pop(obj_id, None)
+
+    @property
+    def num_entries(self) -> int:
+        """Stored frame memories over all objects."""
+        return sum(len(o) for o in self.objects.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all stored tensors."""
+        return sum(o.nbytes for o in self.objects.values())

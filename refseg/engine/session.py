@@ -1,0 +1,260 @@
+"""The streaming engine: `Session.push(frame) -> FrameResult`, one loop for every method.
+
+Per frame (DESIGN.md, "The engine and the method contract"):
+  1. encode the frame (or a clip of T frames) into multi-scale features   [hook: encode_stage]
+  2. per object, condition the embedding on its memories                  [hook: select_memories]
+  3. prompt tokens: clicks / boxes / masks given for this frame, plus     [hook: prompt_tokens]
+  4. the SAM head: masks, IoU, presence, object pointer
+  5. choose what goes into memory                                         [hook: memory_mask]
+  6. memory encoder (all objects in one batch) -> MemoryBank
+The stream's length is never needed and nothing per frame is kept beyond what the bank keeps.
+
+A frame on which an object gets a click, box or mask is a prompted ("conditioning") frame for
+that object: it is decoded without memory, as in SAM 2, and its memory is kept among the
+prompted memories. Objects can be added on any frame, including late ones; an object is tracked
+from the frame of its first prompt on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from refseg.engine.hooks import MethodHooks
+from refseg.engine.memory_bank import MemoryBank, MemoryEntry
+from refseg.prompts import Box, Mask, Points, Prompt
+from refseg.sam.image_encoder import ImageFeatures, normalise_frames
+from refseg.sam.mask_decoder import DecoderOutput, decode_masks, mask_as_output
+from refseg.sam.memory import condition_on_memory, encode_memory, memory_position_encoding
+from refseg.sam.model import Sam2
+from refseg.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PointPrompt, embed_prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ObjectResult:
+    """One object on one frame.
+
+    mask:   [H, W] bool at the input frame's resolution (logits > 0).
+    logits: [H, W] float32 mask logits at the input resolution.
+    low_res_logits: [4h, 4w] float32 logits as the model predicts them (h = S/16).
+    score:  presence logit; the object is `present` when it is > 0.
+    iou:    the model's estimate of the mask's IoU.
+    """
+
+    mask: np.ndarray
+    logits: Tensor
+    low_res_logits: Tensor
+    score: float
+    iou: float
+
+    @property
+    def present(self) -> bool:
+        return self.score > 0
+
+
+@dataclass
+class FrameResult:
+    """Results of one frame: `objects` maps each tracked object id to its `ObjectResult`."""
+
+    index: int
+    height: int
+    width: int
+    objects: dict[int, ObjectResult]
+
+    def masks(self) -> dict[int, np.ndarray]:
+        """Object id -> [H, W] bool mask."""
+        return {obj_id: r.mask for obj_id, r in self.objects.items()}
+
+
+@dataclass
+class _FramePrompt:
+    """The prompts of one object on one frame, in model coordinates."""
+
+    points: PointPrompt | None = None
+    mask: Tensor | None = None  # [1, 1, S, S] in {0, 1}
+
+
+class Session:
+    """A stream being segmented.
+
+    Args:
+        model: the SAM 2 parts (`refseg.sam.Sam2`), on the device to run on.
+        hooks: the method's hooks (default: plain SAM 2).
+        memory_dtype: storage dtype of spatial memories (SAM 2 keeps bfloat16).
+        max_prompted_frames: prompted frames kept per object (see `MemoryBank`).
+        grad: keep the autograd graph (training through memory); inference mode otherwise.
+    """
+
+    def __init__(
+        self,
+        model: Sam2,
+        hooks: MethodHooks | None = None,
+        *,
+        memory_dtype: torch.dtype = torch.bfloat16,
+        max_prompted_frames: int = 16,
+        grad: bool = False,
+    ) -> None:
+        self.model = model
+        self.hooks = hooks if hooks is not None else MethodHooks()
+        self.memory_dtype = memory_dtype
+        self.grad = grad
+        self.device = model.no_memory_embedding.device
+        self.bank = MemoryBank(model.num_maskmem, model.max_object_pointers, max_prompted_frames,
+                               int(model.config.max_cond_frame_num))
+        self._pending: dict[int, dict[int, list[Prompt]]] = {}
+        self._next = 0
+        with torch.inference_mode(not grad):
+            self._memory_pos = memory_position_encoding(model)
+
+    # -- prompts ---------------------------------------------------------------------------------
+    @property
+    def frame_index(self) -> int:
+        """Index the next pushed frame will get."""
+        return self._next
+
+    @property
+    def object_ids(self) -> list[int]:
+        """Ids of the objects being tracked (prompted on a past frame)."""
+        return [o for o in self.bank.objects if self.bank.has_memory(o)]
+
+    def add_prompt(self, obj_id: int, prompt: Prompt, frame: int | None = None) -> None:
+        """Prompt object `obj_id` on `frame` (default: the next pushed frame).
+
+        Clicks and a box on the same frame combine; a mask replaces other prompts of that frame.
+        New ids start new objects, on any frame.
+        """
+        frame = self._next if frame is None else int(frame)
+        if frame < self._next:
+            raise ValueError(f"frame {frame} was already pushed; prompts apply to frame {self._next} or later")
+        if not isinstance(prompt, (Points, Box, Mask)):
+            raise TypeError(f"prompt must be Points, Box or Mask, got {type(prompt).__name__}")
+        self._pending.setdefault(frame, {}).setdefault(int(obj_id), []).append(prompt)
+
+    def remove_object(self, obj_id: int) -> None:
+        """Stop tracking `obj_id` and free its memory."""
+        self.bank.remove(obj_id)
+        for prompts in self._pending.values():
+            prompts.pop(obj_id, None)
+
+    # -- frames ----------------------------------------------------------------------------------
+    def push(self, frame: np.ndarray | Tensor) -> FrameResult:
+        """Segment the next frame: an H x W x 3 uint8 RGB array of any size."""
+        if self.hooks.clip_len != 1:
+            raise RuntimeError(f"this method reads clips of {self.hooks.clip_len} frames: use push_clip")
+        return self.push_clip([frame])[0]
+
+    def push_clip(self, frames: Iterable[np.ndarray | Tensor]) -> list[FrameResult]:
+        """Segment the next frames together (the image encoder sees them as one clip)."""
+        tensors = [self._check_frame(f, self._next + i) for i, f in enumerate(frames)]
+        if not tensors:
+            return []
+        with torch.inference_mode(not self.grad):
+            pixels = torch.cat([normalise_frames(t[None], self.model.image_size) for t in tensors])
+            hook = self.hooks.encode_stage if self.hooks.has_stage_hook() else None
+            features = self.model.encode_images(pixels, hook)
+            results = []
+            for i, frame in enumerate(tensors):
+                results.append(self._track(self._next, features.frame(i), frame.shape[0], frame.shape[1]))
+                self._next += 1
+        return results
+
+    def _check_frame(self, frame: np.ndarray | Tensor, index: int) -> Tensor:
+        shape = tuple(frame.shape)
+        dtype = frame.dtype
+        if len(shape) != 3 or shape[2] != 3 or shape[0] == 0 or shape[1] == 0 or dtype not in (np.uint8, torch.uint8):
+            raise ValueError(f"frame {index}: expected an H x W x 3 uint8 RGB array, got shape {shape} dtype {dtype}")
+        tensor = torch.from_numpy(np.ascontiguousarray(frame)) if isinstance(frame, np.ndarray) else frame
+        return tensor.to(self.device)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _track(self, t: int, features: ImageFeatures, height: int, width: int) -> FrameResult:
+        model = self.model
+        prompts = {o: self._frame_prompt(p, height, width) for o, p in self._pending.pop(t, {}).items()}
+        outputs: dict[int, DecoderOutput] = {}
+        prompted: dict[int, bool] = {}
+        for obj_id in list(dict.fromkeys([*self.object_ids, *prompts])):
+            prompt = prompts.get(obj_id, _FramePrompt())
+            is_prompted = prompt.points is not None or prompt.mask is not None
+            if prompt.mask is not None:
+                out = mask_as_output(model, features.high_res, features.embed, prompt.mask)
+            else:
+                out = self._decode(t, obj_id, features, prompt.points)
+            outputs[obj_id] = out
+            prompted[obj_id] = is_prompted or not self.bank.has_memory(obj_id)
+        if outputs:
+            self._write_memory(t, features, outputs, prompted, binarize={o: o in prompts for o in outputs})
+        return FrameResult(t, height, width, {o: self._result(out, height, width) for o, out in outputs.items()})
+
+    def _decode(self, t: int, obj_id: int, features: ImageFeatures, points: PointPrompt | None) -> DecoderOutput:
+        model = self.model
+        conditioning = points is not None or not self.bank.has_memory(obj_id)
+        if conditioning:
+            embed = features.embed + model.no_memory_embedding.view(1, -1, 1, 1)
+        else:
+            readout = self.hooks.select_memories(t, obj_id, self.bank.object(obj_id).readout(t))
+            embed = condition_on_memory(model, features.embed, features.pos, readout, self._memory_pos)
+        extra = self.hooks.prompt_tokens(t, obj_id, features, embed)
+        sparse, dense = embed_prompts(model.prompt_encoder, 1, points=points, extra=extra)
+        return decode_masks(model, features.high_res, embed, sparse, dense, self._multimask(conditioning, points))
+
+    def _multimask(self, conditioning: bool, points: PointPrompt | None) -> bool:
+        """SAM 2's rule: several candidate masks when there are 0 or 1 clicks (ambiguous)."""
+        c = self.model.config
+        num_points = 0 if points is None else points.num_points
+        return bool(c.multimask_output_in_sam and (conditioning or c.multimask_output_for_tracking)
+                    and c.multimask_min_pt_num <= num_points <= c.multimask_max_pt_num)
+
+    def _write_memory(self, t: int, features: ImageFeatures, outputs: dict[int, DecoderOutput],
+                      prompted: dict[int, bool], binarize: dict[int, bool]) -> None:
+        ids = list(outputs)
+        masks = torch.cat([self.hooks.memory_mask(t, o, features, outputs[o]) for o in ids])
+        scores = torch.cat([outputs[o].object_score for o in ids])
+        flags = torch.tensor([binarize[o] and not self.grad for o in ids], device=self.device)
+        embed = features.embed.expand(len(ids), -1, -1, -1)
+        memories = encode_memory(self.model, embed, masks, scores, flags, self.memory_dtype)
+        for i, obj_id in enumerate(ids):
+            entry = MemoryEntry(t, memories[i], outputs[obj_id].pointer[0])
+            self.bank.object(obj_id).add(entry, prompted[obj_id])
+
+    def _frame_prompt(self, prompts: list[Prompt], height: int, width: int) -> _FramePrompt:
+        size = self.model.image_size
+        masks = [p for p in prompts if isinstance(p, Mask)]
+        if masks:
+            masks[-1].check_inside(height, width)
+            mask = torch.from_numpy(masks[-1].mask).to(self.device, torch.float32)[None, None]
+            if mask.shape[-2:] != (size, size):
+                mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+                mask = (mask >= 0.5).float()
+            return _FramePrompt(mask=mask)
+        coords: list[list[float]] = []
+        labels: list[int] = []
+        boxes = [p for p in prompts if isinstance(p, Box)]
+        if boxes:
+            b = boxes[-1]
+            b.check_inside(height, width)
+            coords += [[b.x0, b.y0], [b.x1, b.y1]]
+            labels += [BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]
+        for p in prompts:
+            if isinstance(p, Points):
+                p.check_inside(height, width)
+                coords += p.xy.tolist()
+                labels += p.labels.tolist()
+        xy = torch.tensor(coords, dtype=torch.float32, device=self.device)
+        xy = xy * torch.tensor([size / width, size / height], device=self.device)
+        lab = torch.tensor(labels, dtype=torch.int32, device=self.device)
+        return _FramePrompt(points=PointPrompt(xy[None], lab[None]))
+
+    def _result(self, out: DecoderOutput, height: int, width: int) -> ObjectResult:
+        low = out.low_res.float()
+        logits = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        logits = logits.detach().cpu()
+        return ObjectResult(mask=(logits > 0).numpy(), logits=logits, low_res_logits=low[0, 0].detach().cpu(),
+                            score=float(out.object_score[0, 0]), iou=float(out.iou[0, 0]))

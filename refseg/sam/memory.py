@@ -1,0 +1,132 @@
+"""SAM 2 memory: the memory encoder and memory attention (conditioning a frame on its past).
+
+SAM 2 paper, Sec. 4 "Memory encoder" and "Memory attention": after each frame the predicted
+mask (sigmoid of its logits, or binarised on prompted frames) is downsampled and fused with the
+frame's image embedding into a 64-channel spatial memory. A frame to segment is conditioned on
+the spatial memories of up to N recent frames and of prompted frames, plus the object pointers
+of up to M past frames, by L transformer blocks of self-attention, cross-attention to the
+memories and an MLP. Spatial memories carry a learned temporal encoding per distance (prompted
+frames use the last slot); pointers carry a projected 1-D sine encoding of their signed frame
+distance, normalised by M - 1 (SAM 2.1), and are split into 64-channel tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from transformers.models.sam2_video.modeling_sam2_video import get_1d_sine_pe
+
+if TYPE_CHECKING:
+    from refseg.sam.model import Sam2
+
+
+@dataclass
+class MemoryReadout:
+    """What one object attends to on one frame, in attention order.
+
+    features:   spatial memories, each [h*w, D] (D = 64), in the bank's storage dtype.
+    tpos_slots: per spatial memory, its slot in the learned temporal encoding
+                (distance - 1 for recent frames, -1 for prompted frames).
+    pointers:   object pointers, each [C] (C = 256).
+    pointer_offsets: per pointer, its frame distance from the current frame.
+    """
+
+    features: list[Tensor] = field(default_factory=list)
+    tpos_slots: list[int] = field(default_factory=list)
+    pointers: list[Tensor] = field(default_factory=list)
+    pointer_offsets: list[int] = field(default_factory=list)
+
+
+def encode_memory(
+    model: Sam2,
+    embed: Tensor,
+    high_res_masks: Tensor,
+    object_score: Tensor,
+    binarize: Tensor,
+    dtype: torch.dtype,
+) -> Tensor:
+    """Spatial memory of B objects on one frame.
+
+    Args:
+        embed: [B, C, h, w] image embedding of the frame (not memory-conditioned).
+        high_res_masks: [B, 1, S, S] mask logits.
+        object_score: [B, 1] presence logits; absent objects get the occlusion embedding.
+        binarize: [B] bool, threshold the mask (prompted frames at inference) instead of sigmoid.
+        dtype: storage dtype of the memory (SAM 2 keeps bfloat16).
+    Returns:
+        [B, h*w, D] memory features.
+    """
+    size = model.prompt_encoder.mask_input_size[0] * 4
+    if high_res_masks.shape[-1] != size:
+        high_res_masks = torch.nn.functional.interpolate(high_res_masks.float(), size=(size, size), mode="bilinear",
+                                                         align_corners=False, antialias=True)
+    probs = torch.where(binarize[:, None, None, None], (high_res_masks > 0).to(high_res_masks.dtype),
+                        torch.sigmoid(high_res_masks))
+    mask_in = probs * model.config.sigmoid_scale_for_mem_enc + model.config.sigmoid_bias_for_mem_enc
+    features, _ = model.memory_encoder(embed, mask_in)  # [B, D, h, w]
+    if model.occlusion_spatial_embedding_parameter is not None:
+        absent = 1 - (object_score > 0).to(features.dtype)  # [B, 1]
+        features = features + absent[..., None, None] * model.occlusion_spatial_embedding_parameter[..., None, None]
+    return features.to(dtype).flatten(2).transpose(1, 2)
+
+
+def memory_position_encoding(model: Sam2) -> Tensor:
+    """Sine positional encoding of a spatial memory, [h*w, D] (the same for every memory)."""
+    h, w = model.prompt_encoder.image_embedding_size
+    dim = model.config.memory_encoder_output_channels
+    weight = model.no_memory_embedding
+    pos = model.memory_encoder.position_encoding((1, dim, h, w), weight.device, weight.dtype)
+    return pos.flatten(2)[0].transpose(0, 1)
+
+
+def pointer_position_encoding(model: Sam2, offsets: list[int], dtype: torch.dtype) -> Tensor:
+    """Temporal encoding of object pointers, [P, D]: projected sine of offset / (M - 1)."""
+    dim = model.config.memory_encoder_output_channels
+    device = model.no_object_pointer.device
+    if not model.config.enable_temporal_pos_encoding_for_object_pointers:
+        return torch.zeros(len(offsets), dim, device=device, dtype=dtype)
+    span = float(model.config.max_object_pointers_in_encoder - 1)
+    normalised = torch.tensor(offsets, device=device, dtype=torch.float32) / span
+    sine = get_1d_sine_pe(normalised, dim=model.hidden_dim).to(dtype)
+    return model.temporal_positional_encoding_projection_layer(sine)
+
+
+def condition_on_memory(model: Sam2, embed: Tensor, pos: Tensor, readout: MemoryReadout,
+                        memory_pos: Tensor) -> Tensor:
+    """Memory attention for one object on one frame.
+
+    Args:
+        embed: [1, C, h, w] image embedding of the frame.
+        pos: [1, C, h, w] its positional encoding.
+        readout: the memories and pointers to attend to (at least one spatial memory).
+        memory_pos: [h*w, D] spatial positional encoding of a memory (`memory_position_encoding`).
+    Returns:
+        [1, C, h, w] memory-conditioned embedding.
+    """
+    _, channels, h, w = embed.shape
+    dtype = embed.dtype
+    tpos = model.memory_temporal_positional_encoding  # [N, 1, 1, D]
+    memories = [f.to(dtype) for f in readout.features]
+    memory_pe = [memory_pos + tpos[slot, 0] for slot in readout.tpos_slots]
+    num_pointer_tokens = 0
+    if readout.pointers:
+        dim = model.config.memory_encoder_output_channels
+        pointers = torch.stack(readout.pointers).to(dtype)  # [P, C]
+        pointer_pe = pointer_position_encoding(model, readout.pointer_offsets, dtype)  # [P, D]
+        splits = channels // dim
+        memories.append(pointers.reshape(-1, dim))  # [P * C/D, D]
+        memory_pe.append(pointer_pe.repeat_interleave(splits, dim=0))
+        num_pointer_tokens = pointers.shape[0] * splits
+    memory = torch.cat(memories)[:, None]  # [M, 1, D]
+    memory_pe = torch.cat(memory_pe)[:, None]
+    out = model.memory_attention(
+        current_vision_features=embed.flatten(2).permute(2, 0, 1),
+        current_vision_position_embeddings=pos.flatten(2).permute(2, 0, 1),
+        memory=memory,
+        memory_posision_embeddings=memory_pe,
+        num_object_pointer_tokens=num_pointer_tokens,
+    )  # [1, 1, h*w, C]
+    return out.reshape(h * w, channels).transpose(0, 1).reshape(1, channels, h, w)

@@ -1,0 +1,92 @@
+"""`Sam2`: the differentiable SAM 2 parts, assembled from the `transformers` modules.
+
+`transformers.Sam2VideoModel` runs its tracking loop under `torch.inference_mode`, keeps every
+frame and every output of a video, and mixes tracking, memory selection and prompting in one
+class. refseg keeps only its parts (the same module classes, so the same parameter names and
+checkpoints) and writes the loop itself in `refseg.engine`. The state dict of `Sam2` is exactly
+that of `Sam2VideoModel`: `save_pretrained` writes a directory `transformers` loads as is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import Sam2VideoConfig, Sam2VideoModel
+
+from refseg.sam.image_encoder import ImageFeatures, StageHook, encode_images
+
+
+class Sam2(nn.Module):
+    """SAM 2 parts: image encoder, prompt encoder, mask decoder, memory encoder, memory
+    attention and object-pointer projection, with the learned embeddings that glue them.
+
+    Attributes mirror `Sam2VideoModel` one to one (same names, same shapes).
+    """
+
+    def __init__(self, config: Sam2VideoConfig, parts: Sam2VideoModel | None = None) -> None:
+        super().__init__()
+        parts = parts if parts is not None else Sam2VideoModel(config)
+        self.config = config
+        self.shared_image_embedding = parts.shared_image_embedding
+        self.vision_encoder = parts.vision_encoder
+        self.prompt_encoder = parts.prompt_encoder
+        self.mask_decoder = parts.mask_decoder
+        self.memory_attention = parts.memory_attention
+        self.memory_encoder = parts.memory_encoder
+        self.object_pointer_proj = parts.object_pointer_proj
+        self.temporal_positional_encoding_projection_layer = parts.temporal_positional_encoding_projection_layer
+        self.mask_downsample = parts.mask_downsample
+        self.no_memory_embedding = parts.no_memory_embedding
+        self.no_memory_positional_encoding = parts.no_memory_positional_encoding
+        self.memory_temporal_positional_encoding = parts.memory_temporal_positional_encoding
+        self.no_object_pointer = parts.no_object_pointer
+        self.occlusion_spatial_embedding_parameter = parts.occlusion_spatial_embedding_parameter
+
+    # -- sizes ---------------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """S, the square model input side."""
+        return int(self.config.image_size)
+
+    @property
+    def hidden_dim(self) -> int:
+        """C, the channels of the image embedding and of prompt tokens (256)."""
+        return int(self.config.vision_config.fpn_hidden_size)
+
+    @property
+    def num_maskmem(self) -> int:
+        """N, spatial memories attended to: the prompted frames plus N - 1 recent frames."""
+        return int(self.config.num_maskmem)
+
+    @property
+    def max_object_pointers(self) -> int:
+        """M, object pointers attended to: prompted frames plus M - 1 recent frames."""
+        return int(self.config.max_object_pointers_in_encoder)
+
+    # -- building blocks -------------------------------------------------------------------------
+    def encode_images(self, pixel_values: Tensor, hook: StageHook | None = None) -> ImageFeatures:
+        """Image features of T frames [T, 3, S, S], with an optional hook after each Hiera stage."""
+        return encode_images(self.vision_encoder, self.mask_decoder, pixel_values, hook)
+
+    def image_positional_embeddings(self) -> Tensor:
+        """[1, C, h, w] dense positional encoding the mask decoder adds to the image embedding."""
+        h, w = self.prompt_encoder.image_embedding_size
+        table = self.shared_image_embedding.positional_embedding
+        ys = (torch.arange(h, device=table.device, dtype=table.dtype) + 0.5) / h
+        xs = (torch.arange(w, device=table.device, dtype=table.dtype) + 0.5) / w
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [h, w, 2] as (x, y)
+        return self.shared_image_embedding(grid).permute(2, 0, 1)[None]
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def to_transformers(self) -> Sam2VideoModel:
+        """A `Sam2VideoModel` holding these weights (shares nothing)."""
+        model = Sam2VideoModel(self.config)
+        model.load_state_dict(self.state_dict(), strict=True)
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """Write `config.json` + `model.safetensors`, loadable by refseg and by `transformers`."""
+        self.to_transformers().save_pretrained(Path(directory))

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny random-weight SAM 2 models and synthetic videos, nothing downloaded."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from refseg.sam import Sam2, tiny_test_config
+
+torch.set_num_threads(2)
+
+
+def random_sam2(seed: int = 0, image_size: int = 128, **overrides) -> Sam2:
+    """A tiny SAM 2 whose every parameter is random and non-zero.
+
+    `transformers` initialises several SAM 2 embeddings to zero (no-memory embedding, temporal
+    encodings, occlusion embedding); randomising them makes every path of the model matter.
+    """
+    torch.manual_seed(seed)
+    model = Sam2(tiny_test_config(image_size=image_size, **overrides))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * noise)
+            elif p.dim() >= 2 and "weight" in name:
+                p.copy_(noise / p[0].numel() ** 0.5)
+            else:
+                p.copy_(0.1 * noise)
+    return model.eval()
+
+
+def synthetic_video(num_frames: int, height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
+    """[T, H, W, 3] uint8: a bright disk and a dark square moving over a textured background."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(60, 120, size=(height, width, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        img = background.copy()
+        cx, cy = 20 + (t * 2) % (width - 40), height / 2 + 15 * np.sin(t / 6)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < 12**2] = (230, 60, 40)
+        sx, sy = width - 30 - (t % 50), 20
+        img[(abs(xx - sx) < 10) & (abs(yy - sy) < 10)] = (20, 30, 200)
+        frames[t] = img.clip(0, 255).astype(np.uint8)
+    return frames
+
+
+def disk_mask(frame_index: int, height: int = 96, width: int = 128) -> np.ndarray:
+    """Ground-truth mask of the disk of `synthetic_video` on a frame."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    cx, cy = 20 + (frame_index * 2) % (width - 40), height / 2 + 15 * np.sin(frame_index / 6)
+    return (xx - cx) ** 2 + (yy - cy) ** 2 < 12**2
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Sam2:
+    return random_sam2(0)
