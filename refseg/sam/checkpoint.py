@@ -1,0 +1,179 @@
+"""Loading SAM 2 weights: Hugging Face ids, local model directories and official `.pt` files.
+
+* A local directory or hub id holding a `transformers` SAM 2 video model (`config.json` +
+  `model.safetensors`) loads through `Sam2VideoModel.from_pretrained`. Offline, a hub id fails
+  with one message that says how to pass a local path instead.
+* An official SAM 2 / SAM 2.1 checkpoint (`sam2.1_hiera_tiny.pt`, ...; a dict whose "model"
+  entry is the state dict of `sam2.modeling.sam2_base.SAM2Base`) loads through
+  `convert_official_state_dict`, which renames every key to the `transformers` layout. Any key
+  left missing or unexpected is reported by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import Sam2VideoConfig, Sam2VideoModel
+
+from refseg.sam.config import sam2_config
+from refseg.sam.model import Sam2
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be found, read or matched to the model."""
+
+
+# Official name -> transformers name, applied in order (each rule at most once per key).
+_RULES: list[tuple[str, str]] = [
+    (r"^maskmem_tpos_enc$", "memory_temporal_positional_encoding"),
+    (r"^no_mem_embed$", "no_memory_embedding"),
+    (r"^no_mem_pos_enc$", "no_memory_positional_encoding"),
+    (r"^no_obj_ptr$", "no_object_pointer"),
+    (r"^no_obj_embed_spatial$", "occlusion_spatial_embedding_parameter"),
+    (r"^obj_ptr_tpos_proj\.", "temporal_positional_encoding_projection_layer."),
+    (r"^obj_ptr_proj\.", "object_pointer_proj."),
+    (r"^image_encoder\.trunk\.patch_embed\.proj\.", "vision_encoder.backbone.patch_embed.projection."),
+    (r"^image_encoder\.trunk\.", "vision_encoder.backbone."),
+    (r"^image_encoder\.neck\.convs\.(\d+)\.conv\.", r"vision_encoder.neck.convs.\1."),
+    (r"^sam_prompt_encoder\.pe_layer\.positional_encoding_gaussian_matrix$",
+     "prompt_encoder.shared_embedding.positional_embedding"),
+    (r"^sam_prompt_encoder\.mask_downscaling\.0\.", "prompt_encoder.mask_embed.conv1."),
+    (r"^sam_prompt_encoder\.mask_downscaling\.1\.", "prompt_encoder.mask_embed.layer_norm1."),
+    (r"^sam_prompt_encoder\.mask_downscaling\.3\.", "prompt_encoder.mask_embed.conv2."),
+    (r"^sam_prompt_encoder\.mask_downscaling\.4\.", "prompt_encoder.mask_embed.layer_norm2."),
+    (r"^sam_prompt_encoder\.mask_downscaling\.6\.", "prompt_encoder.mask_embed.conv3."),
+    (r"^sam_prompt_encoder\.", "prompt_encoder."),
+    (r"^sam_mask_decoder\.output_upscaling\.0\.", "mask_decoder.upscale_conv1."),
+    (r"^sam_mask_decoder\.output_upscaling\.1\.", "mask_decoder.upscale_layer_norm."),
+    (r"^sam_mask_decoder\.output_upscaling\.3\.", "mask_decoder.upscale_conv2."),
+    (r"^sam_mask_decoder\.", "mask_decoder."),
+    (r"^memory_encoder\.pix_feat_proj\.", "memory_encoder.feature_projection."),
+    (r"^memory_encoder\.out_proj\.", "memory_encoder.projection."),
+    (r"^memory_encoder\.fuser\.", "memory_encoder.memory_fuser."),
+    (r"\.dwconv\.", ".depthwise_conv."),
+    (r"\.pwconv(\d)\.", r".pointwise_conv\1."),
+    (r"\.gamma$", ".scale"),
+    (r"\.out_proj\.", ".o_proj."),
+    (r"\.norm_final_attn\.", ".layer_norm_final_attn."),
+    (r"\.norm(\d?)\.", r".layer_norm\1."),
+]
+# MLPs stored as `<prefix>.layers.<i>`: first -> proj_in, last -> proj_out, middle i -> layers.(i-1).
+_MLP = re.compile(r"^(.*(?:\.mlp|_mlps\.\d+|_head|^object_pointer_proj))\.layers\.(\d+)\.(weight|bias)$")
+# Mask downsampler: conv/norm/activation triples, then a final 1x1 conv.
+_DOWNSAMPLER = re.compile(r"^memory_encoder\.mask_downsampler\.encoder\.(\d+)\.(weight|bias)$")
+_POINT_EMBED = re.compile(r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$")
+
+
+def convert_official_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename an official SAM 2 state dict (`SAM2Base`) to the `transformers` layout."""
+    out: dict[str, Tensor] = {}
+    point_embeds: dict[int, Tensor] = {}
+    downsampler = sorted({int(m.group(1)) for k in state if (m := _DOWNSAMPLER.match(k))})
+    for key, value in state.items():
+        if m := _POINT_EMBED.match(key):
+            point_embeds[int(m.group(1))] = value
+            continue
+        if m := _DOWNSAMPLER.match(key):
+            index, last = int(m.group(1)), downsampler[-1]
+            part = "final_conv" if index == last else f"layers.{index // 3}.{'conv' if index % 3 == 0 else 'layer_norm'}"
+            out[f"memory_encoder.mask_downsampler.{part}.{m.group(2)}"] = value
+            continue
+        new = key
+        for pattern, repl in _RULES:
+            new = re.sub(pattern, repl, new, count=1)
+        out[new] = value
+    depths: dict[str, int] = {}
+    for key in out:
+        if m := _MLP.match(key):
+            depths[m.group(1)] = max(depths.get(m.group(1), 0), int(m.group(2)) + 1)
+    renamed: dict[str, Tensor] = {}
+    for key, value in out.items():
+        if m := _MLP.match(key):
+            prefix, i, kind = m.group(1), int(m.group(2)), m.group(3)
+            layer = "proj_in" if i == 0 else "proj_out" if i == depths[prefix] - 1 else f"layers.{i - 1}"
+            key = f"{prefix}.{layer}.{kind}"
+        renamed[key] = value
+    if point_embeds:
+        renamed["prompt_encoder.point_embed.weight"] = torch.cat([point_embeds[i] for i in sorted(point_embeds)])
+    if "prompt_encoder.shared_embedding.positional_embedding" in renamed:
+        renamed["shared_image_embedding.positional_embedding"] = renamed[
+            "prompt_encoder.shared_embedding.positional_embedding"]
+    return renamed
+
+
+def config_for_official(state: dict[str, Tensor], image_size: int = 1024) -> Sam2VideoConfig:
+    """Recognise the published size of an official state dict (tiny, small, base+, large)."""
+    key = "image_encoder.trunk.patch_embed.proj.weight"
+    if key not in state:
+        raise CheckpointError(f"not an official SAM 2 state dict: no {key!r}")
+    width = state[key].shape[0]
+    blocks = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
+    sizes = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus", (144, 48): "large"}
+    if (width, blocks) not in sizes:
+        raise CheckpointError(f"unknown SAM 2 size (Hiera width {width}, {blocks} blocks): pass its config explicitly")
+    version = "2.1" if "no_obj_embed_spatial" in state else "2"
+    return sam2_config(sizes[(width, blocks)], image_size=image_size, version=version)
+
+
+def load_state(model: Sam2, state: dict[str, Tensor], source: str) -> Sam2:
+    """Load `state` into `model`, failing with the names of missing and unexpected keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if wrong:
+        problems.append("shape mismatches " + ", ".join(
+            f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong))
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None = None) -> Sam2:
+    """Load an official SAM 2 `.pt` checkpoint (its config recognised from the weights if not given)."""
+    try:
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {err})") from err
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict (or a dict with a 'model' state dict)")
+    config = config if config is not None else config_for_official(state)
+    return load_state(Sam2(config), convert_official_state_dict(state), str(path)).eval()
+
+
+def load_sam2(source: str | os.PathLike[str], config: Sam2VideoConfig | None = None) -> Sam2:
+    """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, or a hub id."""
+    path = Path(source)
+    if path.is_file():
+        if path.suffix not in (".pt", ".pth"):
+            raise CheckpointError(f"{source}: expected an official SAM 2 .pt file or a model directory")
+        return load_official(path, config)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{source}: a model directory needs config.json and model.safetensors")
+        hf = Sam2VideoModel.from_pretrained(path)
+        return Sam2(hf.config, hf).eval()
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)) or path.suffix in (".pt", ".pth"):
+        raise CheckpointError(f"{source}: no such file or directory")
+    try:
+        hf = Sam2VideoModel.from_pretrained(str(source))
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot load SAM 2 {str(source)!r}: it is not a local path and the Hugging Face hub cannot be reached "
+            f"(offline). Download it where there is internet, e.g. `hf download {source} --local-dir DIR`, "
+            f"and pass DIR instead") from err
+    return Sam2(hf.config, hf).eval()
