@@ -1,0 +1,202 @@
+"""Engine behaviour: staged encoder, bounded memory, method hooks, prompts and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import disk_mask, synthetic_video
+
+from refseg.engine import MethodHooks, Session
+from refseg.engine.offline import segment_frames
+from refseg.prompts import Box, Mask, Points
+from refseg.sam.image_encoder import normalise_frames
+
+
+def run(model, frames, prompts, hooks=None, **kwargs):
+    session = Session(model, hooks, **kwargs)
+    results = []
+    for t, frame in enumerate(frames):
+        for obj_id, prompt in prompts.get(t, {}).items():
+            session.add_prompt(obj_id, prompt)
+        results.append(session.push(frame))
+    return session, results
+
+
+def test_staged_encoder_equals_stock_encoder_exactly(tiny_model):
+    frames = synthetic_video(3)
+    pixels = normalise_frames(torch.from_numpy(frames), tiny_model.image_size)
+    hf = tiny_model.to_transformers().eval()
+    with torch.no_grad():
+        ours = tiny_model.encode_images(pixels)
+        stock = hf.get_image_features(pixels)
+    ours_levels = [*ours.high_res, ours.embed]
+    for level, (a, b) in enumerate(zip(ours_levels, stock.fpn_hidden_states)):
+        assert torch.equal(a.flatten(2).permute(2, 0, 1), b), f"level {level}"
+    assert torch.equal(ours.pos.flatten(2).permute(2, 0, 1), stock.fpn_position_encoding[-1])
+
+
+@pytest.mark.parametrize("num_frames", [50, 500])
+def test_memory_bank_is_bounded(tiny_model, num_frames):
+    frames = synthetic_video(num_frames, height=64, width=64)
+    session = Session(tiny_model)
+    session.add_prompt(1, Points([[20, 32]]))
+    session.add_prompt(2, Box(30, 10, 60, 40), frame=5)
+    sizes = []
+    for t, frame in enumerate(frames):
+        session.push(frame)
+        if t >= 30:
+            sizes.append((session.bank.num_entries, session.bank.nbytes))
+    # per object: 1 prompted entry + 15 recent (pointers); 6 of the recent still hold features
+    per_object_bytes = 16 * 256 * 4 + 7 * 64 * 64 * 2
+    assert sizes[-1] == (32, 2 * per_object_bytes)
+    assert len(set(sizes)) == 1
+
+
+def test_bank_readout_is_what_sam2_attends_to(tiny_model):
+    frames = synthetic_video(31)
+    session, _ = run(tiny_model, frames[:11], {0: {1: Points([[20, 48]])}})
+    at11 = session.bank.object(1).readout(11)
+    assert at11.tpos_slots == [-1, 5, 4, 3, 2, 1, 0]  # prompted frame 0, then frames 5 ... 10
+    assert at11.pointer_offsets == [11, *range(1, 11)]
+    for frame in frames[11:]:
+        session.push(frame)
+    at31 = session.bank.object(1).readout(31)
+    assert at31.pointer_offsets == [31, *range(1, 16)]
+    assert len(at31.features) == 7
+
+
+class Recorder(MethodHooks):
+    """Records what the engine hands to each hook; changes nothing."""
+
+    def __init__(self, clip_len: int = 1) -> None:
+        self.clip_len = clip_len
+        self.stage_shapes: list[tuple[int, ...]] = []
+        self.calls: list[str] = []
+
+    def encode_stage(self, stage, features):
+        self.stage_shapes.append(tuple(features.shape))
+        return features
+
+    def select_memories(self, frame, obj_id, readout):
+        self.calls.append(f"select {frame}")
+        return readout
+
+    def prompt_tokens(self, frame, obj_id, features, embed):
+        self.calls.append(f"prompt {frame}")
+        return None
+
+    def memory_mask(self, frame, obj_id, features, output):
+        self.calls.append(f"memory {frame}")
+        return output.high_res
+
+
+def test_identity_hooks_change_nothing_and_see_every_step(tiny_model):
+    frames = synthetic_video(6)
+    prompts = {0: {1: Points([[20, 48]])}}
+    _, plain = run(tiny_model, frames, prompts)
+    hooks = Recorder()
+    _, hooked = run(tiny_model, frames, prompts, hooks)
+    for a, b in zip(plain, hooked):
+        assert torch.equal(a.objects[1].logits, b.objects[1].logits)
+    assert len(hooks.stage_shapes) == 4 * 6 and hooks.stage_shapes[0][0] == 1
+    assert hooks.calls[:4] == ["prompt 0", "memory 0", "select 1", "prompt 1"]
+
+
+def test_stage_hook_sees_the_whole_clip_and_changes_output(tiny_model):
+    frames = synthetic_video(8)
+    hooks = Recorder(clip_len=4)
+    session = Session(tiny_model, hooks)
+    session.add_prompt(1, Points([[20, 48]]))
+    clip_results = session.push_clip(frames[:4]) + session.push_clip(frames[4:])
+    assert [s[0] for s in hooks.stage_shapes] == [4] * 8
+    _, single = run(tiny_model, frames, {0: {1: Points([[20, 48]])}})
+    for a, b in zip(clip_results, single):  # batching frames only reorders float sums
+        torch.testing.assert_close(a.objects[1].low_res_logits, b.objects[1].low_res_logits, atol=1e-4, rtol=0)
+
+    class Zero(MethodHooks):
+        def encode_stage(self, stage, features):
+            return features * 0 if stage == 3 else features
+
+    _, zeroed = run(tiny_model, frames, {0: {1: Points([[20, 48]])}}, Zero())
+    assert not torch.allclose(zeroed[3].objects[1].logits, single[3].objects[1].logits)
+
+
+def test_prompt_token_and_memory_hooks_act(tiny_model):
+    frames = synthetic_video(6)
+    prompts = {0: {1: Points([[20, 48]])}}
+    _, plain = run(tiny_model, frames, prompts)
+    tokens = torch.randn(1, 2, 256, generator=torch.Generator().manual_seed(0))
+
+    class Extra(MethodHooks):
+        def prompt_tokens(self, frame, obj_id, features, embed):
+            return tokens
+
+    _, extra = run(tiny_model, frames, prompts, Extra())
+    assert not torch.allclose(extra[0].objects[1].logits, plain[0].objects[1].logits)
+
+    class Forget(MethodHooks):
+        def memory_mask(self, frame, obj_id, features, output):
+            return torch.full_like(output.high_res, -20.0)
+
+    _, forget = run(tiny_model, frames, prompts, Forget())
+    assert torch.equal(forget[0].objects[1].logits, plain[0].objects[1].logits)  # memory only acts later
+    assert not torch.allclose(forget[2].objects[1].logits, plain[2].objects[1].logits)
+
+    class OnlyPrompted(MethodHooks):
+        def select_memories(self, frame, obj_id, readout):
+            readout.features, readout.tpos_slots = readout.features[:1], readout.tpos_slots[:1]
+            return readout
+
+    _, selected = run(tiny_model, frames, prompts, OnlyPrompted())
+    assert torch.equal(selected[1].objects[1].logits, plain[1].objects[1].logits)  # frame 1 reads 2 memories
+    assert not torch.allclose(selected[3].objects[1].logits, plain[3].objects[1].logits)
+
+
+def test_results_are_at_input_resolution_for_any_frame_size(tiny_model):
+    frames = synthetic_video(3, height=75, width=131)
+    _, results = run(tiny_model, frames, {0: {4: Mask(np.pad(disk_mask(0), ((0, 0), (0, 3)))[:75, :131])}})
+    for r in results:
+        assert r.objects[4].mask.shape == (75, 131) and r.objects[4].mask.dtype == bool
+        assert r.objects[4].logits.shape == (75, 131)
+    # a mask prompt is the frame's output: the result reproduces it (up to resampling at edges)
+    given = np.pad(disk_mask(0), ((0, 0), (0, 3)))[:75, :131]
+    agreement = (results[0].objects[4].mask == given).mean()
+    assert agreement > 0.98
+
+
+def test_offline_helper_equals_streaming(tiny_model):
+    frames = synthetic_video(5)
+    prompts = {0: {1: Points([[20, 48]])}, 2: {2: Box(85, 8, 110, 32)}}
+    _, streamed = run(tiny_model, frames, prompts)
+    offline = segment_frames(tiny_model, frames, prompts, progress=False)
+    for a, b in zip(streamed, offline):
+        assert a.objects.keys() == b.objects.keys()
+        for o in a.objects:
+            assert torch.equal(a.objects[o].logits, b.objects[o].logits)
+
+
+def test_bad_frames_and_prompts_raise_one_clear_error(tiny_model):
+    session = Session(tiny_model)
+    with pytest.raises(ValueError, match=r"frame 0: expected an H x W x 3 uint8"):
+        session.push(np.zeros((10, 10), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"frame 0: expected an H x W x 3 uint8"):
+        session.push(np.zeros((10, 10, 3), dtype=np.float32))
+    session.add_prompt(1, Points([[500, 5]]))
+    with pytest.raises(ValueError, match="outside the 128x96 frame"):
+        session.push(synthetic_video(1)[0])
+    with pytest.raises(ValueError, match="x0 < x1"):
+        Box(10, 10, 5, 20)
+    with pytest.raises(ValueError, match="labels must be 1"):
+        Points([[1, 2]], labels=[3])
+    ok = Session(tiny_model)
+    ok.push(synthetic_video(1)[0])
+    with pytest.raises(ValueError, match="already pushed"):
+        ok.add_prompt(1, Points([[1, 2]]), frame=0)
+
+
+def test_objects_can_be_removed(tiny_model):
+    session, _ = run(tiny_model, synthetic_video(3), {0: {1: Points([[20, 48]]), 2: Points([[98, 20]])}})
+    session.remove_object(1)
+    assert session.object_ids == [2]
+    assert list(session.push(synthetic_video(4)[3]).objects) == [2]
