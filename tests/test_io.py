@@ -1,0 +1,92 @@
+"""Video and mask I/O round trips through real files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import synthetic_video
+from PIL import Image
+
+from refseg.io import InputError, VideoWriter, frames, overlay, read_mask_png, video_fps, write_mask_png
+
+
+def smooth_video(num_frames: int = 30, height: int = 96, width: int = 128) -> np.ndarray:
+    """Smooth gradients and blobs: what a lossy codec keeps well."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        out[t, ..., 0] = 128 + 100 * np.sin(xx / 20 + t / 5)
+        out[t, ..., 1] = 128 + 100 * np.cos(yy / 15 - t / 7)
+        out[t, ..., 2] = 255 * (xx + yy) / (height + width)
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi", ".webm"])
+def test_video_round_trip(tmp_path, suffix):
+    video = smooth_video()
+    path = tmp_path / f"clip{suffix}"
+    with VideoWriter(path, fps=12, crf=10) as writer:
+        for frame in video:
+            writer.write(frame)
+    back = np.stack(list(frames(path)))
+    assert back.shape == video.shape
+    error = np.abs(back.astype(np.int16) - video.astype(np.int16)).mean()
+    assert error < 3.0, f"mean absolute error {error:.2f} grey levels"
+    assert video_fps(path) == pytest.approx(12, rel=1e-3)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_truncated_video_gives_one_clear_error(tmp_path):
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path) as writer:
+        for frame in smooth_video(10):
+            writer.write(frame)
+    data = path.read_bytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(data[: len(data) // 3])
+    with pytest.raises(InputError, match="broken.mp4"):
+        list(frames(broken))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty.mp4"):
+        list(frames(empty))
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    path = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError):
+        with VideoWriter(path) as writer:
+            writer.write(smooth_video(1)[0])
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_folder_and_single_image(tmp_path):
+    video = synthetic_video(4)
+    for t, frame in enumerate(video):
+        Image.fromarray(frame).save(tmp_path / f"{t:05d}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    back = list(frames(tmp_path))
+    assert len(back) == 4 and all(np.array_equal(a, b) for a, b in zip(back, video))
+    single = list(frames(tmp_path / "00002.png"))
+    assert len(single) == 1 and np.array_equal(single[0], video[2])
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(InputError, match="no image"):
+        list(frames(tmp_path / "empty_dir"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 garbage")
+    with pytest.raises(InputError, match="bad.jpg"):
+        list(frames(bad))
+    with pytest.raises(InputError, match="no such file"):
+        list(frames(tmp_path / "missing.mp4"))
+
+
+def test_mask_png_round_trip_and_overlay(tmp_path):
+    mask = np.zeros((7, 9), dtype=bool)
+    mask[2:5, 3:8] = True
+    write_mask_png(tmp_path / "m" / "00000.png", mask)
+    assert np.array_equal(read_mask_png(tmp_path / "m" / "00000.png"), mask)
+    frame = np.full((7, 9, 3), 100, dtype=np.uint8)
+    blended = overlay(frame, {1: mask})
+    assert np.array_equal(blended[~mask], frame[~mask])
+    assert tuple(blended[3, 4]) == (165, 62, 88)  # halfway between grey 100 and (230, 25, 75); 62.5 -> 62
