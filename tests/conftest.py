@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from refseg.demo import DISK, moving_shapes
 from refseg.sam import Sam2, tiny_test_config
 
 torch.set_num_threads(2)
@@ -37,26 +38,13 @@ def random_sam2(seed: int = 0, image_size: int = 128, **overrides) -> Sam2:
 
 
 def synthetic_video(num_frames: int, height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
-    """[T, H, W, 3] uint8: a bright disk and a dark square moving over a textured background."""
-    rng = np.random.default_rng(seed)
-    background = rng.integers(60, 120, size=(height, width, 3)).astype(np.float32)
-    yy, xx = np.mgrid[0:height, 0:width]
-    frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
-    for t in range(num_frames):
-        img = background.copy()
-        cx, cy = 20 + (t * 2) % (width - 40), height / 2 + 15 * np.sin(t / 6)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < 12**2] = (230, 60, 40)
-        sx, sy = width - 30 - (t % 50), 20
-        img[(abs(xx - sx) < 10) & (abs(yy - sy) < 10)] = (20, 30, 200)
-        frames[t] = img.clip(0, 255).astype(np.uint8)
-    return frames
+    """[T, H, W, 3] uint8: the demo scene (a disk and a square moving over texture)."""
+    return moving_shapes(num_frames, height, width, seed).frames
 
 
 def disk_mask(frame_index: int, height: int = 96, width: int = 128) -> np.ndarray:
     """Ground-truth mask of the disk of `synthetic_video` on a frame."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    cx, cy = 20 + (frame_index * 2) % (width - 40), height / 2 + 15 * np.sin(frame_index / 6)
-    return (xx - cx) ** 2 + (yy - cy) ** 2 < 12**2
+    return moving_shapes(frame_index + 1, height, width).masks[DISK][frame_index]
 
 
 @pytest.fixture(scope="session")

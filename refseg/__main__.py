@@ -1,0 +1,5 @@
+import sys
+
+from refseg.cli import main
+
+sys.exit(main())
