@@ -47,8 +47,9 @@ def test_memory_bank_is_bounded(tiny_model, num_frames):
         session.push(frame)
         if t >= 30:
             sizes.append((session.bank.num_entries, session.bank.nbytes))
-    # per object: 1 prompted entry + 15 recent (pointers); 6 of the recent still hold features
-    per_object_bytes = 16 * 256 * 4 + 7 * 64 * 64 * 2
+    # per object: 1 prompted entry + 15 recent (pointers); 7 of them still hold bf16 features and
+    # their cached float32 keys and values (2 layers x 64 positions x 256 channels each)
+    per_object_bytes = 16 * 256 * 4 + 7 * (64 * 64 * 2 + 2 * 2 * 64 * 256 * 4)
     assert sizes[-1] == (32, 2 * per_object_bytes)
     assert len(set(sizes)) == 1
 

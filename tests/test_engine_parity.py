@@ -59,9 +59,10 @@ def reference_logits(model: Sam2, frames: np.ndarray, prompts: dict[int, object]
     return out
 
 
-def engine_logits(model: Sam2, frames: np.ndarray, prompts: dict[int, dict[int, object]]) -> dict[int, dict[int, torch.Tensor]]:
+def engine_logits(model: Sam2, frames: np.ndarray, prompts: dict[int, dict[int, object]],
+                  **options: bool) -> dict[int, dict[int, torch.Tensor]]:
     """Low-res logits per frame per object from refseg's streaming session."""
-    session = Session(model)
+    session = Session(model, **options)
     out: dict[int, dict[int, torch.Tensor]] = {}
     for t, frame in enumerate(frames):
         for obj_id, prompt in prompts.get(t, {}).items():
@@ -86,8 +87,9 @@ def frames() -> np.ndarray:
     return synthetic_video(NUM_FRAMES)
 
 
-def test_one_point_prompted_object_over_42_frames(tiny_model, frames):
-    ours = engine_logits(tiny_model, frames, {0: {7: Points([[20, 48]])}})
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_one_point_prompted_object_over_42_frames(tiny_model, frames, kv_cache):
+    ours = engine_logits(tiny_model, frames, {0: {7: Points([[20, 48]])}}, kv_cache=kv_cache)
     ref = reference_logits(tiny_model, frames, {0: Points([[20, 48]])}, start=0)
     assert_close([ours[t][7] for t in range(NUM_FRAMES)], ref)
 

@@ -17,22 +17,26 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from refseg.sam.memory import MemoryReadout
+from refseg.sam.memory import MemoryKV, MemoryReadout
 
 
 @dataclass
 class MemoryEntry:
-    """One frame's memory of one object: features [h*w, D] (None once too old) and pointer [C]."""
+    """One frame's memory of one object: features [h*w, D] and, optionally, their cached attention
+    keys and values (both None once too old to be read), and the object pointer [C]."""
 
     frame: int
     features: Tensor | None
     pointer: Tensor
+    kv: MemoryKV | None = None
 
     @property
     def nbytes(self) -> int:
         size = self.pointer.numel() * self.pointer.element_size()
         if self.features is not None:
             size += self.features.numel() * self.features.element_size()
+        if self.kv is not None:
+            size += self.kv.nbytes
         return size
 
 
@@ -76,7 +80,7 @@ class ObjectMemory:
             if frame < keep_pointers_from:
                 del self.recent[frame]
             elif frame < keep_features_from and entry.features is not None:
-                entry.features = None
+                entry.features = entry.kv = None
 
     def readout(self, frame: int) -> MemoryReadout:
         """The memories and pointers SAM 2 attends to on `frame`, in its order."""
@@ -85,11 +89,13 @@ class ObjectMemory:
         for entry in selected.values():
             out.features.append(_features(entry))
             out.tpos_slots.append(-1)
+            out.kv.append(entry.kv)
         for offset in range(self.num_maskmem - 1, 0, -1):
             entry = self.recent.get(frame - offset) or unselected.get(frame - offset)
             if entry is not None and entry.features is not None:
                 out.features.append(entry.features)
                 out.tpos_slots.append(offset - 1)
+                out.kv.append(entry.kv)
         for entry in self.prompted.values():
             if entry.frame <= frame:
                 out.pointers.append(entry.pointer)

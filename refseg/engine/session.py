@@ -31,7 +31,7 @@ from refseg.engine.memory_bank import MemoryBank, MemoryEntry
 from refseg.prompts import Box, Mask, Points, Prompt
 from refseg.sam.image_encoder import ImageFeatures, normalise_frames
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks, mask_as_output
-from refseg.sam.memory import condition_on_memory, encode_memory, memory_position_encoding
+from refseg.sam.memory import condition_on_memory, encode_memory, memory_kv, memory_position_encoding, memory_rope
 from refseg.sam.model import Sam2
 from refseg.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PointPrompt, embed_prompts
 
@@ -91,6 +91,10 @@ class Session:
         memory_dtype: storage dtype of spatial memories (SAM 2 keeps bfloat16).
         max_prompted_frames: prompted frames kept per object (see `MemoryBank`).
         grad: keep the autograd graph (training through memory); inference mode otherwise.
+        kv_cache: keep each spatial memory's attention keys and values (computed once when it is
+            stored instead of on every frame that reads it; see `refseg.sam.memory.MemoryKV`).
+            Costs 2 x layers x h*w x 256 floats per stored memory (32 MiB at 1024 px, 2 MiB
+            at 256 px). Inference only: ignored when `grad` is set.
     """
 
     def __init__(
@@ -101,11 +105,13 @@ class Session:
         memory_dtype: torch.dtype = torch.bfloat16,
         max_prompted_frames: int = 16,
         grad: bool = False,
+        kv_cache: bool = True,
     ) -> None:
         self.model = model
         self.hooks = hooks if hooks is not None else MethodHooks()
         self.memory_dtype = memory_dtype
         self.grad = grad
+        self.kv_cache = kv_cache and not grad
         self.device = model.no_memory_embedding.device
         self.bank = MemoryBank(model.num_maskmem, model.max_object_pointers, max_prompted_frames,
                                int(model.config.max_cond_frame_num))
@@ -113,6 +119,7 @@ class Session:
         self._next = 0
         with torch.inference_mode(not grad):
             self._memory_pos = memory_position_encoding(model)
+            self._rope = memory_rope(model)
 
     # -- prompts ---------------------------------------------------------------------------------
     @property
@@ -200,7 +207,8 @@ class Session:
             embed = features.embed + model.no_memory_embedding.view(1, -1, 1, 1)
         else:
             readout = self.hooks.select_memories(t, obj_id, self.bank.object(obj_id).readout(t))
-            embed = condition_on_memory(model, features.embed, features.pos, readout, self._memory_pos)
+            embed = condition_on_memory(model, features.embed, features.pos, readout, self._memory_pos,
+                                        self._rope if self.kv_cache else None)
         extra = self.hooks.prompt_tokens(t, obj_id, features, embed)
         sparse, dense = embed_prompts(model.prompt_encoder, 1, points=points, extra=extra)
         return decode_masks(model, features.high_res, embed, sparse, dense, self._multimask(conditioning, points))
@@ -221,7 +229,8 @@ class Session:
         embed = features.embed.expand(len(ids), -1, -1, -1)
         memories = encode_memory(self.model, embed, masks, scores, flags, self.memory_dtype)
         for i, obj_id in enumerate(ids):
-            entry = MemoryEntry(t, memories[i], outputs[obj_id].pointer[0])
+            kv = memory_kv(self.model, memories[i], self._memory_pos, self._rope) if self.kv_cache else None
+            entry = MemoryEntry(t, memories[i], outputs[obj_id].pointer[0], kv)
             self.bank.object(obj_id).add(entry, prompted[obj_id])
 
     def _frame_prompt(self, prompts: list[Prompt], height: int, width: int) -> _FramePrompt:

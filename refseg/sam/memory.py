@@ -17,10 +17,36 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from transformers.models.sam2_video.modeling_sam2_video import get_1d_sine_pe
+from torch.nn import functional as F
+from transformers.models.sam2_video.modeling_sam2_video import get_1d_sine_pe, rotate_pairwise
 
 if TYPE_CHECKING:
     from refseg.sam.model import Sam2
+
+
+Rope = tuple[Tensor, Tensor]  # cos, sin of the memory-attention RoPE, each [1, h*w, head_dim]
+
+
+@dataclass
+class MemoryKV:
+    """Cross-attention keys and values of one spatial memory, for every memory-attention layer.
+
+    Memory features never change once stored, so their projections can be computed once
+    instead of on every frame that reads them. The key projection and RoPE are linear, so
+        RoPE(W_k (m + p + e_t) + b_k) = RoPE(W_k (m + p)) + RoPE(W_k e_t + b_k),
+    where m is the memory, p its spatial encoding and e_t the temporal encoding of its current
+    age t (which changes as the memory ages): the first term is cached, the second added on read.
+
+    keys[l]:   [heads, h*w, head_dim], RoPE(W_k (m + p)) of layer l.
+    values[l]: [heads, h*w, head_dim], W_v m + b_v of layer l.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
 
 @dataclass
@@ -32,12 +58,14 @@ class MemoryReadout:
                 (distance - 1 for recent frames, -1 for prompted frames).
     pointers:   object pointers, each [C] (C = 256).
     pointer_offsets: per pointer, its frame distance from the current frame.
+    kv:         per spatial memory, its cached keys and values (None where not cached).
     """
 
     features: list[Tensor] = field(default_factory=list)
     tpos_slots: list[int] = field(default_factory=list)
     pointers: list[Tensor] = field(default_factory=list)
     pointer_offsets: list[int] = field(default_factory=list)
+    kv: list[MemoryKV | None] = field(default_factory=list)
 
 
 def encode_memory(
@@ -95,7 +123,7 @@ def pointer_position_encoding(model: Sam2, offsets: list[int], dtype: torch.dtyp
 
 
 def condition_on_memory(model: Sam2, embed: Tensor, pos: Tensor, readout: MemoryReadout,
-                        memory_pos: Tensor) -> Tensor:
+                        memory_pos: Tensor, rope: Rope | None = None) -> Tensor:
     """Memory attention for one object on one frame.
 
     Args:
@@ -103,9 +131,13 @@ def condition_on_memory(model: Sam2, embed: Tensor, pos: Tensor, readout: Memory
         pos: [1, C, h, w] its positional encoding.
         readout: the memories and pointers to attend to (at least one spatial memory).
         memory_pos: [h*w, D] spatial positional encoding of a memory (`memory_position_encoding`).
+        rope: the RoPE tables (`memory_rope`); with them, and every memory's keys and values
+            cached in `readout.kv`, the cached path runs (the same function, fewer operations).
     Returns:
         [1, C, h, w] memory-conditioned embedding.
     """
+    if rope is not None and readout.kv and all(kv is not None for kv in readout.kv):
+        return _attend_cached(model, embed, pos, readout, rope)
     _, channels, h, w = embed.shape
     dtype = embed.dtype
     tpos = model.memory_temporal_positional_encoding  # [N, 1, 1, D]
@@ -129,4 +161,66 @@ def condition_on_memory(model: Sam2, embed: Tensor, pos: Tensor, readout: Memory
         memory_posision_embeddings=memory_pe,
         num_object_pointer_tokens=num_pointer_tokens,
     )  # [1, 1, h*w, C]
+    return out.reshape(h * w, channels).transpose(0, 1).reshape(1, channels, h, w)
+
+
+def memory_rope(model: Sam2) -> Rope:
+    """cos and sin of the memory-attention RoPE over the h x w grid, each [1, h*w, head_dim]."""
+    attention = model.memory_attention
+    cos, sin = attention.rotary_emb(attention.position_ids, attention.position_ids)
+    return cos, sin
+
+
+def _rotate(x: Tensor, rope: Rope) -> Tensor:
+    cos, sin = rope
+    return x * cos + rotate_pairwise(x) * sin
+
+
+def _heads(x: Tensor, heads: int) -> Tensor:
+    """[N, heads * hd] -> [heads, N, hd]."""
+    return x.reshape(x.shape[0], heads, -1).transpose(0, 1)
+
+
+def memory_kv(model: Sam2, features: Tensor, memory_pos: Tensor, rope: Rope) -> MemoryKV:
+    """Cache the cross-attention keys and values of one spatial memory [h*w, D] (see `MemoryKV`)."""
+    memory = features.to(memory_pos.dtype)
+    keys, values = [], []
+    for layer in model.memory_attention.layers:
+        attn = layer.cross_attn_image
+        heads = attn.num_attention_heads
+        keys.append(_rotate(_heads(F.linear(memory + memory_pos, attn.k_proj.weight), heads), rope).contiguous())
+        values.append(_heads(attn.v_proj(memory), heads).contiguous())
+    return MemoryKV(keys, values)
+
+
+def _attend_cached(model: Sam2, embed: Tensor, pos: Tensor, readout: MemoryReadout, rope: Rope) -> Tensor:
+    """Memory attention with cached memory keys and values (inference; dropout is off)."""
+    _, channels, h, w = embed.shape
+    attention = model.memory_attention
+    tpos = model.memory_temporal_positional_encoding[:, 0, 0]  # [N, D]
+    x = (embed + 0.1 * pos).flatten(2).transpose(1, 2)[:, None]  # [1, 1, h*w, C]
+    pointers = pointer_pe = None
+    if readout.pointers:
+        dim = model.config.memory_encoder_output_channels
+        pointers = torch.stack(readout.pointers).to(embed.dtype).reshape(-1, dim)  # [P * C/D, D]
+        pe = pointer_position_encoding(model, readout.pointer_offsets, embed.dtype)
+        pointer_pe = pe.repeat_interleave(channels // dim, dim=0)
+    for index, layer in enumerate(attention.layers):
+        query = layer.layer_norm1(x)
+        x = x + layer.self_attn(query=query, key=query, value=query, position_embeddings=rope)[0]
+        attn = layer.cross_attn_image
+        heads = attn.num_attention_heads
+        q = _rotate(_heads(attn.q_proj(layer.layer_norm2(x))[0, 0], heads), rope)  # [heads, h*w, hd]
+        # the age-dependent part of each key: RoPE(W_k e_t + b_k), broadcast over positions
+        slot_keys = {s: _rotate(attn.k_proj(tpos[s]).reshape(heads, 1, -1), rope) for s in set(readout.tpos_slots)}
+        keys = [kv.keys[index] + slot_keys[s] for kv, s in zip(readout.kv, readout.tpos_slots)]  # type: ignore[union-attr]
+        values = [kv.values[index] for kv in readout.kv]  # type: ignore[union-attr]
+        if pointers is not None:
+            keys.append(_heads(attn.k_proj(pointers + pointer_pe), heads))
+            values.append(_heads(attn.v_proj(pointers), heads))
+        out = F.scaled_dot_product_attention(q[None], torch.cat(keys, dim=1)[None], torch.cat(values, dim=1)[None],
+                                             scale=attn.scaling)  # [1, heads, h*w, hd]
+        x = x + attn.o_proj(out[0].transpose(0, 1).reshape(1, 1, h * w, -1))
+        x = x + layer.linear2(layer.activation(layer.linear1(layer.layer_norm3(x))))
+    out = attention.layer_norm(x)  # [1, 1, h*w, C]
     return out.reshape(h * w, channels).transpose(0, 1).reshape(1, channels, h, w)

@@ -1,0 +1,156 @@
+"""Streaming benchmark: refseg's engine against `transformers` Sam2VideoModel, side by side.
+
+Latency: both implementations hold the same random weights and stream the same frames with the
+same click on frame 0; they advance in lockstep (each frame through one, then the other, the
+order alternating), so machine noise hits both alike. Printed: median ms/frame and the ratio.
+
+Resident memory: each implementation streams alone in a fresh child process (memory of one
+process cannot be split between two models); RSS is read at two frame counts and the growth
+between them printed, with the ratio to the reference's growth.
+
+    python bench/stream.py                       # every configuration below
+    python bench/stream.py --only tiny-128       # one of them
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import psutil
+import torch
+from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+from refseg.demo import moving_shapes
+from refseg.engine import Session
+from refseg.prompts import Points
+from refseg.sam import Sam2, sam2_config, tiny_test_config
+from refseg.sam.image_encoder import normalise_frames
+
+# name -> (config builder, latency frames, RSS frame counts (from, to))
+CONFIGS = {
+    "tiny-128": (lambda: tiny_test_config(128), 60, (100, 2000)),
+    "sam2.1-hiera-tiny-512": (lambda: sam2_config("tiny", 512), 16, (20, 120)),
+    "sam2.1-hiera-tiny-1024": (lambda: sam2_config("tiny", 1024), 8, None),
+}
+
+
+def build(name: str) -> Sam2:
+    torch.manual_seed(0)
+    return Sam2(CONFIGS[name][0]()).eval()
+
+
+class Ours:
+    def __init__(self, model: Sam2, height: int, width: int) -> None:
+        self.session = Session(model)
+        self.session.add_prompt(1, Points([[width / 4, height / 2]]))
+
+    def step(self, frame: np.ndarray) -> None:
+        self.session.push(frame)
+
+
+class Reference:
+    def __init__(self, model: Sam2, height: int, width: int) -> None:
+        self.model = model.to_transformers().eval()
+        self.size = model.image_size
+        self.session = Sam2VideoInferenceSession(video_height=height, video_width=width, dtype=torch.float32)
+        idx = self.session.obj_id_to_idx(1)
+        xy = torch.tensor([[[[width / 4 * self.size / width, height / 2 * self.size / height]]]])
+        self.session.add_point_inputs(idx, 0, {"point_coords": xy, "point_labels": torch.ones(1, 1, 1, dtype=torch.int32)})
+        self.session.obj_with_new_inputs.append(1)
+        self.t = 0
+
+    def step(self, frame: np.ndarray) -> None:
+        # the same preprocessing as the engine (the transformers processors need torchvision)
+        pixels = normalise_frames(torch.from_numpy(frame)[None], self.size)[0]
+        with torch.inference_mode():
+            self.model(self.session, frame_idx=self.t, frame=pixels)
+        self.t += 1
+
+
+IMPLS = {"ours": Ours, "transformers": Reference}
+
+
+def scene_frames(count: int, size: int) -> np.ndarray:
+    return moving_shapes(min(count, 64), height=size * 3 // 4, width=size).frames
+
+
+def latency(name: str) -> dict[str, float]:
+    model = build(name)
+    frames = scene_frames(CONFIGS[name][1], model.image_size)
+    h, w = frames.shape[1:3]
+    impls = {k: cls(model, h, w) for k, cls in IMPLS.items()}
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    for t, frame in enumerate(frames):
+        order = list(impls) if t % 2 == 0 else list(reversed(impls))
+        for k in order:
+            start = time.perf_counter()
+            impls[k].step(frame)
+            times[k].append(time.perf_counter() - start)
+    # frame 0 (prompted, no memory) is not representative of tracking
+    med = {k: 1000 * statistics.median(v[1:]) for k, v in times.items()}
+    return {"ours_ms": med["ours"], "transformers_ms": med["transformers"],
+            "ratio": med["ours"] / med["transformers"], "frames": len(frames)}
+
+
+def rss_child(name: str, impl: str, first: int, last: int) -> dict[str, float]:
+    """Run in a child process: stream `last` frames, RSS (MiB) after `first` and after `last`."""
+    model = build(name)
+    base = scene_frames(64, model.image_size)
+    runner = IMPLS[impl](model, *base.shape[1:3])
+    process = psutil.Process()
+    marks = {}
+    for t in range(last):
+        runner.step(base[t % len(base)])
+        if t + 1 in (first, last):
+            marks[t + 1] = process.memory_info().rss / 2**20
+    return {"rss_first_mib": marks[first], "rss_last_mib": marks[last]}
+
+
+def rss(name: str) -> dict[str, float]:
+    first, last = CONFIGS[name][2]
+    out: dict[str, float] = {"from_frame": first, "to_frame": last}
+    for impl in IMPLS:
+        cmd = [sys.executable, __file__, "--child", name, impl, str(first), str(last)]
+        result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        growth = result["rss_last_mib"] - result["rss_first_mib"]
+        out[f"{impl}_rss_mib"] = result["rss_last_mib"]
+        out[f"{impl}_growth_mib"] = growth
+        out[f"{impl}_growth_pct"] = 100 * growth / result["rss_first_mib"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=list(CONFIGS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        name, impl, first, last = args.child
+        print(json.dumps(rss_child(name, impl, int(first), int(last))))
+        return
+    for name in [args.only] if args.only else list(CONFIGS):
+        lat = latency(name)
+        print(f"{name}: latency ours {lat['ours_ms']:.1f} ms/frame, transformers {lat['transformers_ms']:.1f} "
+              f"ms/frame, ratio {lat['ratio']:.3f} (median of {lat['frames'] - 1} tracked frames, "
+              f"{args.threads} threads)", flush=True)
+        if CONFIGS[name][2] is not None:
+            mem = rss(name)
+            print(f"{name}: RSS frame {mem['from_frame']:.0f} -> {mem['to_frame']:.0f}: ours "
+                  f"{mem['ours_growth_mib']:+.1f} MiB ({mem['ours_growth_pct']:+.1f}%, {mem['ours_rss_mib']:.0f} MiB), "
+                  f"transformers {mem['transformers_growth_mib']:+.1f} MiB ({mem['transformers_growth_pct']:+.1f}%, "
+                  f"{mem['transformers_rss_mib']:.0f} MiB)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
