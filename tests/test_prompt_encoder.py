@@ -1,0 +1,48 @@
+"""The prompt path: clicks, boxes, masks and extra sparse embeddings."""
+
+from __future__ import annotations
+
+import torch
+
+from refseg.sam.prompt_encoder import POSITIVE, PointPrompt, embed_prompts
+
+
+def test_extra_embeddings_follow_the_click_tokens(tiny_model):
+    encoder = tiny_model.prompt_encoder
+    points = PointPrompt(torch.tensor([[[10.0, 20.0], [50.0, 60.0]]]), torch.tensor([[POSITIVE, 0]]))
+    extra = torch.randn(1, 3, 256)
+    sparse, dense = embed_prompts(encoder, 1, points=points, extra=extra)
+    alone, _ = embed_prompts(encoder, 1, points=points)
+    assert sparse.shape == (1, 1, 2 + 1 + 3, 256)  # 2 clicks + SAM's padding point + 3 extra
+    assert torch.equal(sparse[:, :, :3], alone)
+    assert torch.equal(sparse[0, 0, 3:], extra[0])
+    assert dense.shape == (1, 256, 8, 8)
+
+
+def test_extra_embeddings_alone_need_no_padding_point(tiny_model):
+    extra = torch.randn(2, 4, 256)
+    sparse, dense = embed_prompts(tiny_model.prompt_encoder, 2, extra=extra)
+    assert torch.equal(sparse[:, 0], extra)
+    assert dense.shape == (2, 256, 8, 8)
+    assert torch.equal(dense[0, :, 0, 0], tiny_model.prompt_encoder.no_mask_embed.weight[0])
+
+
+def test_no_prompt_is_the_not_a_point_token(tiny_model):
+    encoder = tiny_model.prompt_encoder
+    sparse, _ = embed_prompts(encoder, 1)
+    # SAM 2's tracking call: one "not a point" click, plus the encoder's own padding point
+    assert sparse.shape == (1, 1, 2, 256)
+    assert torch.equal(sparse[0, 0, 0], encoder.not_a_point_embed.weight[0])
+    assert torch.equal(sparse[0, 0, 1], encoder.not_a_point_embed.weight[0])
+
+
+def test_mask_prompt_is_resized_to_the_dense_grid(tiny_model):
+    encoder = tiny_model.prompt_encoder
+    mask = torch.zeros(1, 1, 128, 128)
+    mask[..., 32:96, 32:96] = 10.0
+    _, dense = embed_prompts(encoder, 1, mask=mask)
+    _, direct = embed_prompts(encoder, 1, mask=torch.nn.functional.interpolate(
+        mask, size=(32, 32), mode="bilinear", align_corners=False, antialias=True))
+    assert torch.equal(dense, direct)
+    _, empty = embed_prompts(encoder, 1)
+    assert not torch.allclose(dense, empty)
