@@ -49,12 +49,18 @@ def build(name: str) -> Sam2:
 
 
 class Ours:
+    kv_cache = True
+
     def __init__(self, model: Sam2, height: int, width: int) -> None:
-        self.session = Session(model)
+        self.session = Session(model, kv_cache=self.kv_cache)
         self.session.add_prompt(1, Points([[width / 4, height / 2]]))
 
     def step(self, frame: np.ndarray) -> None:
         self.session.push(frame)
+
+
+class OursNoCache(Ours):
+    kv_cache = False
 
 
 class Reference:
@@ -76,7 +82,7 @@ class Reference:
         self.t += 1
 
 
-IMPLS = {"ours": Ours, "transformers": Reference}
+IMPLS = {"ours": Ours, "ours_no_kv_cache": OursNoCache, "transformers": Reference}
 
 
 def scene_frames(count: int, size: int) -> np.ndarray:
@@ -90,15 +96,14 @@ def latency(name: str) -> dict[str, float]:
     impls = {k: cls(model, h, w) for k, cls in IMPLS.items()}
     times: dict[str, list[float]] = {k: [] for k in impls}
     for t, frame in enumerate(frames):
-        order = list(impls) if t % 2 == 0 else list(reversed(impls))
+        order = list(impls)[t % len(impls):] + list(impls)[:t % len(impls)]  # rotate who goes first
         for k in order:
             start = time.perf_counter()
             impls[k].step(frame)
             times[k].append(time.perf_counter() - start)
     # frame 0 (prompted, no memory) is not representative of tracking
     med = {k: 1000 * statistics.median(v[1:]) for k, v in times.items()}
-    return {"ours_ms": med["ours"], "transformers_ms": med["transformers"],
-            "ratio": med["ours"] / med["transformers"], "frames": len(frames)}
+    return {**{f"{k}_ms": v for k, v in med.items()}, "frames": len(frames)}
 
 
 def rss_child(name: str, impl: str, first: int, last: int) -> dict[str, float]:
@@ -118,7 +123,7 @@ def rss_child(name: str, impl: str, first: int, last: int) -> dict[str, float]:
 def rss(name: str) -> dict[str, float]:
     first, last = CONFIGS[name][2]
     out: dict[str, float] = {"from_frame": first, "to_frame": last}
-    for impl in IMPLS:
+    for impl in ("ours", "transformers"):
         cmd = [sys.executable, __file__, "--child", name, impl, str(first), str(last)]
         result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         growth = result["rss_last_mib"] - result["rss_first_mib"]
@@ -141,9 +146,11 @@ def main() -> None:
         return
     for name in [args.only] if args.only else list(CONFIGS):
         lat = latency(name)
-        print(f"{name}: latency ours {lat['ours_ms']:.1f} ms/frame, transformers {lat['transformers_ms']:.1f} "
-              f"ms/frame, ratio {lat['ratio']:.3f} (median of {lat['frames'] - 1} tracked frames, "
-              f"{args.threads} threads)", flush=True)
+        ref = lat["transformers_ms"]
+        print(f"{name}: latency ms/frame (median of {lat['frames'] - 1} tracked frames, {args.threads} threads): "
+              f"transformers {ref:.1f}; ours {lat['ours_ms']:.1f} (ratio {lat['ours_ms'] / ref:.3f}); "
+              f"ours without kv cache {lat['ours_no_kv_cache_ms']:.1f} (ratio {lat['ours_no_kv_cache_ms'] / ref:.3f})",
+              flush=True)
         if CONFIGS[name][2] is not None:
             mem = rss(name)
             print(f"{name}: RSS frame {mem['from_frame']:.0f} -> {mem['to_frame']:.0f}: ours "
