@@ -38,7 +38,7 @@ from refseg.sam.image_encoder import normalise_frames
 # name -> (config builder, latency frames, RSS frame counts (from, to))
 CONFIGS = {
     "tiny-128": (lambda: tiny_test_config(128), 60, (100, 2000)),
-    "sam2.1-hiera-tiny-512": (lambda: sam2_config("tiny", 512), 16, (20, 120)),
+    "sam2.1-hiera-tiny-512": (lambda: sam2_config("tiny", 512), 16, (30, 200)),
     "sam2.1-hiera-tiny-1024": (lambda: sam2_config("tiny", 1024), 8, None),
 }
 
@@ -107,17 +107,18 @@ def latency(name: str) -> dict[str, float]:
 
 
 def rss_child(name: str, impl: str, first: int, last: int) -> dict[str, float]:
-    """Run in a child process: stream `last` frames, RSS (MiB) after `first` and after `last`."""
+    """Run in a child process: stream `last` frames; RSS (MiB) at `first` and at `last`, each the
+    median over the 10 frames ending there (the allocator makes single readings jump by ~30 MiB)."""
     model = build(name)
     base = scene_frames(64, model.image_size)
     runner = IMPLS[impl](model, *base.shape[1:3])
     process = psutil.Process()
-    marks = {}
+    samples = []
     for t in range(last):
         runner.step(base[t % len(base)])
-        if t + 1 in (first, last):
-            marks[t + 1] = process.memory_info().rss / 2**20
-    return {"rss_first_mib": marks[first], "rss_last_mib": marks[last]}
+        samples.append(process.memory_info().rss / 2**20)
+    return {"rss_first_mib": statistics.median(samples[first - 10 : first]),
+            "rss_last_mib": statistics.median(samples[last - 10 : last])}
 
 
 def rss(name: str) -> dict[str, float]:
