@@ -1,0 +1,1 @@
+"""Evaluation: the benchmarks' metrics, protocol runners and reports."""
