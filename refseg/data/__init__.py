@@ -1,0 +1,1 @@
+"""Datasets: on-disk formats of the benchmarks, and the SynthRef generator."""

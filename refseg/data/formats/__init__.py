@@ -1,0 +1,1 @@
+"""Readers (and writers) of the benchmarks' official on-disk layouts."""

@@ -1,0 +1,323 @@
+"""Benchmark protocols: which frames and objects are scored, and how scores are averaged.
+
+Each runner reads ground truth and predictions in the benchmark's official on-disk layout and
+returns an `EvalResult` (global numbers + one row per sequence / object / expression / sample).
+Deviations from the official scripts are deliberate and listed where they occur: refseg scores a
+missing prediction as an empty mask instead of aborting the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.optimize import linear_sum_assignment
+from tqdm import tqdm
+
+from refseg.data.formats.davis import VOID, frame_names, read_index_png, read_sequence
+from refseg.eval.metrics import (
+    boundary_f_frames,
+    davis_statistics,
+    jaccard_frames,
+    refavs_f,
+    refavs_j,
+    refavs_s,
+    refer_iou,
+)
+from refseg.io.rle import decode_polygons, decode_rle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Global numbers, per-item rows (`key` names the item column) and an optional curve."""
+
+    protocol: str
+    summary: dict[str, float]
+    rows: list[dict[str, object]]
+    key: str
+    curve: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _jf(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    return jaccard_frames(gt, pred, void), boundary_f_frames(gt, pred, void)
+
+
+def _binary_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A prediction mask (any non-zero pixel is foreground); missing: empty."""
+    if not path.is_file():
+        return np.zeros(shape, dtype=bool)
+    mask = read_index_png(path) > 0
+    if mask.shape != shape:
+        raise ValueError(f"{path}: prediction is {mask.shape[1]}x{mask.shape[0]}, ground truth {shape[1]}x{shape[0]}")
+    return mask
+
+
+def _progress(items: Iterable, desc: str) -> Iterable:
+    return tqdm(items, desc=desc, unit="seq", leave=False)
+
+
+# -- MeViS / Ref-YouTube-VOS ---------------------------------------------------------------------
+def evaluate_expressions(pred: Path, gt: Path, layout: str) -> EvalResult:
+    """MeViS (`layout="mevis"`) or Ref-YouTube-VOS (`"ytvos"`): one score per expression.
+
+    Ground truth of an expression is the union of the objects it refers to, on every frame
+    (MeViS: `mask_dict.json` RLEs; Ref-YouTube-VOS: `Annotations/<video>/<frame>.png` ids, on the
+    frames that have an annotation). J and F are averaged over frames, then over expressions;
+    J&F = (J + F) / 2. Predictions: `pred/<video>/<expression id>/<frame>.png`; a missing
+    expression folder scores 0 (as the official MeViS script), a missing frame counts as empty.
+    """
+    meta = json.loads((gt / "meta_expressions.json").read_text())["videos"]
+    masks = json.loads((gt / "mask_dict.json").read_text()) if layout == "mevis" else None
+    rows = []
+    for video, info in _progress(sorted(meta.items()), layout):
+        for exp_id, exp in sorted(info["expressions"].items(), key=lambda kv: kv[0]):
+            folder = pred / video / exp_id
+            frames, truth = _expression_truth(gt, folder, video, info["frames"], exp, masks)
+            if not folder.is_dir() or truth is None:
+                j = f = 0.0
+            else:
+                guess = np.stack([_binary_png(folder / f"{n}.png", truth.shape[1:]) for n in frames])
+                jv, fv = _jf(truth, guess)
+                j, f = float(jv.mean()), float(fv.mean())
+            rows.append({"video": video, "expression": exp_id, "text": exp.get("exp", ""), "J": j, "F": f,
+                         "J&F": (j + f) / 2})
+    if not rows:
+        raise ValueError(f"{gt}: meta_expressions.json lists no expression")
+    j, f = float(np.mean([r["J"] for r in rows])), float(np.mean([r["F"] for r in rows]))
+    return EvalResult(layout, {"J&F": (j + f) / 2, "J": j, "F": f, "expressions": float(len(rows))}, rows,
+                      key="expression")
+
+
+def _expression_truth(gt: Path, pred_folder: Path, video: str, frames: list[str], exp: dict,
+                      masks: dict | None) -> tuple[list[str], np.ndarray | None]:
+    if masks is not None:
+        per_frame = []
+        size = None
+        for t in range(len(frames)):
+            rles = [masks[str(a)][t] for a in exp["anno_id"] if masks[str(a)][t] is not None]
+            size = size or (tuple(rles[0]["size"]) if rles else None)
+            per_frame.append(rles)
+        size = size or _video_size(gt, pred_folder, video, frames)
+        if size is None:
+            return frames, None
+        truth = np.zeros((len(frames), *size), dtype=bool)
+        for t, rles in enumerate(per_frame):
+            for rle in rles:
+                truth[t] |= decode_rle(rle)
+        return frames, truth
+    folder = gt / "Annotations" / video
+    annotated = [n for n in frames if (folder / f"{n}.png").is_file()]
+    if not annotated:
+        return frames, None
+    ids = read_sequence(folder, annotated)
+    obj_ids = exp["obj_id"] if isinstance(exp["obj_id"], list) else [exp["obj_id"]]
+    return annotated, np.isin(ids, [int(o) for o in obj_ids])
+
+
+def _video_size(gt: Path, pred_folder: Path, video: str, frames: list[str]) -> tuple[int, int] | None:
+    """Frame size of a MeViS video whose referred objects are never visible: from its first
+    JPEG, else from the prediction (as the official script does)."""
+    for image in (gt / "JPEGImages" / video / f"{frames[0]}.jpg", pred_folder / f"{frames[0]}.png"):
+        if image.is_file():
+            with Image.open(image) as im:
+                return im.height, im.width
+    return None
+
+
+# -- DAVIS semi-supervised and SA-V --------------------------------------------------------------
+def _davis_annotations(gt: Path, unsupervised: bool = False) -> Path:
+    name = "Annotations_unsupervised" if unsupervised else "Annotations"
+    for candidate in (gt / name / "480p", gt / name, gt):
+        if candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
+            return candidate
+    raise ValueError(f"{gt}: no {name}/480p/<sequence>/ folders")
+
+
+def _davis_sequences(gt: Path, annotations: Path, split: str | None) -> list[str]:
+    listing = gt / "ImageSets" / "2017" / f"{split}.txt"
+    if split and listing.is_file():
+        return [s for s in listing.read_text().split() if s]
+    return sorted(p.name for p in annotations.iterdir() if p.is_dir())
+
+
+def _object_stack(ids: np.ndarray, count: int) -> np.ndarray:
+    """[T, H, W] ids -> [count, T, H, W] bool, object k + 1 in slot k."""
+    return np.stack([ids == k for k in range(1, count + 1)]) if count else np.zeros((0, *ids.shape), bool)
+
+
+def _prediction_ids(folder: Path, names: list[str], shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros((len(names), *shape), dtype=np.uint8)
+    for t, name in enumerate(names):
+        path = folder / f"{name}.png"
+        if path.is_file():
+            ids = read_index_png(path)
+            if ids.shape != shape:
+                raise ValueError(f"{path}: prediction is {ids.shape[1]}x{ids.shape[0]}, ground truth "
+                                 f"{shape[1]}x{shape[0]}")
+            out[t] = ids
+    return out
+
+
+def _statistics_row(name: str, j: np.ndarray, f: np.ndarray) -> dict[str, object]:
+    js, fs = davis_statistics(j), davis_statistics(f)
+    return {"sequence": name, "J&F": (js.mean + fs.mean) / 2, "J-Mean": js.mean, "J-Recall": js.recall,
+            "J-Decay": js.decay, "F-Mean": fs.mean, "F-Recall": fs.recall, "F-Decay": fs.decay}
+
+
+def _davis_summary(rows: list[dict[str, object]]) -> dict[str, float]:
+    keys = ["J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
+    out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    return {"J&F-Mean": (out["J-Mean"] + out["F-Mean"]) / 2, **out, "objects": float(len(rows))}
+
+
+def evaluate_davis(pred: Path, gt: Path, split: str | None = "val") -> EvalResult:
+    """DAVIS 2017 semi-supervised: per object, J and F on all frames but the first and the last
+    (void pixels count as background, as the official script does), then DAVIS statistics; the
+    global numbers are means over all objects of all sequences. Objects are the ids of the first
+    ground-truth frame; predictions are indexed PNGs `pred/<sequence>/<frame>.png`."""
+    annotations = _davis_annotations(gt)
+    rows = []
+    for seq in _progress(_davis_sequences(gt, annotations, split), "davis"):
+        names = frame_names(annotations / seq)
+        ids = read_sequence(annotations / seq, names)
+        ids = np.where(ids == VOID, 0, ids)
+        count = int(ids[0].max())
+        guess = _prediction_ids(pred / seq, names, ids.shape[1:])
+        if int(guess.max()) > count:
+            raise ValueError(f"{pred / seq}: prediction has object {int(guess.max())}, ground truth only {count}")
+        truth, guess = _object_stack(ids[1:-1], count), _object_stack(guess[1:-1], count)
+        for k in range(count):
+            rows.append(_statistics_row(f"{seq}_{k + 1}", *_jf(truth[k], guess[k])))
+    return EvalResult("davis", _davis_summary(rows), rows, key="sequence")
+
+
+def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_proposals: int = 20) -> EvalResult:
+    """Ref-DAVIS17: DAVIS unsupervised scoring, once per annotator folder `pred/anno_<k>/`.
+
+    Per sequence, every predicted object is scored against every ground-truth object on all
+    frames (void pixels excluded), predicted and true objects are matched by the Hungarian method
+    on mean (J + F) / 2, and matched pairs give the objects' statistics. Fewer predictions than
+    objects are padded with empty masks; more than `max_proposals` is an error. The reported
+    number is the mean over annotators (objects are the ids of the first ground-truth frame of
+    `Annotations_unsupervised`, as the official code reads them).
+    """
+    annotations = _davis_annotations(gt, unsupervised=True)
+    annotators = sorted(p for p in pred.iterdir() if p.is_dir() and p.name.startswith("anno_"))
+    if not annotators:
+        raise ValueError(f"{pred}: no anno_<k>/ prediction folders")
+    rows, per_annotator = [], {}
+    for annotator in annotators:
+        annotator_rows = []
+        for seq in _progress(_davis_sequences(gt, annotations, split), annotator.name):
+            names = frame_names(annotations / seq)
+            ids = read_sequence(annotations / seq, names)
+            void = ids == VOID
+            ids = np.where(void, 0, ids)
+            count = int(ids[0].max())
+            guess_ids = _prediction_ids(annotator / seq, names, ids.shape[1:])
+            proposals = int(guess_ids.max())
+            if proposals > max_proposals:
+                raise ValueError(f"{annotator / seq}: {proposals} predicted objects, at most {max_proposals}")
+            truth = _object_stack(ids, count)
+            guess = _object_stack(guess_ids, max(proposals, count))
+            j = np.array([[jaccard_frames(t, g, void) for t in truth] for g in guess])  # [P, O, T]
+            f = np.array([[boundary_f_frames(t, g, void) for t in truth] for g in guess])
+            pred_idx, true_idx = linear_sum_assignment(-(j.mean(-1) + f.mean(-1)) / 2)
+            for p_i, t_i in sorted(zip(pred_idx, true_idx), key=lambda pair: pair[1]):
+                row = _statistics_row(f"{seq}_{t_i + 1}", j[p_i, t_i], f[p_i, t_i])
+                annotator_rows.append({"annotator": annotator.name, **row})
+        per_annotator[annotator.name] = _davis_summary(annotator_rows)["J&F-Mean"]
+        rows += annotator_rows
+    summary = {"J&F-Mean": float(np.mean(list(per_annotator.values())))}
+    for key in ("J-Mean", "F-Mean"):
+        summary[key] = float(np.mean([np.mean([r[key] for r in rows if r["annotator"] == a]) for a in per_annotator]))
+    summary.update({f"J&F {a}": v for a, v in per_annotator.items()})
+    return EvalResult("refdavis", summary, rows, key="sequence")
+
+
+def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True) -> EvalResult:
+    """SA-V (and other per-object PNG layouts): `<video>/<object>/<frame>.png`, binary masks.
+
+    Only annotated frames are scored, without the first and the last; an object is scored from
+    the first of those frames where it appears in the ground truth or the prediction (frames
+    before its first appearance are not scored); objects that never appear in the ground truth
+    are dropped. J, F = means over frames per object; global = mean over all objects.
+    """
+    rows = []
+    for video in _progress(sorted(p for p in gt.iterdir() if p.is_dir()), "sav"):
+        for obj in sorted(p for p in video.iterdir() if p.is_dir()):
+            names = frame_names(obj)
+            if skip_first_last:
+                names = names[1:-1]
+            if not names:
+                continue
+            truth = np.stack([read_index_png(obj / f"{n}.png") > 0 for n in names])
+            guess = np.stack([_binary_png(pred / video.name / obj.name / f"{n}.png", truth.shape[1:]) for n in names])
+            seen = np.flatnonzero(truth.any(axis=(1, 2)) | guess.any(axis=(1, 2)))
+            if not truth.any() or seen.size == 0:
+                continue
+            truth, guess = truth[seen[0]:], guess[seen[0]:]
+            j, f = _jf(truth, guess)
+            rows.append({"sequence": f"{video.name}/{obj.name}", "J": float(j.mean()), "F": float(f.mean()),
+                         "J&F": float(j.mean() + f.mean()) / 2})
+    if not rows:
+        raise ValueError(f"{gt}: no <video>/<object>/<frame>.png annotation to score")
+    j, f = float(np.mean([r["J"] for r in rows])), float(np.mean([r["F"] for r in rows]))
+    return EvalResult("sav", {"J&F": (j + f) / 2, "J": j, "F": f, "objects": float(len(rows))}, rows,
+                      key="sequence")
+
+
+# -- referring image segmentation ----------------------------------------------------------------
+def evaluate_ris(pred: Path, gt: Path, split: str = "val", convention: str = "lavt") -> EvalResult:
+    """RefCOCO / RefCOCO+ / RefCOCOg (`refs(unc).p`, `refs(umd).p`, ...) or gRefCOCO
+    (`grefs(unc).json`) with COCO `instances.json`: one sample per sentence of each ref of
+    `split`; ground truth = the union of its annotations (none for gRefCOCO no-target refs).
+    Predictions: `pred/<sent_id>.png`; a missing one counts as empty. Scored at the original image
+    resolution (LAVT and ReLA resize to 480 x 480 first)."""
+    refs = _load_refs(gt)
+    instances = json.loads((gt / "instances.json").read_text())
+    images = {im["id"]: im for im in instances["images"]}
+    anns = {a["id"]: a for a in instances["annotations"]}
+    preds, gts, rows = [], [], []
+    for ref in _progress([r for r in refs if r.get("split") == split], "ris"):
+        image = images[ref["image_id"]]
+        shape = (image["height"], image["width"])
+        ann_ids = ref["ann_id"] if isinstance(ref["ann_id"], list) else [ref["ann_id"]]
+        truth = np.zeros(shape, dtype=bool)
+        for ann_id in ann_ids:
+            if ann_id in anns:
+                truth |= _decode_segmentation(anns[ann_id]["segmentation"], *shape)
+        for sentence in ref["sentences"]:
+            guess = _binary_png(pred / f"{sentence['sent_id']}.png", shape)
+            preds.append(guess)
+            gts.append(truth)
+            rows.append({"sample": sentence["sent_id"], "text": sentence.get("sent", ""),
+                         "I": int(np.count_nonzero(guess & truth)), "U": int(np.count_nonzero(guess | truth))})
+    if not preds:
+        raise ValueError(f"{gt}: no ref of split {split!r}")
+    return EvalResult("ris", {**refer_iou(preds, gts, convention), "samples": float(len(preds))}, rows, key="sample")
+
+
+def _load_refs(gt: Path) -> list[dict]:
+    grefs = sorted(gt.glob("grefs*.json"))
+    if grefs:
+        return json.loads(grefs[0].read_text())
+    refs = sorted(gt.glob("refs*.p"))
+    if not refs:
+        raise ValueError(f"{gt}: no refs(<by>).p or grefs(<by>).json")
+    with refs[0].open("rb") as fh:
+        return pickle.load(fh)
+
+
+def _decode_segmentation(segmentation: object, height: int, width: int) -> np.ndarray:
+    if isinstance(segmentation, list):
+        return decode_polygons(segmentation, height, width)
+    return decode_rle(segmentation)  # type: ignore[arg-type]
