@@ -1,6 +1,7 @@
 """The `refseg` command.
 
     refseg demo [--out DIR]
+    refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
                    [--frame N] [--out DIR] [--device cpu|cuda]
 
@@ -105,6 +106,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+PROTOCOLS = ("mevis", "ytvos", "davis", "refdavis", "sav", "ris", "refavs", "pvs")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from refseg.eval import interactive, protocols
+    from refseg.eval.reports import summary_table, write_reports
+
+    gt = Path(args.gt)
+    if not gt.is_dir():
+        raise InputError(f"{gt}: no such ground-truth folder")
+    if args.protocol == "pvs":
+        if not args.sam2:
+            raise ValueError("--protocol pvs runs the model: give --sam2")
+        model = load_sam2(args.sam2).to(args.device)
+        result = interactive.evaluate_pvs(gt, lambda: Session(model), mode=args.mode, split=args.split,
+                                          max_frames=args.max_frames)
+    else:
+        if not args.pred or not Path(args.pred).is_dir():
+            raise InputError(f"{args.pred}: no such prediction folder")
+        pred = Path(args.pred)
+        if args.protocol in ("mevis", "ytvos"):
+            result = protocols.evaluate_expressions(pred, gt, args.protocol)
+        elif args.protocol == "davis":
+            result = protocols.evaluate_davis(pred, gt, args.split)
+        elif args.protocol == "refdavis":
+            result = protocols.evaluate_refdavis(pred, gt, args.split)
+        elif args.protocol == "sav":
+            result = protocols.evaluate_sav(pred, gt)
+        elif args.protocol == "ris":
+            result = protocols.evaluate_ris(pred, gt, args.split, args.convention)
+        else:
+            result = protocols.evaluate_refavs(pred, gt)
+    print(summary_table(result))
+    files = write_reports(result, args.out)
+    log.info("wrote %s", ", ".join(str(f) for f in files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refseg", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", default="out", help="output folder (default ./out)")
     seg.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     seg.set_defaults(func=cmd_segment)
+    ev = sub.add_parser("eval", help="score predictions with a benchmark's official protocol")
+    ev.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    ev.add_argument("--gt", required=True, help="ground-truth folder in the benchmark's layout")
+    ev.add_argument("--pred", help="prediction folder in the benchmark's layout (all protocols but pvs)")
+    ev.add_argument("--out", default="results.json", help="report path; .csv, .md and .png are written beside it")
+    ev.add_argument("--split", default="val", help="split (davis, refdavis, ris, pvs; default val)")
+    ev.add_argument("--convention", default="lavt", choices=["lavt", "lisa", "grefcoco"], help="ris IoU convention")
+    ev.add_argument("--mode", default="offline", help="pvs: offline, online, 1click, 3click, 5click, box, mask")
+    ev.add_argument("--max-frames", type=int, default=8, help="pvs: interacted frames N_frame = 1 .. this")
+    ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file or hub id")
+    ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ev.set_defaults(func=cmd_eval)
     demo = sub.add_parser("demo", help="offline demo on a generated scene")
     demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     demo.add_argument("--frames", type=int, default=48)

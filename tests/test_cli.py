@@ -74,3 +74,22 @@ def test_demo_scene_ground_truth():
     assert disk.sum() > 100 and iou(disk, disk) == 1.0 and iou(disk, ~disk) == 0.0
     # the disk is drawn where its mask says
     assert (scene.frames[0][disk] == (230, 60, 40)).all()
+
+
+def test_eval_command_writes_reports_and_rejects_bad_input(tmp_path, capsys):
+    from refseg.data.formats.davis import write_index_png
+
+    mask = np.zeros((20, 30), np.uint8)
+    mask[4:12, 5:15] = 1
+    for t in range(3):
+        write_index_png(tmp_path / "gt" / "Annotations" / "480p" / "s" / f"{t:05d}.png", mask)
+        write_index_png(tmp_path / "pred" / "s" / f"{t:05d}.png", mask)
+    out = tmp_path / "report" / "davis.json"
+    code = main(["eval", "--protocol", "davis", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--split", "none", "--out", str(out)])
+    assert code == 0
+    assert "J&F-Mean" in capsys.readouterr().out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["davis.csv", "davis.json", "davis.md", "davis.png"]
+    code = main(["eval", "--protocol", "davis", "--gt", str(tmp_path / "nope"), "--pred", str(tmp_path / "pred")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nope" in err[0]

@@ -201,3 +201,17 @@ def test_objects_can_be_removed(tiny_model):
     session.remove_object(1)
     assert session.object_ids == [2]
     assert list(session.push(synthetic_video(4)[3]).objects) == [2]
+
+
+def test_fork_continues_independently(tiny_model):
+    frames = synthetic_video(6)
+    session, plain = run(tiny_model, frames[:3], {0: {1: Points([[20, 48]])}})
+    fork = session.fork()
+    fork.add_prompt(1, Points([[30, 50]]))
+    tried = fork.push(frames[3])
+    kept = [session.push(f) for f in frames[3:]]  # the original never saw the fork's click
+    _, straight = run(tiny_model, frames, {0: {1: Points([[20, 48]])}})
+    for a, b in zip(kept, straight[3:]):
+        assert torch.equal(a.objects[1].logits, b.objects[1].logits)
+    assert not torch.equal(tried.objects[1].logits, straight[3].objects[1].logits)
+    assert fork.frame_index == 4 and session.frame_index == 6

@@ -176,3 +176,37 @@ def test_reports_are_written(tmp_path):
     assert payload["summary"]["J&F-Mean"] == 1.0 and payload["rows"][0]["sequence"] == "s_1"
     assert (tmp_path / "out" / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert "J&F-Mean" in summary_table(result)
+
+
+def test_refavs_layout(tmp_path):
+    from PIL import Image
+
+    from refseg.eval.protocols import evaluate_refavs
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    (gt / "metadata.csv").write_text(
+        "vid,uid,split,fid,exp\n"
+        "abc_1000_2000,abc_1000_2000_dog_0,test_s,1,the barking dog\n"
+        "xyz_0_10000,xyz_0_10000_car_1,test_u,0,the loud car\n"
+        "xyz_0_10000,null_c-xyz_0_10000_null_0,test_n,0,the silent cat\n"
+        "qqq_0_10000,qqq_0_10000_cat_0,train,0,unused\n")
+    a = rect(2, 2, 6, 6)
+    for t in range(2):
+        write_mask_png(gt / "gt_mask" / "abc_1000_2000" / "fid_1" / f"0000{t}.png", a)
+        write_mask_png(gt / "gt_mask" / "xyz_0_10000" / "fid_0" / f"0000{t}.png", a if t else np.zeros_like(a))
+        write_mask_png(gt / "gt_mask" / "null_c-xyz_0_10000" / "fid_0" / f"0000{t}.png", np.zeros_like(a))
+        write_mask_png(pred / "abc_1000_2000_dog_0" / f"0000{t}.png", a)  # perfect
+        probs = np.zeros((H, W), np.uint8)
+        probs[:12, :] = 153  # 0.6: foreground for J (> 0.4) and S (> 0.5) on 12 of 24 rows
+        for uid in ("xyz_0_10000_car_1", "null_c-xyz_0_10000_null_0"):
+            (pred / uid).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(probs).save(pred / uid / f"0000{t}.png")
+    result = evaluate_refavs(pred, gt)
+    s = result.summary
+    assert s["seen J"] == pytest.approx(1.0, abs=1e-6) and s["seen F"] == pytest.approx(1.0)
+    # unseen: frame 0 has no target (both background on the lower half: 1/2); frame 1: I = 36, U = 12*32
+    assert s["unseen J"] == pytest.approx((0.5 + 36 / 384) / 2, abs=1e-6)
+    assert s["null S"] == pytest.approx(np.sqrt(0.5))
+    assert s["mix J"] == pytest.approx((s["seen J"] + s["unseen J"]) / 2)
+    assert len(result.rows) == 3

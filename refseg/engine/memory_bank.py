@@ -13,6 +13,7 @@ oldest first (the cap only matters for objects prompted on more than `max_prompt
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -81,6 +82,13 @@ class ObjectMemory:
                 del self.recent[frame]
             elif frame < keep_features_from and entry.features is not None:
                 entry.features = entry.kv = None
+
+    def copy(self) -> ObjectMemory:
+        """An independent copy (tensors are shared: stored memories are never modified)."""
+        other = ObjectMemory(self.num_maskmem, self.max_pointers, self.max_prompted, self.max_selected_prompted)
+        other.prompted = {t: dataclasses.replace(e) for t, e in self.prompted.items()}
+        other.recent = {t: dataclasses.replace(e) for t, e in self.recent.items()}
+        return other
 
     def readout(self, frame: int) -> MemoryReadout:
         """The memories and pointers SAM 2 attends to on `frame`, in its order."""
@@ -160,6 +168,12 @@ class MemoryBank:
     def has_memory(self, obj_id: int) -> bool:
         """Whether `obj_id` has a prompted memory to track from."""
         return obj_id in self.objects and bool(self.objects[obj_id].prompted)
+
+    def copy(self) -> MemoryBank:
+        """An independent copy of the bank (see `ObjectMemory.copy`)."""
+        other = MemoryBank(self.num_maskmem, self.max_pointers, self.max_prompted, self.max_selected_prompted)
+        other.objects = {o: m.copy() for o, m in self.objects.items()}
+        return other
 
     def remove(self, obj_id: int) -> None:
         self.objects.pop(obj_id, None)

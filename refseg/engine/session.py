@@ -17,6 +17,7 @@ from the frame of its first prompt on.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -144,6 +145,18 @@ class Session:
         if not isinstance(prompt, (Points, Box, Mask)):
             raise TypeError(f"prompt must be Points, Box or Mask, got {type(prompt).__name__}")
         self._pending.setdefault(frame, {}).setdefault(int(obj_id), []).append(prompt)
+
+    def fork(self) -> Session:
+        """A copy of this session at this point of the stream, sharing the model.
+
+        The copy and the original then advance independently; memory is shared until either
+        changes it, so a fork costs a few dictionaries. Interactive tools use it to try clicks
+        on a frame and keep the result they want.
+        """
+        other = copy.copy(self)
+        other.bank = self.bank.copy()
+        other._pending = {t: {o: list(p) for o, p in objs.items()} for t, objs in self._pending.items()}
+        return other
 
     def remove_object(self, obj_id: int) -> None:
         """Stop tracking `obj_id` and free its memory."""

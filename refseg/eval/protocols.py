@@ -133,7 +133,7 @@ def _video_size(gt: Path, pred_folder: Path, video: str, frames: list[str]) -> t
 
 
 # -- DAVIS semi-supervised and SA-V --------------------------------------------------------------
-def _davis_annotations(gt: Path, unsupervised: bool = False) -> Path:
+def davis_annotations(gt: Path, unsupervised: bool = False) -> Path:
     name = "Annotations_unsupervised" if unsupervised else "Annotations"
     for candidate in (gt / name / "480p", gt / name, gt):
         if candidate.is_dir() and any(p.is_dir() for p in candidate.iterdir()):
@@ -141,7 +141,7 @@ def _davis_annotations(gt: Path, unsupervised: bool = False) -> Path:
     raise ValueError(f"{gt}: no {name}/480p/<sequence>/ folders")
 
 
-def _davis_sequences(gt: Path, annotations: Path, split: str | None) -> list[str]:
+def davis_sequence_names(gt: Path, annotations: Path, split: str | None) -> list[str]:
     listing = gt / "ImageSets" / "2017" / f"{split}.txt"
     if split and listing.is_file():
         return [s for s in listing.read_text().split() if s]
@@ -183,9 +183,9 @@ def evaluate_davis(pred: Path, gt: Path, split: str | None = "val") -> EvalResul
     (void pixels count as background, as the official script does), then DAVIS statistics; the
     global numbers are means over all objects of all sequences. Objects are the ids of the first
     ground-truth frame; predictions are indexed PNGs `pred/<sequence>/<frame>.png`."""
-    annotations = _davis_annotations(gt)
+    annotations = davis_annotations(gt)
     rows = []
-    for seq in _progress(_davis_sequences(gt, annotations, split), "davis"):
+    for seq in _progress(davis_sequence_names(gt, annotations, split), "davis"):
         names = frame_names(annotations / seq)
         ids = read_sequence(annotations / seq, names)
         ids = np.where(ids == VOID, 0, ids)
@@ -209,14 +209,14 @@ def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_propo
     number is the mean over annotators (objects are the ids of the first ground-truth frame of
     `Annotations_unsupervised`, as the official code reads them).
     """
-    annotations = _davis_annotations(gt, unsupervised=True)
+    annotations = davis_annotations(gt, unsupervised=True)
     annotators = sorted(p for p in pred.iterdir() if p.is_dir() and p.name.startswith("anno_"))
     if not annotators:
         raise ValueError(f"{pred}: no anno_<k>/ prediction folders")
     rows, per_annotator = [], {}
     for annotator in annotators:
         annotator_rows = []
-        for seq in _progress(_davis_sequences(gt, annotations, split), annotator.name):
+        for seq in _progress(davis_sequence_names(gt, annotations, split), annotator.name):
             names = frame_names(annotations / seq)
             ids = read_sequence(annotations / seq, names)
             void = ids == VOID
@@ -321,3 +321,62 @@ def _decode_segmentation(segmentation: object, height: int, width: int) -> np.nd
     if isinstance(segmentation, list):
         return decode_polygons(segmentation, height, width)
     return decode_rle(segmentation)  # type: ignore[arg-type]
+
+
+# -- Ref-AVS ---------------------------------------------------------------------------------------
+REFAVS_SPLITS = {"test_s": "seen", "test_u": "unseen", "test_n": "null"}
+
+
+def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS_SPLITS)) -> EvalResult:
+    """Ref-AVS: `metadata.csv` (vid, uid, split, fid, exp), ground truth
+    `gt_mask/<vid>/fid_<fid>/<frame>.png` with vid = uid.rsplit("_", 2)[0], predictions
+    `pred/<uid>/<frame>.png` as probabilities (grey value / 255; a 0/255 mask works too).
+
+    Seen (`test_s`) and unseen (`test_u`): J and F per sample (`refavs_j`, `refavs_f`), means over
+    samples, and "mix" over both; null (`test_n`): S per sample, mean over samples (lower is
+    better). The official script scores at 256 x 256 and averages over batches of 4 videos;
+    refseg scores at the ground truth's resolution (a prediction of another size is resized to
+    it, nearest) and averages over samples.
+    """
+    import csv
+
+    with (gt / "metadata.csv").open(newline="") as fh:
+        samples = [r for r in csv.DictReader(fh) if r["split"] in splits]
+    if not samples:
+        raise ValueError(f"{gt / 'metadata.csv'}: no sample of split {', '.join(splits)}")
+    rows: list[dict[str, object]] = []
+    for sample in _progress(samples, "refavs"):
+        uid = sample["uid"]
+        truth_dir = gt / "gt_mask" / uid.rsplit("_", 2)[0] / f"fid_{sample['fid']}"
+        names = frame_names(truth_dir)
+        truth = np.stack([read_index_png(truth_dir / f"{n}.png") > 0 for n in names])
+        probs = np.stack([_probability_png(pred / uid / f"{n}.png", truth.shape[1:]) for n in names])
+        group = REFAVS_SPLITS.get(sample["split"], sample["split"])
+        row: dict[str, object] = {"sample": uid, "split": group, "text": sample.get("exp", "")}
+        if group == "null":
+            row["S"] = refavs_s(probs)
+        else:
+            row["J"], row["F"] = refavs_j(probs, truth), refavs_f(probs, truth)
+        rows.append(row)
+    summary: dict[str, float] = {}
+    groups = {g: [r for r in rows if r["split"] == g] for g in ("seen", "unseen")}
+    groups["mix"] = groups["seen"] + groups["unseen"]
+    for group, members in groups.items():
+        if members:
+            j, f = float(np.mean([r["J"] for r in members])), float(np.mean([r["F"] for r in members]))
+            summary.update({f"{group} J": j, f"{group} F": f, f"{group} J&F": (j + f) / 2})
+    null = [r["S"] for r in rows if r["split"] == "null"]
+    if null:
+        summary["null S"] = float(np.mean(null))
+    return EvalResult("refavs", summary, rows, key="sample")
+
+
+def _probability_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A prediction PNG as probabilities in [0, 1] (missing: all 0), resized to `shape` if needed."""
+    if not path.is_file():
+        return np.zeros(shape)
+    with Image.open(path) as image:
+        grey = image.convert("L")
+        if grey.size != (shape[1], shape[0]):
+            grey = grey.resize((shape[1], shape[0]), Image.NEAREST)
+        return np.asarray(grey, dtype=np.float64) / 255.0
