@@ -5,8 +5,8 @@ same click on frame 0; they advance in lockstep (each frame through one, then th
 order alternating), so machine noise hits both alike. Printed: median ms/frame and the ratio.
 
 Resident memory: each implementation streams alone in a fresh child process (memory of one
-process cannot be split between two models); RSS is read at two frame counts and the growth
-between them printed, with the ratio to the reference's growth.
+process cannot be split between two models); RSS is read at two frame counts and both
+implementations' growth between them is printed side by side.
 
     python bench/stream.py                       # every configuration below
     python bench/stream.py --only tiny-128       # one of them
