@@ -2,6 +2,7 @@
 
     refseg demo [--out DIR]
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
+    refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--stats]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
                    [--frame N] [--out DIR] [--device cpu|cuda]
 
@@ -106,6 +107,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from refseg.data import formats, synth
+
+    if args.split not in synth.SPLITS:
+        raise ValueError(f"--split: expected one of {', '.join(synth.SPLITS)}, got {args.split!r}")
+    count = args.count if args.count is not None else synth.SPLIT_SIZES[args.split]
+    if args.stats:
+        shares = synth.phenomenon_shares(args.split, args.seed, count)
+        print(f"SynthRef {args.split} (seed {args.seed}, {count} scenes): share of expressions per phenomenon")
+        for name, share in shares.items():
+            print(f"  {name:<17} {share:6.1%}")
+    if args.out is None:
+        if not args.stats:
+            raise ValueError("synth: give --out DIR (or --stats)")
+        return 0
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: exists and is not empty; remove it or choose another --out")
+    image = args.format == "refcoco"
+    stage = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    samples = tqdm(synth.split_samples(args.split, args.seed, count, args.size, args.size, image=image),
+                   total=count, desc=f"synth {args.split}", unit="image" if image else "video")
+    options = {"split": args.split} if args.format in ("refdavis", "refcoco", "refavs") else {}
+    try:
+        formats.write(args.format, samples, stage, frame_ext=args.frame_ext, **options)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()
+    os.replace(stage, out)
+    log.info("wrote %d %s of SynthRef %s (seed %d) in the %s layout to %s", count, "images" if image else "videos",
+             args.split, args.seed, args.format, out)
+    return 0
+
+
 PROTOCOLS = ("mevis", "ytvos", "davis", "refdavis", "sav", "ris", "refavs", "pvs")
 
 
@@ -169,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file or hub id")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ev.set_defaults(func=cmd_eval)
+    syn = sub.add_parser("synth", help="generate a SynthRef split in a benchmark's layout")
+    syn.add_argument("--out", help="dataset folder to create")
+    syn.add_argument("--split", default="valid", help="train, valid, valid_u, test or unseen")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--format", default="mevis", choices=["mevis", "ytvos", "refdavis", "sav", "refcoco", "refavs"],
+                     help="on-disk layout (refcoco: single-frame images)")
+    syn.add_argument("--count", type=int, help="number of videos/images (default: the split's size)")
+    syn.add_argument("--size", type=int, default=256, help="frame side in pixels")
+    syn.add_argument("--frame-ext", default=".jpg", choices=[".jpg", ".png"], help=".png: lossless frames")
+    syn.add_argument("--stats", action="store_true", help="print the share of each phenomenon")
+    syn.set_defaults(func=cmd_synth)
     demo = sub.add_parser("demo", help="offline demo on a generated scene")
     demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     demo.add_argument("--frames", type=int, default=48)

@@ -23,7 +23,7 @@ sound timbre), the generalisation test of Ref-AVS "unseen".
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +34,7 @@ SPLITS = ("train", "valid", "valid_u", "test", "unseen")
 SPLIT_SIZES = {"train": 200, "valid": 36, "valid_u": 18, "test": 36, "unseen": 36}
 SCENARIOS = ("appearance", "tracking_bias", "lookalike_motion", "late_entry", "occlusion", "audio", "null",
              "multi_target", "relation")
+IMAGE_SCENARIOS = ("appearance", "null", "multi_target", "relation")  # what a single frame can show
 FPS = 8
 SAMPLE_RATE = 16000
 
@@ -155,17 +156,19 @@ def scene_rng(split: str, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
-def make_scene(split: str, seed: int, index: int, height: int = 256, width: int = 256) -> Scene:
-    """The `index`-th scene of `split` (deterministic)."""
+def make_scene(split: str, seed: int, index: int, height: int = 256, width: int = 256, image: bool = False) -> Scene:
+    """The `index`-th scene of `split` (deterministic); `image`: a still single-frame scene for
+    referring image segmentation, from `IMAGE_SCENARIOS`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    rng = scene_rng(split, seed, index)
+    rng = scene_rng(split, seed + (1 << 20 if image else 0), index)
     vocab = Vocabulary(unseen=split == "unseen")
-    scenario = SCENARIOS[index % len(SCENARIOS)]
-    num_frames = int(rng.integers(24, 49))
+    scenarios = IMAGE_SCENARIOS if image else SCENARIOS
+    scenario = scenarios[index % len(scenarios)]
+    num_frames = 1 if image else int(rng.integers(24, 49))
     builder = _Builder(rng, vocab, height, width, num_frames)
     getattr(builder, scenario)()
-    builder.fill(int(rng.integers(2, 7)))
+    builder.fill(int(rng.integers(2, 7)), still=image)
     builder.appearance_expressions()
     builder.finalize()
     return Scene(video_id=f"{split}_{seed}_{index:05d}", height=height, width=width, num_frames=num_frames,
@@ -308,11 +311,11 @@ class _Builder:
                      and sign * (o.start[0] - anchor.start[0]) > 0 and o.obj_id != anchor.obj_id, "relation")
 
     # -- shared --------------------------------------------------------------------------------
-    def fill(self, total: int) -> None:
+    def fill(self, total: int, still: bool = False) -> None:
         """Add distractors up to `total` objects (at most 6)."""
         while len(self.objects) < min(total, 6):
-            self.add(motion=self.moving(str(self.rng.choice(["static", "moving", "bouncing", "turning", "stopping"])),
-                                        change_frame=int(self.rng.integers(8, 20))))
+            kind = "static" if still else str(self.rng.choice(["static", "moving", "bouncing", "turning", "stopping"]))
+            self.add(motion=self.moving(kind, change_frame=int(self.rng.integers(8, 20))))
 
     def appearance_expressions(self) -> None:
         """Name up to two objects that no expression targets yet by colour and shape."""
@@ -450,10 +453,11 @@ def generate(scene: Scene) -> VideoSample:
                        sample_rate=SAMPLE_RATE)
 
 
-def split_samples(split: str, seed: int, count: int | None = None, height: int = 256, width: int = 256):
-    """The samples of a split, generated one by one."""
+def split_samples(split: str, seed: int, count: int | None = None, height: int = 256, width: int = 256,
+                  image: bool = False) -> Iterator[VideoSample]:
+    """The samples of a split (videos, or single-frame images), generated one by one."""
     for index in range(SPLIT_SIZES[split] if count is None else count):
-        yield generate(make_scene(split, seed, index, height, width))
+        yield generate(make_scene(split, seed, index, height, width, image))
 
 
 def phenomenon_shares(split: str, seed: int, count: int | None = None) -> dict[str, float]:

@@ -1,0 +1,91 @@
+"""Training clips: random clips of T frames with augmentations that keep masks and expressions
+consistent (a horizontal flip swaps the words "left" and "right")."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from refseg.data.sample import Expression, VideoSample
+
+_SIDES = re.compile(r"\b(left|right)\b")
+
+
+def flip_text(text: str) -> str:
+    """Swap "left" and "right" (whole words) in an expression."""
+    return _SIDES.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
+
+
+@dataclass
+class Clip:
+    """frames [T, S, S, 3] uint8, mask [T, S, S] bool (union of the targets), the expression."""
+
+    video_id: str
+    start: int
+    frames: np.ndarray
+    mask: np.ndarray
+    expression: Expression
+    flipped: bool
+
+
+class ClipSampler:
+    """Random (video, expression, clip) triples with augmentations.
+
+    Args:
+        samples: videos with expressions (loaded on demand each time one is drawn).
+        clip_len: T; shorter videos give all their frames, padded by repeating the last.
+        size: output side S.
+        flip_p: probability of a horizontal flip.
+        crop_scale: the crop side is this fraction range of the shorter frame side.
+        brightness, contrast: ranges of a global jitter, the same on all frames of a clip
+            (no hue change: colour words stay true).
+        seed: seeds the generator; the same seed gives the same clips.
+    """
+
+    def __init__(self, samples: Sequence[VideoSample], clip_len: int = 8, size: int = 256, flip_p: float = 0.5,
+                 crop_scale: tuple[float, float] = (0.7, 1.0), brightness: float = 0.15, contrast: float = 0.15,
+                 seed: int = 0) -> None:
+        self.items = [(i, e) for i, s in enumerate(samples) for e in s.expressions]
+        if not self.items:
+            raise ValueError("ClipSampler: the samples have no expression")
+        self.samples = samples
+        self.clip_len, self.size, self.flip_p = clip_len, size, flip_p
+        self.crop_scale, self.brightness, self.contrast = crop_scale, brightness, contrast
+        self.rng = np.random.default_rng(seed)
+
+    def __iter__(self) -> Iterator[Clip]:
+        while True:
+            yield self.sample()
+
+    def sample(self) -> Clip:
+        index, expression = self.items[int(self.rng.integers(len(self.items)))]
+        video = self.samples[index]
+        start = int(self.rng.integers(max(len(video) - self.clip_len, 0) + 1))
+        ts = [min(start + k, len(video) - 1) for k in range(self.clip_len)]
+        frames = np.stack([video.load_frame(t) for t in ts])
+        mask = video.target_mask(expression)[ts]
+        return self.augment(video.video_id, start, frames, mask, expression)
+
+    def augment(self, video_id: str, start: int, frames: np.ndarray, mask: np.ndarray,
+                expression: Expression) -> Clip:
+        rng = self.rng
+        h, w = frames.shape[1:3]
+        side = int(min(h, w) * rng.uniform(*self.crop_scale))
+        top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+        frames = frames[:, top : top + side, left : left + side]
+        mask = mask[:, top : top + side, left : left + side]
+        frames = np.stack([np.asarray(Image.fromarray(f).resize((self.size, self.size), Image.BILINEAR)) for f in frames])
+        mask = np.stack([np.asarray(Image.fromarray(m).resize((self.size, self.size), Image.NEAREST)) for m in mask])
+        gain = 1 + rng.uniform(-self.contrast, self.contrast)
+        shift = 255 * rng.uniform(-self.brightness, self.brightness)
+        frames = np.clip((frames.astype(np.float32) - 128) * gain + 128 + shift, 0, 255).astype(np.uint8)
+        flipped = bool(rng.random() < self.flip_p)
+        if flipped:
+            frames, mask = frames[:, :, ::-1].copy(), mask[:, :, ::-1].copy()
+            expression = Expression(expression.exp_id, flip_text(expression.text), expression.target_ids,
+                                    expression.phenomena)
+        return Clip(video_id, start, frames, mask.astype(bool), expression, flipped)

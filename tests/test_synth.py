@@ -1,0 +1,164 @@
+"""SynthRef: determinism, phenomena, held-out vocabulary, format round trips, clip sampling."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+from refseg.cli import main
+from refseg.data import formats, synth
+from refseg.data.sampler import ClipSampler, flip_text
+from refseg.data.synth import (
+    SCENARIOS,
+    UNSEEN_COLOURS,
+    UNSEEN_SHAPES,
+    UNSEEN_TIMBRES,
+    generate,
+    make_scene,
+    phenomenon_shares,
+    split_samples,
+)
+
+# the held-out paraphrase of each template list is its last variant
+HELD_OUT_TEMPLATES = [re.compile(re.sub(r"\\\{[a-z0-9]+\\\}", "[a-z-]+", re.escape(variants[-1])) + "$")
+                      for variants in (synth.NAME, synth.MOVING, synth.STATIC, synth.STARTS, synth.SOUND,
+                                       synth.LOUDEST, synth.SILENT, synth.TIMBRE, synth.ALL, synth.RELATION,
+                                       synth.ENTERS)]
+
+
+def held_out_words(text: str) -> list[str]:
+    words = set(re.findall(r"[a-z-]+", text))
+    found = [w for w in (*UNSEEN_COLOURS, *UNSEEN_SHAPES, *UNSEEN_TIMBRES) if w in words]
+    return found + [t.pattern for t in HELD_OUT_TEMPLATES if t.match(text)]
+
+
+@pytest.fixture(scope="module")
+def videos():
+    return [generate(make_scene("valid", 0, i)) for i in (5, 8)]  # audio and relation scenes
+
+
+def test_same_seed_same_bytes_different_seed_differs(tmp_path):
+    for run in ("a", "b"):
+        assert main(["synth", "--split", "valid", "--seed", "3", "--count", "2", "--out", str(tmp_path / run)]) == 0
+    digest = {run: {p.relative_to(tmp_path / run): hashlib.sha256(p.read_bytes()).hexdigest()
+                    for p in sorted((tmp_path / run).rglob("*")) if p.is_file()} for run in ("a", "b")}
+    assert digest["a"] == digest["b"] and len(digest["a"]) > 50
+    other = generate(make_scene("valid", 4, 0))
+    same_seed = generate(make_scene("valid", 3, 0))
+    assert not np.array_equal(other.load_frame(0), same_seed.load_frame(0))
+
+
+def test_every_phenomenon_occurs_in_valid():
+    shares = phenomenon_shares("valid", 0)
+    assert set(shares) == set(SCENARIOS)
+    assert all(share > 0 for share in shares.values()), shares
+
+
+def test_unseen_vocabulary_never_appears_in_train():
+    train = [e.text for i in range(200) for e in make_scene("train", 0, i).expressions]
+    assert train and not [t for t in train if held_out_words(t)]
+    unseen = [e.text for i in range(36) for e in make_scene("unseen", 0, i).expressions]
+    assert sum(bool(held_out_words(t)) for t in unseen) > len(unseen) // 2
+    assert HELD_OUT_TEMPLATES[0].match("that purple star") and not HELD_OUT_TEMPLATES[0].match("the red circle")
+
+
+def test_expressions_fit_exactly_their_targets(videos):
+    for video in videos:
+        for exp in video.expressions:
+            assert all(obj in video.masks for obj in exp.target_ids)
+    tracking = make_scene("valid", 0, 1)
+    exp = next(e for e in tracking.expressions if "tracking_bias" in e.phenomena)
+    target = next(o for o in tracking.objects if o.obj_id == exp.target_ids[0])
+    lookalike = [o for o in tracking.objects if o.shape == target.shape and o.colour == target.colour]
+    assert len(lookalike) >= 2 and target.motion.kind == "starting"
+
+
+def test_audio_scene_sounds(videos):
+    audio_video = videos[0]
+    assert audio_video.sample_rate == 16000 and audio_video.audio.shape[0] == round(len(audio_video) / 8 * 16000)
+    spectrum = np.abs(np.fft.rfft(audio_video.audio))
+    freqs = np.fft.rfftfreq(audio_video.audio.size, 1 / 16000)
+    for pitch in (220.0, 880.0):  # the low and the high source are both in the mix
+        assert spectrum[np.argmin(abs(freqs - pitch))] > 10 * np.median(spectrum)
+
+
+def compare(original, back, keep_phenomena=True, objects=None, audio=True, exact_frames=True, expressions=True):
+    assert len(original) == len(back)
+    for t in range(len(original)):
+        if exact_frames:
+            assert np.array_equal(original.load_frame(t), back.load_frame(t))
+        else:
+            # JPEG at quality 95 on a noisy texture: a few grey levels (another image: ~40)
+            assert np.abs(original.load_frame(t).astype(int) - back.load_frame(t)).mean() < 8
+    for obj_id in objects if objects is not None else original.masks:
+        assert np.array_equal(original.masks[obj_id], back.masks[obj_id]), obj_id
+    if expressions:
+        texts = {(e.text, e.target_ids) + ((e.phenomena,) if keep_phenomena else ()) for e in original.expressions}
+        back_texts = {(e.text, e.target_ids) + ((e.phenomena,) if keep_phenomena else ()) for e in back.expressions}
+        assert texts == back_texts
+    if audio:
+        assert np.array_equal(original.audio, back.audio) and original.sample_rate == back.sample_rate
+
+
+@pytest.mark.parametrize("name", ["mevis", "ytvos", "refdavis", "sav"])
+def test_video_formats_round_trip_exactly(videos, tmp_path, name):
+    options = {"split": "val"} if name == "refdavis" else {}
+    formats.write(name, videos, tmp_path, frame_ext=".png", **options)
+    back = list(formats.reader(name)(tmp_path, **options))
+    for original, read in zip(videos, back):
+        # SA-V has no expressions and, like DAVIS, no audio
+        compare(original, read, audio=name in ("mevis", "ytvos"), expressions=name != "sav")
+
+
+def test_refavs_round_trip(videos, tmp_path):
+    formats.write("refavs", videos, tmp_path, split="test", frame_ext=".png")
+    back = {s.video_id: s for s in formats.reader("refavs")(tmp_path)}
+    for original in videos:
+        vid = original.video_id.replace("_", "-") + "_0_1"
+        read = back[vid]
+        single = [e for e in original.expressions if len(e.target_ids) == 1]
+        assert {(e.text, e.target_ids) for e in read.expressions} == {(e.text, e.target_ids) for e in single}
+        for t in range(len(original)):
+            assert np.array_equal(original.load_frame(t), read.load_frame(t))
+        for obj_id in read.masks:
+            assert np.array_equal(original.masks[obj_id], read.masks[obj_id])
+        assert np.array_equal(original.audio, read.audio)
+
+
+def test_refcoco_round_trip_and_jpeg_frames(tmp_path):
+    images = list(split_samples("valid", 0, count=4, image=True))
+    assert all(len(s) == 1 for s in images)
+    formats.write("refcoco", images, tmp_path / "png", split="val", frame_ext=".png")
+    for original, read in zip(images, formats.reader("refcoco")(tmp_path / "png", split="val")):
+        compare(original, read, audio=False)
+    formats.write("refcoco", images, tmp_path / "jpg", split="val")
+    for original, read in zip(images, formats.reader("refcoco")(tmp_path / "jpg", split="val")):
+        compare(original, read, audio=False, exact_frames=False)
+
+
+def test_flip_swaps_left_and_right(videos):
+    assert flip_text("the circle left of the square, not the right one") == \
+        "the circle right of the square, not the left one"
+    relation = videos[1]
+    sampler = ClipSampler([relation], clip_len=4, size=64, flip_p=1.0, crop_scale=(1.0, 1.0), brightness=0,
+                          contrast=0, seed=0)
+    for _ in range(6):
+        clip = sampler.sample()
+        original = next(e for e in relation.expressions if e.exp_id == clip.expression.exp_id)
+        assert clip.flipped and clip.expression.text == flip_text(original.text)
+        assert clip.frames.shape == (4, 64, 64, 3) and clip.mask.shape == (4, 64, 64)
+        truth = relation.target_mask(original)[clip.start : clip.start + 4]
+        import PIL.Image as Image
+
+        resized = np.stack([np.asarray(Image.fromarray(m).resize((64, 64), Image.NEAREST)) for m in truth])
+        assert np.array_equal(clip.mask, resized[:, :, ::-1])
+
+
+def test_synth_command_refuses_to_overwrite(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("keep")
+    assert main(["synth", "--split", "valid", "--count", "1", "--out", str(tmp_path / "d")]) == 2
+    assert "not empty" in capsys.readouterr().err and (tmp_path / "d" / "x").read_text() == "keep"
