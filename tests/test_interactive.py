@@ -10,7 +10,8 @@ import pytest
 from conftest import random_sam2
 
 from refseg.engine import Session
-from refseg.eval.interactive import evaluate_pvs, mask_box, next_click, offline_curve, online_score, vos_score
+from refseg.data.clicks import mask_box, next_click
+from refseg.eval.interactive import evaluate_pvs, offline_curve, online_score, vos_score
 from refseg.eval.metrics import boundary_f_frames, jaccard_frames
 from refseg.prompts import Box, Mask, Points
 

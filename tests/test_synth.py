@@ -162,3 +162,19 @@ def test_synth_command_refuses_to_overwrite(tmp_path, capsys):
     (tmp_path / "d" / "x").write_text("keep")
     assert main(["synth", "--split", "valid", "--count", "1", "--out", str(tmp_path / "d")]) == 2
     assert "not empty" in capsys.readouterr().err and (tmp_path / "d" / "x").read_text() == "keep"
+
+
+def test_synth_to_eval_breaks_results_down_by_phenomenon(videos, tmp_path):
+    from refseg.eval.protocols import evaluate_expressions
+    from refseg.io.masks import write_mask_png
+
+    formats.write("mevis", videos, tmp_path / "gt", frame_ext=".png")
+    for video in videos:
+        for exp in video.expressions:
+            target = video.target_mask(exp)
+            keep = "audio" not in exp.phenomena  # predict audio expressions as empty
+            for t, name in enumerate(video.frame_names):
+                write_mask_png(tmp_path / "pred" / video.video_id / exp.exp_id / f"{name}.png", target[t] & keep)
+    result = evaluate_expressions(tmp_path / "pred", tmp_path / "gt", "mevis")
+    assert result.summary["J&F relation"] == 1.0 and result.summary["J&F appearance"] == 1.0
+    assert result.summary["J&F audio"] == 0.0

@@ -1,10 +1,8 @@
 """Promptable video segmentation protocols, driven through the engine's session API.
 
-Clicks are simulated as in SAM 2 ("center" sampling): on the error between ground truth and
-prediction, the pixel farthest from the boundary of its region (Euclidean distance transform,
-the image border counting as boundary) of the false negatives or of the false positives,
-whichever is farther; positive on a false negative, negative on a false positive (ties:
-negative). The first click on an object is thus the centre of its ground-truth mask.
+Clicks are simulated as in SAM 2 ("center" sampling, `refseg.data.clicks.next_click`): the first
+click on an object is the centre of its ground-truth mask, the next ones the centres of the
+largest error regions.
 
 Each object is run on its own (SAM 2 paper, Sec. 6.1). `N_CLICKS` clicks are placed on every
 interacted frame, one at a time, each after looking at the prediction with the previous ones.
@@ -28,14 +26,14 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 from tqdm import tqdm
 
+from refseg.data.clicks import mask_box, next_click
 from refseg.data.formats.davis import VOID, frame_names, read_sequence
 from refseg.eval.metrics import boundary_f_frames, jaccard, jaccard_frames
 from refseg.eval.protocols import EvalResult, davis_annotations, davis_sequence_names
 from refseg.io.video import frames as read_frames
-from refseg.prompts import Box, Mask, Points, Prompt
+from refseg.prompts import Mask, Points, Prompt
 
 N_CLICKS = 3
 ONLINE_IOU = 0.75
@@ -55,23 +53,6 @@ class StreamSession(Protocol):
 
 SessionFactory = Callable[[], StreamSession]
 OBJ = 1  # the object id used inside each run
-
-
-def next_click(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float, int]:
-    """(x, y, label) of the next simulated click on a frame (see the module docstring)."""
-    fn = np.pad(gt & ~pred, 1)
-    fp = np.pad(~gt & pred, 1)
-    fn_dt = distance_transform_edt(fn)[1:-1, 1:-1]
-    fp_dt = distance_transform_edt(fp)[1:-1, 1:-1]
-    positive = fn_dt.max() > fp_dt.max()
-    y, x = np.unravel_index(np.argmax(fn_dt if positive else fp_dt), gt.shape)
-    return float(x), float(y), int(positive)
-
-
-def mask_box(mask: np.ndarray) -> Box:
-    """The tight box of a mask, inclusive pixel corners [x0, y0, x1, y1] as SAM 2 builds it."""
-    ys, xs = np.nonzero(mask)
-    return Box(float(xs.min()), float(ys.min()), float(xs.max()) + 1e-3, float(ys.max()) + 1e-3)
 
 
 def _mask_of(result: object) -> np.ndarray:

@@ -73,6 +73,7 @@ def evaluate_expressions(pred: Path, gt: Path, layout: str) -> EvalResult:
     frames that have an annotation). J and F are averaged over frames, then over expressions;
     J&F = (J + F) / 2. Predictions: `pred/<video>/<expression id>/<frame>.png`; a missing
     expression folder scores 0 (as the official MeViS script), a missing frame counts as empty.
+    Expressions that record their phenomena (SynthRef) also get J&F per phenomenon.
     """
     meta = json.loads((gt / "meta_expressions.json").read_text())["videos"]
     masks = json.loads((gt / "mask_dict.json").read_text()) if layout == "mevis" else None
@@ -87,13 +88,20 @@ def evaluate_expressions(pred: Path, gt: Path, layout: str) -> EvalResult:
                 guess = np.stack([_binary_png(folder / f"{n}.png", truth.shape[1:]) for n in frames])
                 jv, fv = _jf(truth, guess)
                 j, f = float(jv.mean()), float(fv.mean())
-            rows.append({"video": video, "expression": exp_id, "text": exp.get("exp", ""), "J": j, "F": f,
-                         "J&F": (j + f) / 2})
+            row = {"video": video, "expression": exp_id, "text": exp.get("exp", ""), "J": j, "F": f,
+                   "J&F": (j + f) / 2}
+            if "phenomena" in exp:  # SynthRef records what each expression exercises
+                row["phenomena"] = " ".join(exp["phenomena"])
+            rows.append(row)
     if not rows:
         raise ValueError(f"{gt}: meta_expressions.json lists no expression")
     j, f = float(np.mean([r["J"] for r in rows])), float(np.mean([r["F"] for r in rows]))
-    return EvalResult(layout, {"J&F": (j + f) / 2, "J": j, "F": f, "expressions": float(len(rows))}, rows,
-                      key="expression")
+    summary = {"J&F": (j + f) / 2, "J": j, "F": f, "expressions": float(len(rows))}
+    phenomena = sorted({p for r in rows for p in str(r.get("phenomena", "")).split()})
+    for name in phenomena:
+        members = [r["J&F"] for r in rows if name in str(r.get("phenomena", "")).split()]
+        summary[f"J&F {name}"] = float(np.mean(members))
+    return EvalResult(layout, summary, rows, key="expression")
 
 
 def _expression_truth(gt: Path, pred_folder: Path, video: str, frames: list[str], exp: dict,
