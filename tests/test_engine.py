@@ -215,3 +215,22 @@ def test_fork_continues_independently(tiny_model):
         assert torch.equal(a.objects[1].logits, b.objects[1].logits)
     assert not torch.equal(tried.objects[1].logits, straight[3].objects[1].logits)
     assert fork.frame_index == 4 and session.frame_index == 6
+
+
+def test_training_flows_through_memory(tiny_model):
+    """With grad=True the loss on a tracked frame reaches the memory encoder and attention."""
+    frames = synthetic_video(3)
+    tiny_model.zero_grad()
+    session = Session(tiny_model, grad=True)
+    session.add_prompt(1, Mask(disk_mask(0)))
+    results = [session.push(f) for f in frames]
+    target = torch.from_numpy(disk_mask(2)).float()[None, None]
+    logits = results[2].objects[1].low_res_logits[None, None]
+    target = torch.nn.functional.interpolate(target, size=logits.shape[-2:], mode="area")
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    loss.backward()
+    for module in (tiny_model.memory_encoder, tiny_model.memory_attention, tiny_model.vision_encoder):
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), type(module).__name__
+    tiny_model.zero_grad()
+    assert session.bank.object(1).readout(3).features[0].requires_grad

@@ -45,7 +45,8 @@ class ObjectResult:
 
     mask:   [H, W] bool at the input frame's resolution (logits > 0).
     logits: [H, W] float32 mask logits at the input resolution.
-    low_res_logits: [4h, 4w] float32 logits as the model predicts them (h = S/16).
+    low_res_logits: [4h, 4w] float32 logits as the model predicts them (h = S/16); in a session
+            with `grad=True` this one keeps its autograd graph and device (train on it).
     score:  presence logit; the object is `present` when it is > 0.
     iou:    the model's estimate of the mask's IoU.
     """
@@ -278,5 +279,6 @@ class Session:
         low = out.low_res.float()
         logits = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
         logits = logits.detach().cpu()
-        return ObjectResult(mask=(logits > 0).numpy(), logits=logits, low_res_logits=low[0, 0].detach().cpu(),
-                            score=float(out.object_score[0, 0]), iou=float(out.iou[0, 0]))
+        low_res = low[0, 0] if self.grad else low[0, 0].detach().cpu()
+        return ObjectResult(mask=(logits > 0).numpy(), logits=logits, low_res_logits=low_res,
+                            score=float(out.object_score[0, 0].detach()), iou=float(out.iou[0, 0].detach()))
