@@ -203,13 +203,11 @@ class Session:
         prompted: dict[int, bool] = {}
         for obj_id in list(dict.fromkeys([*self.object_ids, *prompts])):
             prompt = prompts.get(obj_id, _FramePrompt())
-            is_prompted = prompt.points is not None or prompt.mask is not None
             if prompt.mask is not None:
-                out = mask_as_output(model, features.high_res, features.embed, prompt.mask)
+                outputs[obj_id] = mask_as_output(model, features.high_res, features.embed, prompt.mask)
             else:
-                out = self._decode(t, obj_id, features, prompt.points)
-            outputs[obj_id] = out
-            prompted[obj_id] = is_prompted or not self.bank.has_memory(obj_id)
+                outputs[obj_id] = self._decode(t, obj_id, features, prompt.points)
+            prompted[obj_id] = obj_id in prompts or not self.bank.has_memory(obj_id)
         if outputs:
             self._write_memory(t, features, outputs, prompted, binarize={o: o in prompts for o in outputs})
         return FrameResult(t, height, width, {o: self._result(out, height, width) for o, out in outputs.items()})
