@@ -1,0 +1,1 @@
+"""Training: losses, configs, the training loop (torchrun/DDP ready) and checkpoints."""

@@ -1,0 +1,92 @@
+"""Training losses of the SAM family and the methods built on it.
+
+Masks are logits [B, ...] against binary targets of the same shape; every loss returns a scalar
+averaged over the batch (each sample weighs the same, whatever its size).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def _flat(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
+    return logits.flatten(1).float(), targets.flatten(1).float()
+
+
+def focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Sigmoid focal loss (Lin et al. 2017), mean over pixels then over samples:
+    -alpha_t (1 - p_t)^gamma log p_t, with alpha_t = alpha on positives, 1 - alpha on negatives
+    (alpha < 0 disables the weighting), as SAM and SAM 2 train with."""
+    x, y = _flat(logits, targets)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p = torch.sigmoid(x)
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * y + (1 - alpha) * (1 - y))
+    return loss.mean(1).mean()
+
+
+def dice_loss(logits: Tensor, targets: Tensor, smooth: float = 1.0) -> Tensor:
+    """1 - (2 |P * Y| + s) / (|P| + |Y| + s) with P = sigmoid(logits), per sample, then mean."""
+    x, y = _flat(logits, targets)
+    p = torch.sigmoid(x)
+    return (1 - (2 * (p * y).sum(1) + smooth) / (p.sum(1) + y.sum(1) + smooth)).mean()
+
+
+def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary cross-entropy with logits, mean over pixels then over samples."""
+    x, y = _flat(logits, targets)
+    return F.binary_cross_entropy_with_logits(x, y, reduction="none").mean(1).mean()
+
+
+def iou_prediction_loss(pred_iou: Tensor, logits: Tensor, targets: Tensor, kind: str = "l1") -> Tensor:
+    """L1 (or "mse") between the predicted IoU [B] and the IoU of the binarised mask (logits > 0)
+    with the target; the actual IoU is a constant (no gradient), 1 when both are empty."""
+    x, y = _flat(logits, targets)
+    with torch.no_grad():
+        pred = (x > 0).float()
+        inter, union = (pred * y).sum(1), ((pred + y) > 0).float().sum(1)
+        actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    pred_iou = pred_iou.reshape(-1).float()
+    return F.l1_loss(pred_iou, actual) if kind == "l1" else F.mse_loss(pred_iou, actual)
+
+
+def object_score_loss(score_logits: Tensor, present: Tensor) -> Tensor:
+    """Cross-entropy of the presence logit [B] against whether the object is visible [B]."""
+    return F.binary_cross_entropy_with_logits(score_logits.reshape(-1).float(), present.reshape(-1).float())
+
+
+def weighted_bce_iou_loss(logits: Tensor, targets: Tensor, kernel: int = 31, gain: float = 5.0) -> Tensor:
+    """Boundary-weighted BCE + weighted IoU (the "structure loss" SAM-I2V trains its masks with).
+
+    Pixels whose target differs from its local mean (a kernel x kernel average) get weight
+    1 + gain * |mean - target|, so boundaries and thin parts count more. Logits and targets are
+    [B, 1, H, W].
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"weighted_bce_iou_loss expects [B, 1, H, W], got {tuple(logits.shape)}")
+    y = targets.float()
+    weight = 1 + gain * (F.avg_pool2d(y, kernel, stride=1, padding=kernel // 2) - y).abs()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
+    wbce = (weight * bce).sum((2, 3)) / weight.sum((2, 3))
+    p = torch.sigmoid(logits.float())
+    inter = (p * y * weight).sum((2, 3))
+    union = ((p + y) * weight).sum((2, 3))
+    wiou = 1 - (inter + 1) / (union - inter + 1)
+    return (wbce + wiou).mean()
+
+
+def contrastive_loss(anchors: Tensor, positives: Tensor, temperature: float = 0.1) -> Tensor:
+    """SimCLR's NT-Xent over N pairs: each of the 2N embeddings [N, D] must pick its partner
+    among the other 2N - 1 (cosine similarity / temperature, cross-entropy), mean over 2N."""
+    z = F.normalize(torch.cat([anchors, positives]).float(), dim=1)
+    n = anchors.shape[0]
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, partner)

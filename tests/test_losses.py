@@ -1,0 +1,70 @@
+"""Losses against values worked out by hand or by a naive loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from refseg.train.losses import (
+    bce_loss,
+    contrastive_loss,
+    dice_loss,
+    focal_loss,
+    iou_prediction_loss,
+    object_score_loss,
+    weighted_bce_iou_loss,
+)
+
+
+def test_focal_loss_by_hand():
+    logits = torch.tensor([[0.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0]])
+    # p = 0.5 everywhere: ce = ln 2, (1 - p_t)^2 = 0.25; alpha_t = 0.25 and 0.75 -> mean
+    expected = (0.25 * 0.25 * math.log(2) + 0.75 * 0.25 * math.log(2)) / 2
+    assert focal_loss(logits, targets).item() == pytest.approx(expected)
+    confident = torch.tensor([[10.0, -10.0]])
+    assert focal_loss(confident, targets).item() < 1e-9
+
+
+def test_dice_and_bce_by_hand():
+    targets = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    perfect = torch.tensor([[20.0, 20.0, -20.0, -20.0]])
+    assert dice_loss(perfect, targets).item() == pytest.approx(0.0, abs=1e-6)
+    half = torch.zeros(1, 4)  # p = 0.5: 1 - (2 * 1 + 1) / (2 + 2 + 1)
+    assert dice_loss(half, targets).item() == pytest.approx(1 - 3 / 5)
+    assert bce_loss(half, targets).item() == pytest.approx(math.log(2))
+
+
+def test_iou_and_object_losses():
+    logits = torch.tensor([[5.0, 5.0, -5.0, -5.0], [-5.0, -5.0, -5.0, -5.0]])
+    targets = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    # actual IoU: 1/2, and 1 for the empty/empty sample
+    assert iou_prediction_loss(torch.tensor([0.5, 0.5]), logits, targets).item() == pytest.approx((0 + 0.5) / 2)
+    assert object_score_loss(torch.tensor([0.0]), torch.tensor([1.0])).item() == pytest.approx(math.log(2))
+
+
+def test_weighted_bce_iou_equals_plain_terms_on_a_uniform_target():
+    logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    targets = torch.ones(2, 1, 8, 8)
+    # a uniform target has no boundary: all weights 1 except where the zero padding of the
+    # average pool reaches; with kernel 1 the weights are exactly 1
+    p = torch.sigmoid(logits)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean((2, 3))
+    inter, union = (p * targets).sum((2, 3)), (p + targets).sum((2, 3))
+    expected = (bce + 1 - (inter + 1) / (union - inter + 1)).mean()
+    assert weighted_bce_iou_loss(logits, targets, kernel=1).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_contrastive_loss_equals_a_naive_loop():
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.randn(3, 5, generator=gen), torch.randn(3, 5, generator=gen)
+    z = torch.nn.functional.normalize(torch.cat([a, b]), dim=1)
+    total = 0.0
+    for i in range(6):
+        partner = (i + 3) % 6
+        others = [j for j in range(6) if j != i]
+        logits = torch.tensor([float(z[i] @ z[j]) / 0.1 for j in others])
+        total += -(logits[others.index(partner)] - torch.logsumexp(logits, 0))
+    assert contrastive_loss(a, b, temperature=0.1).item() == pytest.approx(total.item() / 6, rel=1e-5)
