@@ -2,6 +2,7 @@
 
     refseg demo [--out DIR]
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
+    refseg train CONFIG.yaml [--resume]
     refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--stats]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
                    [--frame N] [--out DIR] [--device cpu|cuda]
@@ -147,6 +148,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from refseg.train.config import load_config
+    from refseg.train.loop import train
+
+    run = train(load_config(args.config), resume=args.resume)
+    log.info("run directory: %s (metrics.jsonl, checkpoints/, final/)", run)
+    return 0
+
+
 PROTOCOLS = ("mevis", "ytvos", "davis", "refdavis", "sav", "ris", "refavs", "pvs")
 
 
@@ -210,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file or hub id")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ev.set_defaults(func=cmd_eval)
+    tr = sub.add_parser("train", help="train from a YAML config (runs under torchrun too)")
+    tr.add_argument("config", help="YAML config (see configs/)")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
+    tr.set_defaults(func=cmd_train)
     syn = sub.add_parser("synth", help="generate a SynthRef split in a benchmark's layout")
     syn.add_argument("--out", help="dataset folder to create")
     syn.add_argument("--split", default="valid", help="train, valid, valid_u, test or unseen")

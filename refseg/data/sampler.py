@@ -44,14 +44,24 @@ class ClipSampler:
         brightness, contrast: ranges of a global jitter, the same on all frames of a clip
             (no hue change: colour words stay true).
         seed: seeds the generator; the same seed gives the same clips.
+        by: "expression" draws referring expressions; "object" draws single objects (for
+            promptable segmentation), as an expression without text targeting that object, with
+            a clip that starts on a frame where the object is visible.
     """
 
     def __init__(self, samples: Sequence[VideoSample], clip_len: int = 8, size: int = 256, flip_p: float = 0.5,
                  crop_scale: tuple[float, float] = (0.7, 1.0), brightness: float = 0.15, contrast: float = 0.15,
-                 seed: int = 0) -> None:
-        self.items = [(i, e) for i, s in enumerate(samples) for e in s.expressions]
+                 seed: int = 0, by: str = "expression") -> None:
+        if by == "expression":
+            self.items = [(i, e) for i, s in enumerate(samples) for e in s.expressions]
+        elif by == "object":
+            self.items = [(i, Expression(f"object {o}", "", (o,))) for i, s in enumerate(samples)
+                          for o, m in sorted(s.masks.items()) if m.any()]
+        else:
+            raise ValueError(f"ClipSampler: by must be 'expression' or 'object', got {by!r}")
+        self.by = by
         if not self.items:
-            raise ValueError("ClipSampler: the samples have no expression")
+            raise ValueError(f"ClipSampler: the samples have no {by}")
         self.samples = samples
         self.clip_len, self.size, self.flip_p = clip_len, size, flip_p
         self.crop_scale, self.brightness, self.contrast = crop_scale, brightness, contrast
@@ -64,7 +74,11 @@ class ClipSampler:
     def sample(self) -> Clip:
         index, expression = self.items[int(self.rng.integers(len(self.items)))]
         video = self.samples[index]
-        start = int(self.rng.integers(max(len(video) - self.clip_len, 0) + 1))
+        starts = np.arange(max(len(video) - self.clip_len, 0) + 1)
+        if self.by == "object":
+            visible = video.masks[expression.target_ids[0]].any(axis=(1, 2))
+            starts = starts[visible[starts]] if visible[starts].any() else np.flatnonzero(visible)[:1]
+        start = int(starts[int(self.rng.integers(len(starts)))])
         ts = [min(start + k, len(video) - 1) for k in range(self.clip_len)]
         frames = np.stack([video.load_frame(t) for t in ts])
         mask = video.target_mask(expression)[ts]

@@ -49,6 +49,7 @@ class ObjectResult:
             with `grad=True` this one keeps its autograd graph and device (train on it).
     score:  presence logit; the object is `present` when it is > 0.
     iou:    the model's estimate of the mask's IoU.
+    output: in a session with `grad=True`, the SAM head's output with its graph (to train on).
     """
 
     mask: np.ndarray
@@ -56,6 +57,7 @@ class ObjectResult:
     low_res_logits: Tensor
     score: float
     iou: float
+    output: DecoderOutput | None = None
 
     @property
     def present(self) -> bool:
@@ -279,4 +281,5 @@ class Session:
         logits = logits.detach().cpu()
         low_res = low[0, 0] if self.grad else low[0, 0].detach().cpu()
         return ObjectResult(mask=(logits > 0).numpy(), logits=logits, low_res_logits=low_res,
-                            score=float(out.object_score[0, 0].detach()), iou=float(out.iou[0, 0].detach()))
+                            score=float(out.object_score[0, 0].detach()), iou=float(out.iou[0, 0].detach()),
+                            output=out if self.grad else None)

@@ -1,0 +1,135 @@
+"""Training configs: YAML files mapped onto typed dataclasses (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """sam2: "tiny-test" (random tiny model), a published size (tiny, small, base_plus, large;
+    random init), or a SAM 2 checkpoint (model directory or official .pt)."""
+
+    sam2: str = "tiny-test"
+    image_size: int = 128
+
+
+@dataclass
+class DataConfig:
+    """SynthRef (`source: synthref`, generated on the fly) or a dataset in one of
+    `refseg.data.formats.FORMATS` read from `root`."""
+
+    source: str = "synthref"
+    root: str | None = None
+    split: str = "train"
+    seed: int = 0
+    count: int | None = None
+    clip_len: int = 8
+    size: int = 128
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # cosine, linear, constant (after warm-up)
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # 0: no clipping
+    accumulation: int = 1  # micro-batches per optimizer step
+
+
+@dataclass
+class LossConfig:
+    focal: float = 20.0
+    dice: float = 1.0
+    iou: float = 1.0
+    object: float = 1.0
+
+
+@dataclass
+class PromptConfig:
+    """First-frame prompt mix and corrective clicks (SAM 2 training recipe)."""
+
+    mask: float = 0.5
+    click: float = 0.25
+    box: float = 0.25
+    corrective_prob: float = 0.5  # chance of a corrective click on one later frame
+
+
+@dataclass
+class TrainConfig:
+    task: str = "sam2_pvs"
+    out: str = "runs/train"
+    steps: int = 100
+    batch_size: int = 2  # clips per optimizer step, over all processes
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 50
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+
+
+def _build(cls: type, values: dict, where: str) -> object:
+    if not isinstance(values, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where or 'config'}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, path)
+        else:
+            kwargs[name] = _check(hint, value, path)
+    return cls(**kwargs)
+
+
+def _check(hint: object, value: object, path: str) -> object:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option in (int, str, bool) and type(value) is option:
+            return value
+    raise ValueError(f"{path}: expected {' or '.join(getattr(o, '__name__', str(o)) for o in options)}, "
+                     f"got {value!r}")
+
+
+def load_config(source: str | os.PathLike[str] | dict) -> TrainConfig:
+    """A `TrainConfig` from a YAML file (or a dict); missing keys take their defaults."""
+    if isinstance(source, dict):
+        values = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such config file")
+        values = yaml.safe_load(path.read_text()) or {}
+    return _build(TrainConfig, values, "")  # type: ignore[return-value]
+
+
+def to_dict(config: TrainConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def dump(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(to_dict(config))), sort_keys=False))
+    os.replace(tmp, path)

@@ -1,0 +1,184 @@
+"""The training loop: one for every method, single process or `torchrun --nproc_per_node N`.
+
+Run directory (`config.out`):
+    config.yaml                   the resolved config
+    metrics.jsonl                 one line per logged step (losses, lr, samples/s)
+    checkpoints/step_<N>/         config.json + model.safetensors + state.pt (optimizer,
+                                  scheduler, RNG states), written to a temporary folder and renamed
+    final/                        `save_pretrained` of the trained model
+
+Data parallelism: every process draws the same global batch of `batch_size` samples from
+identically seeded generators and trains on its slice, and DDP averages the gradients; so N
+processes produce the weights one process produces with the whole batch. `--resume` continues
+from the newest checkpoint and replays the same random numbers, so on CPU a resumed run
+reproduces the uninterrupted one step for step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from refseg.data import formats, synth
+from refseg.sam import Sam2, sam2_config, tiny_test_config
+from refseg.sam.checkpoint import load_sam2
+from refseg.train.config import TrainConfig, dump, to_dict
+from refseg.train.sam2_pvs import Sam2PvsTask, object_sampler
+
+log = logging.getLogger(__name__)
+
+
+def build_model(config: TrainConfig) -> Sam2:
+    name = config.model.sam2
+    if name == "tiny-test":
+        return Sam2(tiny_test_config(image_size=config.model.image_size))
+    if name in ("tiny", "small", "base_plus", "large"):
+        return Sam2(sam2_config(name, image_size=config.model.image_size))
+    return load_sam2(name)
+
+
+def load_samples(config: TrainConfig) -> list:
+    data = config.data
+    if data.source == "synthref":
+        return list(synth.split_samples(data.split, data.seed, data.count))
+    if data.root is None:
+        raise ValueError(f"data.source {data.source!r} needs data.root")
+    return list(formats.reader(data.source)(Path(data.root)))
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """Warm-up (linear from 0) then the schedule, as a multiple of `optim.lr`."""
+    o = config.optim
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    progress = (step - o.warmup_steps) / max(config.steps - o.warmup_steps, 1)
+    if o.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if o.schedule == "linear":
+        return 1 - progress
+    if o.schedule == "constant":
+        return 1.0
+    raise ValueError(f"optim.schedule: expected cosine, linear or constant, got {o.schedule!r}")
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _latest(run: Path) -> Path | None:
+    checkpoints = sorted((run / "checkpoints").glob("step_*")) if (run / "checkpoints").is_dir() else []
+    return checkpoints[-1] if checkpoints else None
+
+
+def _save(run: Path, step: int, model: Sam2, optimizer: torch.optim.Optimizer, scheduler: object,
+          rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
+    final = run / "checkpoints" / f"step_{step:07d}"
+    tmp = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps({"sam2": model.config.to_dict(), "train": to_dict(config)}))
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
+                "sampler_rng": sampler_rng.bit_generator.state}, tmp / "state.pt")
+    os.replace(tmp, final)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop logged steps after `step` (a resumed run logs them again)."""
+    if path.is_file():
+        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(f"{line}\n" for line in keep))
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train `config.task`; returns the run directory."""
+    if config.task != "sam2_pvs":
+        raise ValueError(f"task: only 'sam2_pvs' exists so far, got {config.task!r}")
+    rank, world = _distributed()
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} is not a multiple of the {world} processes")
+    run = Path(config.out)
+    torch.manual_seed(config.seed)
+    model = build_model(config).train()
+    task: nn.Module = Sam2PvsTask(model, config)
+    ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
+    samples = load_samples(config)
+    sampler = object_sampler(samples, config, seed=config.seed)
+    rng = np.random.default_rng(config.seed + 1)
+    start = 0
+    latest = _latest(run) if resume else None
+    if latest is not None:
+        model.load_state_dict(load_file(str(latest / "model.safetensors")))
+        state = torch.load(latest / "state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["rng"]
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+        start = state["step"]
+        log.info("resumed %s at step %d", run, start)
+    elif resume:
+        log.info("no checkpoint in %s: starting from step 0", run)
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        dump(config, run / "config.yaml")
+        _truncate_metrics(run / "metrics.jsonl", start)
+    micro = config.batch_size // world // config.optim.accumulation
+    if micro < 1:
+        raise ValueError("batch_size / processes / optim.accumulation must be at least 1")
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", disable=not progress or rank)
+    for step in bar:
+        began = time.perf_counter()
+        batch = [task.draw(sampler, rng) for _ in range(config.batch_size)]  # the global batch, same on all ranks
+        mine = batch[rank * (config.batch_size // world) : (rank + 1) * (config.batch_size // world)]
+        totals: dict[str, float] = {}
+        for m in range(config.optim.accumulation):
+            chunk = mine[m * micro : (m + 1) * micro]
+            last = m == config.optim.accumulation - 1
+            context = ddp.no_sync() if world > 1 and not last else contextlib.nullcontext()
+            with context:
+                losses = ddp(chunk)
+                (losses["loss"] / config.optim.accumulation).backward()
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / config.optim.accumulation
+        if config.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if rank == 0:
+            rate = config.batch_size / (time.perf_counter() - began)
+            bar.set_postfix(loss=f"{totals['loss']:.4f}", clips_per_s=f"{rate:.2f}")
+            if done % config.log_every == 0 or done == config.steps:
+                record = {"step": done, **totals, "lr": lr, "clips_per_s": rate}
+                with (run / "metrics.jsonl").open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                _save(run, done, model, optimizer, scheduler, rng, sampler.rng, config)
+    if rank == 0:
+        model.save_pretrained(run / "final")
+    if world > 1:
+        dist.barrier()
+    return run

@@ -1,0 +1,114 @@
+"""Promptable video segmentation training of SAM 2, as the SAM 2 paper trains it.
+
+A training sample is a clip of T frames and one object. The object is prompted on the first
+frame with its ground-truth mask, one positive click inside it or its box (50 / 25 / 25 %); with
+some probability one later frame gets a corrective click, sampled from the error between the
+ground truth and what the model predicts there. The clip is streamed through the engine with
+gradients (`Session(grad=True)`), so the loss trains through memory. Per frame: focal (x20) +
+dice on the mask where the object is visible, L1 on the predicted IoU, cross-entropy on the
+presence score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from refseg.data.clicks import mask_box, next_click
+from refseg.data.sample import VideoSample
+from refseg.data.sampler import Clip, ClipSampler
+from refseg.engine import Session
+from refseg.prompts import Mask, Points, Prompt
+from refseg.sam import Sam2
+from refseg.train.config import TrainConfig
+from refseg.train.losses import dice_loss, focal_loss, iou_prediction_loss, object_score_loss
+
+OBJ = 1
+
+
+@dataclass
+class PromptedClip:
+    """A clip with its first-frame prompt, an optional corrective click frame (0: none) and the
+    seed of its own random numbers (dropout), so that the result does not depend on which
+    process trains on it or in which order."""
+
+    clip: Clip
+    prompt: Prompt
+    corrective_frame: int
+    seed: int
+
+
+class Sam2PvsTask(nn.Module):
+    """Wraps SAM 2 so that `forward(batch)` returns the losses (what DDP needs to sync gradients)."""
+
+    def __init__(self, model: Sam2, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> PromptedClip:
+        """One training sample: a clip whose first frame shows the object, and its prompts."""
+        p = self.config.prompts
+        clip = sampler.sample()
+        while not clip.mask[0].any():  # the crop may cut the object out of the first frame
+            clip = sampler.sample()
+        kind = rng.choice(["mask", "click", "box"], p=np.array([p.mask, p.click, p.box]) / (p.mask + p.click + p.box))
+        if kind == "mask":
+            prompt: Prompt = Mask(clip.mask[0])
+        elif kind == "click":
+            ys, xs = np.nonzero(clip.mask[0])
+            pick = int(rng.integers(len(xs)))
+            prompt = Points([[float(xs[pick]), float(ys[pick])]])
+        else:
+            prompt = mask_box(clip.mask[0])
+        corrective = int(rng.integers(1, len(clip.frames))) if rng.random() < p.corrective_prob else 0
+        return PromptedClip(clip, prompt, corrective, int(rng.integers(2**31)))
+
+    def forward(self, batch: list[PromptedClip]) -> dict[str, Tensor]:
+        terms = [self.clip_losses(sample) for sample in batch]
+        return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
+
+    def clip_losses(self, sample: PromptedClip) -> dict[str, Tensor]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample.seed)
+            return self._clip_losses(sample)
+
+    def _clip_losses(self, sample: PromptedClip) -> dict[str, Tensor]:
+        w = self.config.loss
+        clip = sample.clip
+        session = Session(self.model, grad=True)
+        session.add_prompt(OBJ, sample.prompt)
+        focal, dice, iou, presence = [], [], [], []
+        for t, frame in enumerate(clip.frames):
+            if t == sample.corrective_frame:
+                with torch.no_grad():
+                    guess = session.fork().push(frame).objects[OBJ].mask
+                x, y, label = next_click(clip.mask[t], guess)
+                session.add_prompt(OBJ, Points([[x, y]], [label]))
+            out = session.push(frame).objects[OBJ].output
+            target = torch.from_numpy(clip.mask[t]).to(out.high_res.device, torch.float32)[None, None]
+            size = self.model.image_size
+            target = F.interpolate(target, size=(size, size), mode="nearest")
+            visible = bool(clip.mask[t].any())
+            presence.append(object_score_loss(out.object_score[:, 0], torch.full((1,), float(visible), device=target.device)))
+            if visible:
+                focal.append(focal_loss(out.high_res, target))
+                dice.append(dice_loss(out.high_res, target))
+                iou.append(iou_prediction_loss(out.iou[:, 0], out.high_res, target))
+        zero = torch.zeros((), device=presence[0].device)
+        terms = {
+            "focal": torch.stack(focal).mean() if focal else zero,
+            "dice": torch.stack(dice).mean() if dice else zero,
+            "iou": torch.stack(iou).mean() if iou else zero,
+            "object": torch.stack(presence).mean(),
+        }
+        terms["loss"] = w.focal * terms["focal"] + w.dice * terms["dice"] + w.iou * terms["iou"] + w.object * terms["object"]
+        return terms
+
+
+def object_sampler(samples: list[VideoSample], config: TrainConfig, seed: int) -> ClipSampler:
+    return ClipSampler(samples, clip_len=config.data.clip_len, size=config.model.image_size, seed=seed, by="object")
