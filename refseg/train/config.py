@@ -15,8 +15,9 @@ import yaml
 
 @dataclass
 class ModelConfig:
-    """sam2: "tiny-test" (random tiny model), a published size (tiny, small, base_plus, large;
-    random init), or a SAM 2 checkpoint (model directory or official .pt)."""
+    """sam2: "tiny-test" (random tiny model), "synth-small" (the small SAM 2 trained on SynthRef,
+    random init), a published size (tiny, small, base_plus, large; random init), or a SAM 2
+    checkpoint to start from (model directory or official .pt)."""
 
     sam2: str = "tiny-test"
     image_size: int = 128

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from refseg.data import formats, synth
 from refseg.sam import Sam2, sam2_config, tiny_test_config
+from refseg.sam.config import synth_small_config
 from refseg.sam.checkpoint import load_sam2
 from refseg.train.config import TrainConfig, dump, to_dict
 from refseg.train.sam2_pvs import Sam2PvsTask, object_sampler
@@ -45,6 +46,8 @@ def build_model(config: TrainConfig) -> Sam2:
     name = config.model.sam2
     if name == "tiny-test":
         return Sam2(tiny_test_config(image_size=config.model.image_size))
+    if name == "synth-small":
+        return Sam2(synth_small_config(image_size=config.model.image_size))
     if name in ("tiny", "small", "base_plus", "large"):
         return Sam2(sam2_config(name, image_size=config.model.image_size))
     return load_sam2(name)
