@@ -60,15 +60,15 @@ def tiny_test_config(image_size: int = 128, **overrides: Any) -> Sam2VideoConfig
 
 
 def synth_small_config(image_size: int = 256) -> Sam2VideoConfig:
-    """The small SAM 2 refseg trains from scratch on SynthRef (Hiera widths 32-256, about 6 M
-    parameters at 256 px): the frozen backbone of the embedded default model."""
+    """The small SAM 2 refseg trains from scratch on SynthRef (Hiera widths 32-256, 7.0 M
+    parameters): the frozen backbone of the embedded default model."""
     trunk = dict(hidden_size=32, embed_dim_per_stage=[32, 64, 128, 256], num_attention_heads_per_stage=[1, 2, 4, 8],
-                 blocks_per_stage=[1, 2, 5, 2], global_attention_blocks=[5, 7, 9], window_size_per_stage=[8, 4, 8, 8],
+                 blocks_per_stage=[1, 2, 5, 1], global_attention_blocks=[5, 7], window_size_per_stage=[8, 4, 8, 8],
                  window_positional_embedding_background_size=[7, 7])
     config = build_config(trunk, image_size=image_size, version="2.1", memory_attention_num_layers=2,
-                          memory_attention_feed_forward_hidden_size=1024, memory_fuser_intermediate_dim=1024,
+                          memory_attention_feed_forward_hidden_size=512, memory_fuser_intermediate_dim=512,
                           memory_fuser_num_layers=2)
-    config.mask_decoder_config.mlp_dim = 1024
+    config.mask_decoder_config.mlp_dim = 512
     return config
 
 
