@@ -120,3 +120,19 @@ def test_missing_path_and_damaged_file(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_sam2(bad)
+
+
+def test_half_precision_directory_loads_as_float32(tmp_path):
+    model = random_sam2(4)
+    half = Sam2(model.config)
+    half.load_state_dict(model.state_dict())
+    half.half().save_pretrained(tmp_path / "h")
+    loaded = load_sam2(tmp_path / "h")
+    for key, value in model.state_dict().items():
+        got = loaded.state_dict()[key]
+        assert got.dtype == torch.float32, key
+        torch.testing.assert_close(got, value.half().float(), rtol=0, atol=0)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "h" / "model.safetensors"), "pt") as fh:
+        assert fh.get_tensor("no_memory_embedding").dtype == torch.float16  # stored at half size

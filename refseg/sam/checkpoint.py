@@ -142,7 +142,8 @@ def load_state(model: Sam2, state: dict[str, Tensor], source: str) -> Sam2:
     return model
 
 
-def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None = None) -> Sam2:
+def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None = None,
+                  dtype: torch.dtype = torch.float32) -> Sam2:
     """Load an official SAM 2 `.pt` checkpoint (its config recognised from the weights if not given)."""
     try:
         checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
@@ -152,28 +153,31 @@ def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None =
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict (or a dict with a 'model' state dict)")
     config = config if config is not None else config_for_official(state)
-    return load_state(Sam2(config), convert_official_state_dict(state), str(path)).eval()
+    return load_state(Sam2(config), convert_official_state_dict(state), str(path)).to(dtype).eval()
 
 
-def load_sam2(source: str | os.PathLike[str], config: Sam2VideoConfig | None = None) -> Sam2:
-    """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, or a hub id."""
+def load_sam2(source: str | os.PathLike[str], config: Sam2VideoConfig | None = None,
+              dtype: torch.dtype = torch.float32) -> Sam2:
+    """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, or a hub id, as
+    `dtype` (weights stored in another precision, such as refseg's float16 shipped weights,
+    are converted)."""
     path = Path(source)
     if path.is_file():
         if path.suffix not in (".pt", ".pth"):
             raise CheckpointError(f"{source}: expected an official SAM 2 .pt file or a model directory")
-        return load_official(path, config)
+        return load_official(path, config, dtype)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise CheckpointError(f"{source}: a model directory needs config.json and model.safetensors")
-        hf = Sam2VideoModel.from_pretrained(path)
-        return Sam2(hf.config, hf).eval()
+        hf = Sam2VideoModel.from_pretrained(path, dtype=dtype)
+        return Sam2(hf.config, hf).to(dtype).eval()
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)) or path.suffix in (".pt", ".pth"):
         raise CheckpointError(f"{source}: no such file or directory")
     try:
-        hf = Sam2VideoModel.from_pretrained(str(source))
+        hf = Sam2VideoModel.from_pretrained(str(source), dtype=dtype)
     except OSError as err:
         raise CheckpointError(
             f"cannot load SAM 2 {str(source)!r}: it is not a local path and the Hugging Face hub cannot be reached "
             f"(offline). Download it where there is internet, e.g. `hf download {source} --local-dir DIR`, "
             f"and pass DIR instead") from err
-    return Sam2(hf.config, hf).eval()
+    return Sam2(hf.config, hf).to(dtype).eval()

@@ -82,8 +82,8 @@ class Sam2(nn.Module):
 
     # -- checkpoints -----------------------------------------------------------------------------
     def to_transformers(self) -> Sam2VideoModel:
-        """A `Sam2VideoModel` holding these weights (shares nothing)."""
-        model = Sam2VideoModel(self.config)
+        """A `Sam2VideoModel` holding these weights, in their dtype (shares nothing)."""
+        model = Sam2VideoModel(self.config).to(self.no_memory_embedding.dtype)
         model.load_state_dict(self.state_dict(), strict=True)
         return model
 
