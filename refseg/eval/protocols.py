@@ -8,6 +8,7 @@ missing prediction as an empty mask instead of aborting the run.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import pickle
@@ -346,8 +347,6 @@ def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS
     refseg scores at the ground truth's resolution (a prediction of another size is resized to
     it, nearest) and averages over samples.
     """
-    import csv
-
     with (gt / "metadata.csv").open(newline="") as fh:
         samples = [r for r in csv.DictReader(fh) if r["split"] in splits]
     if not samples:

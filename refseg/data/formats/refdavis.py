@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from refseg.data.formats.common import frame_loader, read_id_pngs, write_frames, write_id_pngs, write_json
-from refseg.data.formats.ytvos import _obj_field
-from refseg.data.sample import Expression, VideoSample
+from refseg.data.formats.ytvos import expressions_from_json, expressions_to_json
+from refseg.data.sample import VideoSample
 
 
 def write_refdavis(samples: Iterable[VideoSample], root: Path, split: str = "val", frame_ext: str = ".jpg") -> None:
@@ -27,8 +27,7 @@ def write_refdavis(samples: Iterable[VideoSample], root: Path, split: str = "val
             write_id_pngs(root / folder / "480p" / sample.video_id, sample.frame_names, sample.masks)
         videos[sample.video_id] = {
             "frames": sample.frame_names, "objects": sorted(sample.masks),
-            "expressions": {e.exp_id: {"exp": e.text, "obj_id": _obj_field(e.target_ids),
-                                       "phenomena": list(e.phenomena)} for e in sample.expressions}}
+            "expressions": expressions_to_json(sample.expressions)}
     listing = root / "ImageSets" / "2017" / f"{split}.txt"
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text("".join(f"{n}\n" for n in names))
@@ -42,9 +41,5 @@ def read_refdavis(root: Path, split: str = "val") -> Iterator[VideoSample]:
         info = meta.get(seq, {})
         names = info.get("frames") or sorted(p.stem for p in (root / "Annotations" / "480p" / seq).glob("*.png"))
         masks = read_id_pngs(root / "Annotations" / "480p" / seq, names, info.get("objects"))
-        expressions = []
-        for exp_id, exp in info.get("expressions", {}).items():
-            ids = exp.get("obj_id", [])
-            ids = [ids] if isinstance(ids, str) else ids
-            expressions.append(Expression(exp_id, exp["exp"], tuple(int(o) for o in ids), tuple(exp.get("phenomena", ()))))
+        expressions = expressions_from_json(info.get("expressions", {}))
         yield VideoSample(seq, names, frame_loader(root / "JPEGImages" / "480p" / seq, names), masks, expressions)

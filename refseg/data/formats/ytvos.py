@@ -25,8 +25,21 @@ from refseg.data.formats.common import (
 from refseg.data.sample import Expression, VideoSample
 
 
-def _obj_field(target_ids: tuple[int, ...]) -> str | list[str]:
-    return str(target_ids[0]) if len(target_ids) == 1 else [str(o) for o in target_ids]
+def expressions_to_json(expressions: list[Expression]) -> dict:
+    """{exp_id: {"exp", "obj_id", "phenomena"}}: one target as a string, others as a list."""
+    return {e.exp_id: {"exp": e.text,
+                       "obj_id": str(e.target_ids[0]) if len(e.target_ids) == 1 else [str(o) for o in e.target_ids],
+                       "phenomena": list(e.phenomena)} for e in expressions}
+
+
+def expressions_from_json(entries: dict) -> list[Expression]:
+    """The inverse of `expressions_to_json` (also reads the official files, which have no phenomena)."""
+    out = []
+    for exp_id, exp in entries.items():
+        ids = exp.get("obj_id", [])
+        ids = [ids] if isinstance(ids, str) else ids
+        out.append(Expression(exp_id, exp["exp"], tuple(int(o) for o in ids), tuple(exp.get("phenomena", ()))))
+    return out
 
 
 def write_ytvos(samples: Iterable[VideoSample], root: Path, frame_ext: str = ".jpg",
@@ -37,8 +50,7 @@ def write_ytvos(samples: Iterable[VideoSample], root: Path, frame_ext: str = ".j
         write_id_pngs(root / "Annotations" / sample.video_id, sample.frame_names, sample.masks)
         videos[sample.video_id] = {
             "frames": sample.frame_names,
-            "expressions": {e.exp_id: {"exp": e.text, "obj_id": _obj_field(e.target_ids),
-                                       "phenomena": list(e.phenomena)} for e in sample.expressions},
+            "expressions": expressions_to_json(sample.expressions),
             "objects": sorted(sample.masks)}
         if sample.audio is not None:
             write_wav(root / "Audio" / f"{sample.video_id}.wav", sample.audio, sample.sample_rate)
@@ -49,11 +61,7 @@ def read_ytvos(root: Path, expressions_file: Path | None = None) -> Iterator[Vid
     meta = json.loads((expressions_file or root / "meta_expressions.json").read_text())["videos"]
     for video, info in meta.items():
         names = info["frames"]
-        expressions = []
-        for exp_id, exp in info["expressions"].items():
-            ids = exp.get("obj_id", [])
-            ids = [ids] if isinstance(ids, str) else ids
-            expressions.append(Expression(exp_id, exp["exp"], tuple(int(o) for o in ids), tuple(exp.get("phenomena", ()))))
+        expressions = expressions_from_json(info["expressions"])
         annotations = root / "Annotations" / video
         masks = read_id_pngs(annotations, names, info.get("objects")) if annotations.is_dir() else {}
         wav = root / "Audio" / f"{video}.wav"
