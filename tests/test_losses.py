@@ -13,6 +13,7 @@ from refseg.train.losses import (
     dice_loss,
     focal_loss,
     iou_prediction_loss,
+    multimask_losses,
     object_score_loss,
     weighted_bce_iou_loss,
 )
@@ -68,3 +69,25 @@ def test_contrastive_loss_equals_a_naive_loop():
         logits = torch.tensor([float(z[i] @ z[j]) / 0.1 for j in others])
         total += -(logits[others.index(partner)] - torch.logsumexp(logits, 0))
     assert contrastive_loss(a, b, temperature=0.1).item() == pytest.approx(total.item() / 6, rel=1e-5)
+
+
+def test_multimask_losses_train_the_best_candidate_and_every_iou():
+    targets = torch.tensor([[1.0, 1.0, 0.0, 0.0]]).view(1, 1, 2, 2)
+    good = torch.tensor([20.0, 20.0, -20.0, -20.0]).view(2, 2)
+    half = torch.tensor([20.0, -20.0, -20.0, -20.0]).view(2, 2)  # IoU 1/2
+    wrong = torch.tensor([-20.0, -20.0, 20.0, 20.0]).view(2, 2)  # IoU 0
+    logits = torch.stack([wrong, good, half])[None]  # [1, 3, 2, 2]
+    pred_iou = torch.tensor([[0.0, 0.5, 0.5]])
+    out = multimask_losses(logits, pred_iou, targets)
+    # the best candidate is the good one: its focal and dice are ~0
+    assert out["focal"].item() < 1e-6 and out["dice"].item() < 1e-6
+    # L1 over all three candidates: |0 - 0| + |0.5 - 1| + |0.5 - 0.5|
+    assert out["iou"].item() == pytest.approx(0.5 / 3)
+    # gradients reach only the chosen candidate's logits (and the IoU predictions)
+    logits.requires_grad_(True)
+    multimask_losses(logits, pred_iou, targets)["dice"].backward()
+    assert logits.grad[0, 0].abs().sum() == 0 and logits.grad[0, 2].abs().sum() == 0
+    # per-sample choice: a second sample whose best candidate is another index
+    two = multimask_losses(torch.stack([logits.detach()[0], logits.detach()[0].roll(1, 0)]),
+                           pred_iou.expand(2, -1), targets.expand(2, -1, -1, -1))
+    assert two["dice"].item() < 1e-6

@@ -46,3 +46,23 @@ def test_mask_prompt_is_resized_to_the_dense_grid(tiny_model):
     assert torch.equal(dense, direct)
     _, empty = embed_prompts(encoder, 1)
     assert not torch.allclose(dense, empty)
+
+
+def test_a_fresh_model_encodes_clicks_like_the_image_grid():
+    """A click's positional encoding must match the image encoding of the cell it falls in (SAM's
+    one Gaussian table), else a model trained from scratch cannot locate its clicks."""
+    from refseg.sam import Sam2, tiny_test_config
+
+    torch.manual_seed(0)
+    model = Sam2(tiny_test_config(image_size=128))
+    grid = model.image_positional_embeddings()[0]  # [C, h, w]
+    h, w = grid.shape[1:]
+    size = model.image_size
+    for cell_y, cell_x in [(0, 0), (3, 5), (7, 2)]:
+        # the pixel at the centre of the cell; SAM shifts clicks by half a pixel
+        x, y = (cell_x + 0.5) * size / w - 0.5, (cell_y + 0.5) * size / h - 0.5
+        coords = torch.tensor([[[[x, y]]]])
+        code = model.prompt_encoder.shared_embedding(coords + 0.5, (size, size))[0, 0, 0]  # [C]
+        assert torch.allclose(code, grid[:, cell_y, cell_x], atol=1e-5)
+        similarity = torch.einsum("c,chw->hw", code, grid)
+        assert divmod(int(similarity.argmax()), w) == (cell_y, cell_x)

@@ -35,6 +35,8 @@ class DecoderOutput:
     iou:          [B, 1] predicted IoU of the chosen mask.
     object_score: [B, 1] presence logit (> 0: the object is visible).
     pointer:      [B, C] object pointer.
+    candidates:   [B, M, 4h, 4w] logits of all M candidate masks (M = 3 for an ambiguous prompt,
+                  else 1) and candidate_iou [B, M] their predicted IoU: what training reads.
     """
 
     low_res: Tensor
@@ -42,6 +44,8 @@ class DecoderOutput:
     iou: Tensor
     object_score: Tensor
     pointer: Tensor
+    candidates: Tensor
+    candidate_iou: Tensor
 
 
 def decode_masks(
@@ -83,7 +87,7 @@ def decode_masks(
                              align_corners=False).to(low_res.dtype)
     pointer = present_or_no_object(model, model.object_pointer_proj(token), present)
     return DecoderOutput(low_res=low_res, high_res=high_res, iou=iou[rows, 0, best][:, None],
-                         object_score=object_score, pointer=pointer)
+                         object_score=object_score, pointer=pointer, candidates=masks[:, 0], candidate_iou=iou[:, 0])
 
 
 def present_or_no_object(model: Sam2, pointer: Tensor, present: Tensor) -> Tensor:
@@ -112,4 +116,5 @@ def mask_as_output(model: Sam2, high_res_features: list[Tensor], embed: Tensor, 
     object_score = MASK_OUT_SCALE * present.to(embed.dtype) + MASK_OUT_BIAS
     pointer = present_or_no_object(model, pointer, present)
     iou = torch.ones_like(object_score)
-    return DecoderOutput(low_res=low_res, high_res=high_res, iou=iou, object_score=object_score, pointer=pointer)
+    return DecoderOutput(low_res=low_res, high_res=high_res, iou=iou, object_score=object_score, pointer=pointer,
+                         candidates=low_res, candidate_iou=iou)

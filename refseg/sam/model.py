@@ -27,7 +27,10 @@ class Sam2(nn.Module):
     """
 
     def __init__(self, config: Sam2VideoConfig, parts: Sam2VideoModel | None = None) -> None:
+        """Wrap `parts`' modules, or build a fresh random model (`parts=None`) initialised as the
+        official SAM 2 initialises one (see `init_like_sam2`)."""
         super().__init__()
+        fresh = parts is None
         parts = parts if parts is not None else Sam2VideoModel(config)
         self.config = config
         self.shared_image_embedding = parts.shared_image_embedding
@@ -44,6 +47,31 @@ class Sam2(nn.Module):
         self.memory_temporal_positional_encoding = parts.memory_temporal_positional_encoding
         self.no_object_pointer = parts.no_object_pointer
         self.occlusion_spatial_embedding_parameter = parts.occlusion_spatial_embedding_parameter
+        if fresh:
+            self.init_like_sam2()
+
+    @torch.no_grad()
+    def init_like_sam2(self) -> None:
+        """Re-initialise what `transformers`' random init gets wrong for training from scratch.
+
+        - The clicks' positional encoding (prompt encoder) and the image's dense positional
+          encoding must come from one random Gaussian table, as in SAM where the prompt encoder
+          owns it and the mask decoder reads it: a click can only find its location in the
+          image if both are encoded alike. `transformers` draws two independent tables (a
+          converted checkpoint stores the same table twice, so loading is unaffected).
+        - Learned embeddings (no-memory embedding and position, temporal memory encodings,
+          no-object pointer, occlusion embedding) start trunc-normal(0.02) instead of zero, and
+          the memory fuser's layer scales at 1e-6, as the official SAM 2 starts them.
+        """
+        self.prompt_encoder.shared_embedding.positional_embedding.copy_(self.shared_image_embedding.positional_embedding)
+        for embedding in (self.no_memory_embedding, self.no_memory_positional_encoding,
+                          self.memory_temporal_positional_encoding, self.no_object_pointer,
+                          self.occlusion_spatial_embedding_parameter):
+            if embedding is not None:
+                nn.init.trunc_normal_(embedding, std=0.02)
+        for block in self.memory_encoder.memory_fuser.layers:
+            if block.scale is not None:
+                block.scale.fill_(1e-6)
 
     # -- sizes ---------------------------------------------------------------------------------
     @property

@@ -57,17 +57,20 @@ class LossConfig:
 
 @dataclass
 class PromptConfig:
-    """First-frame prompt mix and corrective clicks (SAM 2 training recipe)."""
+    """First-frame prompt mix and corrective clicks (SAM 2 training recipe). Image training
+    (`sam2_image`) draws click : box and runs `rounds` decoder passes, each adding a corrective
+    click; video training (`sam2_pvs`) draws mask : click : box on the first frame."""
 
     mask: float = 0.5
     click: float = 0.25
     box: float = 0.25
-    corrective_prob: float = 0.5  # chance of a corrective click on one later frame
+    corrective_prob: float = 0.5  # video: chance of a corrective click on one later frame
+    rounds: int = 3  # image: decoder passes per image (1: the first prompt only)
 
 
 @dataclass
 class TrainConfig:
-    task: str = "sam2_pvs"
+    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images)
     out: str = "runs/train"
     steps: int = 100
     batch_size: int = 2  # clips per optimizer step, over all processes

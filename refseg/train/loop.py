@@ -37,9 +37,12 @@ from refseg.sam import Sam2, sam2_config, tiny_test_config
 from refseg.sam.config import synth_small_config
 from refseg.sam.checkpoint import load_sam2
 from refseg.train.config import TrainConfig, dump, to_dict
-from refseg.train.sam2_pvs import Sam2PvsTask, object_sampler
+from refseg.train.sam2_image import Sam2ImageTask
+from refseg.train.sam2_pvs import Sam2PvsTask
 
 log = logging.getLogger(__name__)
+
+TASKS = {"sam2_pvs": Sam2PvsTask, "sam2_image": Sam2ImageTask}
 
 
 def build_model(config: TrainConfig) -> Sam2:
@@ -112,21 +115,21 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train `config.task`; returns the run directory."""
-    if config.task != "sam2_pvs":
-        raise ValueError(f"task: only 'sam2_pvs' exists so far, got {config.task!r}")
+    if config.task not in TASKS:
+        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {config.task!r}")
     rank, world = _distributed()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not a multiple of the {world} processes")
     run = Path(config.out)
     torch.manual_seed(config.seed)
     model = build_model(config).train()
-    task: nn.Module = Sam2PvsTask(model, config)
+    task = TASKS[config.task](model, config)
     ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
     samples = load_samples(config)
-    sampler = object_sampler(samples, config, seed=config.seed)
+    sampler = task.sampler(samples, seed=config.seed)
     rng = np.random.default_rng(config.seed + 1)
     start = 0
     latest = _latest(run) if resume else None

@@ -21,21 +21,29 @@ def focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: floa
     """Sigmoid focal loss (Lin et al. 2017), mean over pixels then over samples:
     -alpha_t (1 - p_t)^gamma log p_t, with alpha_t = alpha on positives, 1 - alpha on negatives
     (alpha < 0 disables the weighting), as SAM and SAM 2 train with."""
-    x, y = _flat(logits, targets)
+    return focal_per_sample(*_flat(logits, targets), alpha, gamma).mean()
+
+
+def focal_per_sample(x: Tensor, y: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """`focal_loss` of flat logits and targets [B, P], one value per sample [B]."""
     ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
     p = torch.sigmoid(x)
     p_t = p * y + (1 - p) * (1 - y)
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = loss * (alpha * y + (1 - alpha) * (1 - y))
-    return loss.mean(1).mean()
+    return loss.mean(1)
 
 
 def dice_loss(logits: Tensor, targets: Tensor, smooth: float = 1.0) -> Tensor:
     """1 - (2 |P * Y| + s) / (|P| + |Y| + s) with P = sigmoid(logits), per sample, then mean."""
-    x, y = _flat(logits, targets)
+    return dice_per_sample(*_flat(logits, targets), smooth).mean()
+
+
+def dice_per_sample(x: Tensor, y: Tensor, smooth: float = 1.0) -> Tensor:
+    """`dice_loss` of flat logits and targets [B, P], one value per sample [B]."""
     p = torch.sigmoid(x)
-    return (1 - (2 * (p * y).sum(1) + smooth) / (p.sum(1) + y.sum(1) + smooth)).mean()
+    return 1 - (2 * (p * y).sum(1) + smooth) / (p.sum(1) + y.sum(1) + smooth)
 
 
 def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -54,6 +62,31 @@ def iou_prediction_loss(pred_iou: Tensor, logits: Tensor, targets: Tensor, kind:
         actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
     pred_iou = pred_iou.reshape(-1).float()
     return F.l1_loss(pred_iou, actual) if kind == "l1" else F.mse_loss(pred_iou, actual)
+
+
+def multimask_losses(logits: Tensor, pred_iou: Tensor, targets: Tensor, focal_weight: float = 20.0,
+                     dice_weight: float = 1.0) -> dict[str, Tensor]:
+    """SAM's rule for M candidate masks (M = 3 for an ambiguous prompt, 1 otherwise): per sample,
+    only the candidate with the lowest `focal_weight * focal + dice_weight * dice` gets the mask
+    losses, so the candidates can specialise (whole, part, sub-part); every candidate's predicted
+    IoU is trained (L1) against its actual IoU.
+
+    Args:
+        logits: [B, M, S, S] candidate mask logits.
+        pred_iou: [B, M] their predicted IoU.
+        targets: [B, 1, S, S] binary.
+    Returns:
+        {"focal", "dice", "iou"}: scalars, means over the batch.
+    """
+    b, m = logits.shape[:2]
+    x = logits.reshape(b * m, -1).float()
+    y = targets.float().expand(-1, m, -1, -1).reshape(b * m, -1)
+    focal = focal_per_sample(x, y).view(b, m)
+    dice = dice_per_sample(x, y).view(b, m)
+    best = (focal_weight * focal + dice_weight * dice).argmin(dim=1)
+    rows = torch.arange(b, device=logits.device)
+    iou = iou_prediction_loss(pred_iou.reshape(-1), logits.reshape(b * m, -1), y)
+    return {"focal": focal[rows, best].mean(), "dice": dice[rows, best].mean(), "iou": iou}
 
 
 def object_score_loss(score_logits: Tensor, present: Tensor) -> Tensor:

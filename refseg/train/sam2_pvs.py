@@ -5,7 +5,8 @@ frame with its ground-truth mask, one positive click inside it or its box (50 / 
 some probability one later frame gets a corrective click, sampled from the error between the
 ground truth and what the model predicts there. The clip is streamed through the engine with
 gradients (`Session(grad=True)`), so the loss trains through memory. Per frame: focal (x20) +
-dice on the mask where the object is visible, L1 on the predicted IoU, cross-entropy on the
+dice on the mask where the object is visible (on the best of the three candidates when the
+prompt is ambiguous: SAM's multimask rule), L1 on the predicted IoU, cross-entropy on the
 presence score.
 """
 
@@ -25,7 +26,7 @@ from refseg.engine import Session
 from refseg.prompts import Mask, Points, Prompt
 from refseg.sam import Sam2
 from refseg.train.config import TrainConfig
-from refseg.train.losses import dice_loss, focal_loss, iou_prediction_loss, object_score_loss
+from refseg.train.losses import multimask_losses, object_score_loss
 
 OBJ = 1
 
@@ -49,6 +50,10 @@ class Sam2PvsTask(nn.Module):
         super().__init__()
         self.model = model
         self.config = config
+
+    def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
+        return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
+                           by="object")
 
     def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> PromptedClip:
         """One training sample: a clip whose first frame shows the object, and its prompts."""
@@ -82,23 +87,29 @@ class Sam2PvsTask(nn.Module):
         clip = sample.clip
         session = Session(self.model, grad=True)
         session.add_prompt(OBJ, sample.prompt)
+        # frames before the corrective click go through the encoder as one batch, the rest as another
+        cut = sample.corrective_frame or len(clip.frames)
+        outputs = [r.objects[OBJ].output for r in session.push_clip(clip.frames[:cut])]
+        if cut < len(clip.frames):
+            with torch.no_grad():
+                guess = session.fork().push(clip.frames[cut]).objects[OBJ].mask
+            x, y, label = next_click(clip.mask[cut], guess)
+            session.add_prompt(OBJ, Points([[x, y]], [label]))
+            outputs += [r.objects[OBJ].output for r in session.push_clip(clip.frames[cut:])]
         focal, dice, iou, presence = [], [], [], []
-        for t, frame in enumerate(clip.frames):
-            if t == sample.corrective_frame:
-                with torch.no_grad():
-                    guess = session.fork().push(frame).objects[OBJ].mask
-                x, y, label = next_click(clip.mask[t], guess)
-                session.add_prompt(OBJ, Points([[x, y]], [label]))
-            out = session.push(frame).objects[OBJ].output
+        size = self.model.image_size
+        for t, out in enumerate(outputs):
             target = torch.from_numpy(clip.mask[t]).to(out.high_res.device, torch.float32)[None, None]
-            size = self.model.image_size
             target = F.interpolate(target, size=(size, size), mode="nearest")
             visible = bool(clip.mask[t].any())
             presence.append(object_score_loss(out.object_score[:, 0], torch.full((1,), float(visible), device=target.device)))
             if visible:
-                focal.append(focal_loss(out.high_res, target))
-                dice.append(dice_loss(out.high_res, target))
-                iou.append(iou_prediction_loss(out.iou[:, 0], out.high_res, target))
+                candidates = F.interpolate(out.candidates.float(), size=(size, size), mode="bilinear",
+                                           align_corners=False)
+                losses = multimask_losses(candidates, out.candidate_iou, target, w.focal, w.dice)
+                focal.append(losses["focal"])
+                dice.append(losses["dice"])
+                iou.append(losses["iou"])
         zero = torch.zeros((), device=presence[0].device)
         terms = {
             "focal": torch.stack(focal).mean() if focal else zero,
@@ -109,6 +120,3 @@ class Sam2PvsTask(nn.Module):
         terms["loss"] = w.focal * terms["focal"] + w.dice * terms["dice"] + w.iou * terms["iou"] + w.object * terms["object"]
         return terms
 
-
-def object_sampler(samples: list[VideoSample], config: TrainConfig, seed: int) -> ClipSampler:
-    return ClipSampler(samples, clip_len=config.data.clip_len, size=config.model.image_size, seed=seed, by="object")
