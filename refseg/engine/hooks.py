@@ -19,9 +19,12 @@ class MethodHooks:
 
     Attributes:
         clip_len: frames the image encoder sees at once (1 = per frame; SAMWISE uses 8).
+        multimask: None keeps SAM 2's rule (three candidates for an ambiguous prompt); False
+            always decodes the single mask (what text-prompted methods do).
     """
 
     clip_len: int = 1
+    multimask: bool | None = None
 
     def encode_stage(self, stage: int, features: Tensor) -> Tensor:
         """Step 1. Adapt the image encoder after Hiera stage `stage` ([T, h, w, C], T = clip)."""

@@ -149,6 +149,14 @@ class Session:
             raise TypeError(f"prompt must be Points, Box or Mask, got {type(prompt).__name__}")
         self._pending.setdefault(frame, {}).setdefault(int(obj_id), []).append(prompt)
 
+    def add_object(self, obj_id: int, frame: int | None = None) -> None:
+        """Start tracking `obj_id` from `frame` (default: the next pushed frame) without a click,
+        box or mask: the method's prompt tokens (text, audio) prompt it on every frame."""
+        frame = self._next if frame is None else int(frame)
+        if frame < self._next:
+            raise ValueError(f"frame {frame} was already pushed; objects start on frame {self._next} or later")
+        self._pending.setdefault(frame, {}).setdefault(int(obj_id), [])
+
     def fork(self) -> Session:
         """A copy of this session at this point of the stream, sharing the model.
 
@@ -200,7 +208,8 @@ class Session:
     # -- the loop --------------------------------------------------------------------------------
     def _track(self, t: int, features: ImageFeatures, height: int, width: int) -> FrameResult:
         model = self.model
-        prompts = {o: self._frame_prompt(p, height, width) for o, p in self._pending.pop(t, {}).items()}
+        prompts = {o: self._frame_prompt(p, height, width) if p else _FramePrompt()
+                   for o, p in self._pending.pop(t, {}).items()}
         outputs: dict[int, DecoderOutput] = {}
         prompted: dict[int, bool] = {}
         for obj_id in list(dict.fromkeys([*self.object_ids, *prompts])):
@@ -211,7 +220,8 @@ class Session:
                 outputs[obj_id] = self._decode(t, obj_id, features, prompt.points)
             prompted[obj_id] = obj_id in prompts or not self.bank.has_memory(obj_id)
         if outputs:
-            self._write_memory(t, features, outputs, prompted, binarize={o: o in prompts for o in outputs})
+            given = {o for o, p in prompts.items() if p.points is not None or p.mask is not None}
+            self._write_memory(t, features, outputs, prompted, binarize={o: o in given for o in outputs})
         return FrameResult(t, height, width, {o: self._result(out, height, width) for o, out in outputs.items()})
 
     def _decode(self, t: int, obj_id: int, features: ImageFeatures, points: PointPrompt | None) -> DecoderOutput:
@@ -225,7 +235,8 @@ class Session:
                                         self._rope if self.kv_cache else None)
         extra = self.hooks.prompt_tokens(t, obj_id, features, embed)
         sparse, dense = embed_prompts(model.prompt_encoder, 1, points=points, extra=extra)
-        return decode_masks(model, features.high_res, embed, sparse, dense, self._multimask(conditioning, points))
+        multimask = self._multimask(conditioning, points) if self.hooks.multimask is None else self.hooks.multimask
+        return decode_masks(model, features.high_res, embed, sparse, dense, multimask)
 
     def _multimask(self, conditioning: bool, points: PointPrompt | None) -> bool:
         """SAM 2's rule: several candidate masks when there are 0 or 1 clicks (ambiguous)."""

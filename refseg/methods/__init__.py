@@ -1,0 +1,1 @@
+"""One module per paper: what each method adds to SAM 2 and how it plugs into the engine."""

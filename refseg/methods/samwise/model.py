@@ -1,0 +1,246 @@
+"""SAMWISE (Cuttano et al., CVPR 2025): text-prompted streaming video segmentation on a frozen
+SAM 2 and a frozen text encoder, through the engine's hooks.
+
+Per clip of T frames (`SamwiseHooks`):
+  1. image encoder: after each of the last three Hiera stages, the text encoder runs up to its
+     paired layer and a CMT adapter adapts both (Eq. 2-6, `adapter.py`); after the last stage
+     the remaining text layers run and the prompt rho is built (Eq. 1, `prompt.py`).
+  3. prompt tokens: rho on every frame, after SAM 2's two "not a point" tokens, on the
+     memory-conditioned features (Eq. 7); one mask per frame.
+  5. memory: the Conditional Memory Encoder may fuse the memory-less mask into what the memory
+     encoder sees (Eq. 8-10, `cme.py`).
+Several expressions are tracked by one `SamwiseStream`, one engine session each (the adapters
+make the image features depend on the text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import Sam2VideoConfig
+
+from refseg.encoders.text import MINILM, TextEncoder
+from refseg.engine.hooks import MethodHooks
+from refseg.engine.session import FrameResult, Session
+from refseg.methods.samwise.adapter import CrossModalTemporalAdapter
+from refseg.methods.samwise.cme import ConditionalMemoryEncoder, fuse_masks, memory_less_token, switch_labels
+from refseg.methods.samwise.prompt import TextPrompt, verb_token_mask
+from refseg.sam.image_encoder import ImageFeatures
+from refseg.sam.mask_decoder import DecoderOutput, decode_masks
+from refseg.sam.model import Sam2
+from refseg.sam.prompt_encoder import embed_prompts
+
+
+@dataclass
+class SamwiseConfig:
+    """What SAMWISE adds to SAM 2 and a text encoder.
+
+    text_encoder: "minilm" (offline default), a local folder or a hub id (frozen, not saved).
+    text_layers: text layer after which each of the three adapters runs (default: the ends of
+        the encoder's thirds, e.g. 2, 4, 6 for MiniLM-L6; the official RoBERTa pairing is 4, 8, 12).
+    adapters, hsa, vta, tva, motion, cme: components (all on = the paper; the switches give
+        the Table 2 ablations).
+    patches: HSA sub-volume side per adapter (P = 8, 4, 2).
+    cme_weight: lambda of Eq. 10; cme_window: the CME decides on frames after the first
+        `cme_window`, at most once every `cme_window - 1` frames (official schedule).
+    """
+
+    text_encoder: str = MINILM
+    text_layers: list[int] | None = None
+    adapter_dim: int = 256
+    heads: int = 8
+    patches: list[int] = field(default_factory=lambda: [8, 4, 2])
+    adapters: bool = True
+    hsa: bool = True
+    vta: bool = True
+    tva: bool = True
+    motion: bool = True
+    cme: bool = True
+    cme_weight: float = 10.0
+    cme_window: int = 4
+    clip_len: int = 8
+
+
+class Samwise(nn.Module):
+    """SAMWISE modules around a frozen `Sam2` and a frozen `TextEncoder`."""
+
+    def __init__(self, sam: Sam2, text: TextEncoder, config: SamwiseConfig) -> None:
+        super().__init__()
+        self.sam, self.text, self.config = sam, text, config
+        layers = config.text_layers or [round(text.num_layers * k / 3) for k in (1, 2, 3)]
+        if len(layers) != 3 or sorted(layers) != layers or layers[-1] > text.num_layers or layers[0] < 1:
+            raise ValueError(f"text_layers must be three increasing layers in 1..{text.num_layers}, got {layers}")
+        self.text_layers = layers
+        dims = list(sam.config.vision_config.backbone_config.embed_dim_per_stage)
+        self.num_stages = len(dims)
+        self.adapters = nn.ModuleList([
+            CrossModalTemporalAdapter(dims[self.num_stages - 3 + k], text.hidden_size, config.adapter_dim,
+                                      config.patches[k], config.heads, config.hsa, config.vta, config.tva)
+            for k in range(3)
+        ]) if config.adapters else nn.ModuleList()
+        self.prompt = TextPrompt(text.hidden_size, sam.hidden_dim, config.motion)
+        self.cme = ConditionalMemoryEncoder(sam.hidden_dim) if config.cme else None
+        for p in [*sam.parameters(), *text.parameters()]:
+            p.requires_grad_(False)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def hooks(self, text: str) -> SamwiseHooks:
+        return SamwiseHooks(self, text)
+
+    def stream(self, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16) -> SamwiseStream:
+        return SamwiseStream(self, texts, memory_dtype)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
+        """config.json + model.safetensors (SAM 2 and SAMWISE weights; the frozen text encoder is
+        referenced by `config.text_encoder`, not copied), written to a temporary folder first."""
+        final = Path(directory)
+        tmp = final.with_name(f".{final.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                 for k, v in self.state_dict().items() if not k.startswith("text.")}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps({"samwise": dataclasses.asdict(self.config),
+                                                     "sam2": self.sam.config.to_dict()}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], text: TextEncoder | None = None) -> Samwise:
+        """Load a `save_pretrained` folder (weights converted to float32)."""
+        path = Path(directory)
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{path}: not a SAMWISE model folder (needs config.json and model.safetensors)")
+        meta = json.loads((path / "config.json").read_text())
+        config = SamwiseConfig(**meta["samwise"])
+        sam = Sam2(Sam2VideoConfig(**meta["sam2"]))
+        model = cls(sam, text if text is not None else TextEncoder.from_pretrained(config.text_encoder), config)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("text.")]
+        if missing or unexpected:
+            raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        return model.eval()
+
+
+class SamwiseHooks(MethodHooks):
+    """The engine hooks of one expression. Set `train_cme` to record the CME's decisions and
+    their self-supervised labels in `cme_records` (training)."""
+
+    multimask = False
+
+    def __init__(self, model: Samwise, text: str) -> None:
+        self.model = model
+        self.clip_len = model.config.clip_len
+        self.tokens = model.text.tokenize([text])
+        self.verbs = verb_token_mask(self.tokens)
+        self.sentence = model.text.sentence_index(self.tokens)
+        self.padding = self.tokens.mask == 0
+        self.rho: Tensor | None = None  # [1, 1, C] prompt of the current clip
+        self._hidden: Tensor | None = None
+        self._bias: Tensor | None = None
+        self._done = 0
+        self.last_switch = 0
+        self.train_cme = False
+        self.cme_records: list[tuple[Tensor, Tensor]] = []
+
+    # step 1 ---------------------------------------------------------------------------------------
+    def encode_stage(self, stage: int, features: Tensor) -> Tensor:
+        m = self.model
+        if stage == 0:  # a new clip: the text is encoded again, alongside the frames
+            self._hidden = m.text.embed(self.tokens)
+            self._bias = m.text.attention_bias(self.tokens, self._hidden.dtype)
+            self._done = 0
+        k = stage - (m.num_stages - 3)
+        if m.adapters and k >= 0:
+            self._run_text(m.text_layers[k])
+            features, self._hidden = m.adapters[k](features, self._hidden, self.padding)
+        if stage == m.num_stages - 1:
+            self._run_text(m.text.num_layers)
+            self.rho = m.prompt(self._hidden, self.sentence, self.verbs)
+        return features
+
+    def _run_text(self, layer: int) -> None:
+        self._hidden = self.model.text.run_layers(self._hidden, self._bias, self._done, layer)
+        self._done = layer
+
+    # step 3 ---------------------------------------------------------------------------------------
+    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor:
+        """[1, 3, C]: SAM 2's two "not a point" tokens, then rho (the released model's layout)."""
+        nap = self.model.sam.prompt_encoder.not_a_point_embed.weight[None].to(self.rho.dtype)  # [1, 1, C]
+        return torch.cat([nap, nap, self.rho], dim=1)
+
+    # step 5 ---------------------------------------------------------------------------------------
+    def memory_mask(self, frame: int, obj_id: int, features: ImageFeatures, output: DecoderOutput) -> Tensor:
+        m = self.model
+        window = m.config.cme_window
+        if m.cme is None or frame <= window or frame - self.last_switch < window - 1:
+            return output.high_res
+        sam = m.sam
+        embed = features.embed + sam.no_memory_embedding.view(1, -1, 1, 1)  # memory-less features
+        sparse, dense = embed_prompts(sam.prompt_encoder, 1, extra=self.prompt_tokens(frame, obj_id, features, embed))
+        alone = decode_masks(sam, features.high_res, embed, sparse, dense, multimask=False)  # P_l
+        tau_l = memory_less_token(sam, embed, sparse, dense)
+        logits = m.cme(output.pointer.detach(), tau_l.detach())  # [1, 2]
+        if self.train_cme:
+            min_pixels = max(1, round(50 * (sam.image_size / 1024) ** 2))
+            labels = switch_labels(output.high_res.detach(), alone.high_res.detach(), alone.object_score.detach(), min_pixels)
+            self.cme_records.append((logits, labels))
+        if bool(logits.softmax(-1)[0, 1] > 0.5):
+            self.last_switch = frame
+            return fuse_masks(output.high_res, alone.high_res, m.config.cme_weight)
+        return output.high_res
+
+
+class SamwiseStream:
+    """Stream frames for several expressions (object ids 1..N in the order given).
+
+    Frames are buffered into clips of T (`config.clip_len`): `push` returns the results of a
+    clip when it completes (else an empty list), `flush` those of a shorter last clip.
+    """
+
+    def __init__(self, model: Samwise, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16) -> None:
+        if not texts:
+            raise ValueError("SamwiseStream needs at least one text prompt")
+        self.model = model
+        self.sessions: dict[int, Session] = {}
+        for obj_id, text in enumerate(texts, start=1):
+            session = Session(model.sam, model.hooks(text), memory_dtype=memory_dtype)
+            session.add_object(obj_id)
+            self.sessions[obj_id] = session
+        self._buffer: list[np.ndarray | Tensor] = []
+
+    def push(self, frame: np.ndarray | Tensor) -> list[FrameResult]:
+        self._buffer.append(frame)
+        return self.flush() if len(self._buffer) == self.model.config.clip_len else []
+
+    def flush(self) -> list[FrameResult]:
+        if not self._buffer:
+            return []
+        clip, self._buffer = self._buffer, []
+        per_object = {obj_id: s.push_clip(clip) for obj_id, s in self.sessions.items()}
+        merged = []
+        for i, first in enumerate(next(iter(per_object.values()))):
+            objects = {obj_id: results[i].objects[obj_id] for obj_id, results in per_object.items()}
+            merged.append(FrameResult(first.index, first.height, first.width, objects))
+        return merged
+
+    def __enter__(self) -> SamwiseStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._buffer.clear()
+
