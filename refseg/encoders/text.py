@@ -98,7 +98,7 @@ class TextEncoder(nn.Module):
     def embed(self, tokens: TextTokens) -> Tensor:
         """Token + position embeddings: [B, L, C]."""
         if self.is_clip:
-            return self.model.text_model.embeddings(input_ids=tokens.ids)
+            return self.model.embeddings(input_ids=tokens.ids)
         return self.model.embeddings(input_ids=tokens.ids, token_type_ids=torch.zeros_like(tokens.ids))
 
     def attention_bias(self, tokens: TextTokens, dtype: torch.dtype) -> Tensor:
@@ -117,14 +117,14 @@ class TextEncoder(nn.Module):
             out = layer(hidden, bias)
             hidden = out[0] if isinstance(out, tuple) else out
         if self.is_clip and end == self.num_layers:
-            hidden = self.model.text_model.final_layer_norm(hidden)
+            hidden = self.model.final_layer_norm(hidden)
         return hidden
 
     def sentence_index(self, tokens: TextTokens) -> Tensor:
-        """[B] index of the sentence token: [CLS] / <s> first for BERT and RoBERTa, the
-        end-of-text token (the highest id, as CLIP pools) for CLIP."""
+        """[B] index of the sentence token: [CLS] / <s> first for BERT and RoBERTa, the first
+        end-of-text token (where CLIP pools) for CLIP."""
         if self.is_clip:
-            return tokens.ids.argmax(dim=-1)
+            return (tokens.ids == self.model.config.eos_token_id).int().argmax(dim=-1)
         return torch.zeros(tokens.ids.shape[0], dtype=torch.long, device=tokens.ids.device)
 
     def forward(self, tokens: TextTokens) -> Tensor:

@@ -1,0 +1,189 @@
+"""SAMWISE: adapters, HSA, prompt, CME and streaming, on tiny random models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_sam2, synthetic_video
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from refseg.encoders.text import TextEncoder, minilm_path
+from refseg.engine import Session
+from refseg.methods.samwise import Samwise, SamwiseConfig
+from refseg.methods.samwise.adapter import CrossModalTemporalAdapter, HierarchicalSelectiveAttention
+from refseg.methods.samwise.cme import fuse_masks, switch_labels
+from refseg.methods.samwise.prompt import TextPrompt, verb_token_mask
+from refseg.methods.samwise.verbs import verbs
+
+
+def tiny_text_encoder(seed: int = 0) -> TextEncoder:
+    """A random 4-layer BERT (width 32) with MiniLM's tokenizer."""
+    torch.manual_seed(seed)
+    config = BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                        vocab_size=30522, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return TextEncoder(BertModel(config, add_pooling_layer=False).eval(), AutoTokenizer.from_pretrained(minilm_path()))
+
+
+def tiny_samwise(seed: int = 0, **config) -> Samwise:
+    model = Samwise(random_sam2(seed), tiny_text_encoder(seed), SamwiseConfig(clip_len=4, **config))
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # make the CME decide sometimes: random non-trivial weights
+        for p in model.trainable_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def test_adapter_shapes_and_trainable_fraction():
+    model = tiny_samwise()
+    assert model.text_layers == [1, 3, 4]  # thirds of 4 layers, rounded
+    visual, text = torch.randn(3, 16, 16, 32), torch.randn(1, 5, 32)
+    v, t = model.adapters[0](visual, text)
+    assert v.shape == visual.shape and t.shape == text.shape
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert 0 < trainable < total
+    names = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {"adapters", "prompt", "cme"}
+
+
+def test_zero_up_projections_leave_both_encoders_unchanged():
+    model = tiny_samwise(cme=False)
+    with torch.no_grad():
+        for adapter in model.adapters:
+            adapter.up_v.weight.zero_()
+            adapter.up_v.bias.zero_()
+            adapter.up_t.weight.zero_()
+    frames = torch.from_numpy(synthetic_video(4))
+    pixels = torch.cat([torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2).float(), size=(128, 128))])
+    hooks = model.hooks("the disk moving right")
+    with torch.no_grad():
+        adapted = model.sam.encode_images(pixels, hooks.encode_stage)
+        stock = model.sam.encode_images(pixels)
+        text = model.text(hooks.tokens)
+    assert torch.equal(adapted.embed, stock.embed)
+    assert all(torch.equal(a, b) for a, b in zip(adapted.high_res, stock.high_res))
+    assert torch.equal(hooks._hidden, text)
+
+
+def test_hsa_equals_attention_within_each_subvolume():
+    torch.manual_seed(0)
+    hsa = HierarchicalSelectiveAttention(dim=16, patch=2, heads=2, dropout=0.0).eval()
+    x = torch.randn(3, 4, 6, 16)  # T=3, 4x6 map, P=2: six sub-volumes of 12 tokens
+    with torch.no_grad():
+        out = hsa(x)
+        expected = x.clone()
+        t_pos = torch.stack([torch.tensor([np.sin((k + 1) / 3 * 2 * np.pi / 10000 ** (2 * (c // 2) / 16))
+                                           if c % 2 == 0 else np.cos((k + 1) / 3 * 2 * np.pi / 10000 ** (2 * (c // 2) / 16))
+                                           for c in range(16)], dtype=torch.float32) for k in range(3)])
+        for by in range(2):
+            for bx in range(3):
+                tokens, where = [], []
+                for t in range(3):
+                    for i in range(2):
+                        for j in range(2):
+                            y, xx = 2 * by + i, 2 * bx + j
+                            tokens.append(x[t, y, xx] + t_pos[t] + hsa.spatial_pos[i * 2 + j])
+                            where.append((t, y, xx))
+                seq = hsa.norm(torch.stack(tokens))[None]
+                att = hsa.linear(hsa.attn(seq, seq, seq)[0])[0]
+                for k, (t, y, xx) in enumerate(where):
+                    expected[t, y, xx] = x[t, y, xx] + att[k]
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_cme_fusion_and_labels_by_hand():
+    p_m = torch.tensor([[[[3.0, -2.0], [1.0, -5.0]]]])
+    p_l = torch.tensor([[[[-1.0, 0.5], [2.0, 0.0]]]])
+    # Eq. 10 with lambda = 10: where P_l > 0 take 10 P_l, elsewhere P_m
+    assert torch.equal(fuse_masks(p_m, p_l, 10.0), torch.tensor([[[[3.0, 5.0], [20.0, -5.0]]]]))
+    a = torch.full((3, 1, 4, 4), -1.0)
+    b = torch.full((3, 1, 4, 4), -1.0)
+    a[0, 0, :2, :2] = 1  # sample 0: disjoint masks -> switch
+    b[0, 0, 2:, 2:] = 1
+    a[1, 0, :2, :2] = 1  # sample 1: same mask -> keep
+    b[1, 0, :2, :2] = 1
+    a[2, 0, 0, 0] = 1  # sample 2: memory-less prediction says absent -> ignored
+    b[2, 0, 3, 3] = 1
+    labels = switch_labels(a, b, torch.tensor([[1.0], [1.0], [-1.0]]), min_pixels=1)
+    assert labels.tolist() == [1, 0, -1]
+    tiny = switch_labels(a[:1], b[:1], torch.tensor([[1.0]]), min_pixels=4)  # both masks <= 4 px
+    assert tiny.tolist() == [-1]
+
+
+def test_motion_prompt_pools_the_verb_tokens():
+    encoder = tiny_text_encoder()
+    tokens = encoder.tokenize(["the dog running fast"])
+    mask = verb_token_mask(tokens)
+    words = [encoder.tokenizer.decode([int(i)]) for i, m in zip(tokens.ids[0], mask[0]) if m]
+    assert "".join(w.replace("##", "") for w in words) == "running"
+    prompt = TextPrompt(32, 16, motion=True)
+    hidden = torch.randn(1, tokens.ids.shape[1], 32)
+    rho = prompt(hidden, encoder.sentence_index(tokens), mask)
+    manual = torch.cat([hidden[0, 0], hidden[0][mask[0]].mean(0)])
+    for i, layer in enumerate(prompt.layers):
+        manual = layer(manual)
+        manual = torch.relu(manual) if i < 2 else manual
+    assert rho.shape == (1, 1, 16) and torch.allclose(rho[0, 0], manual, atol=1e-6)
+
+
+def test_verb_finder():
+    assert verbs("the red circle coming in later") == ["coming"]
+    assert verbs("the object making the high-pitched sound") == ["making"]
+    assert verbs("the square on the left side of the red circle") == []
+    assert verbs("the bird flies up and lands") == ["flies", "lands"]
+    assert verbs("the diamond that sets off late") == ["sets"]
+    assert verbs("the triangle which begins to move after a while") == ["begins", "move"]
+
+
+def test_streaming_frame_by_frame_equals_the_offline_clip():
+    model = tiny_samwise()
+    frames = synthetic_video(11)
+    stream = model.stream(["the disk", "the square moving left"])
+    streamed = []
+    for frame in frames:
+        streamed += stream.push(frame)
+    streamed += stream.flush()
+    assert [r.index for r in streamed] == list(range(11))
+    for obj_id, text in [(1, "the disk"), (2, "the square moving left")]:
+        session = Session(model.sam, model.hooks(text))
+        session.add_object(obj_id)
+        offline = session.push_clip(frames[:4]) + session.push_clip(frames[4:8]) + session.push_clip(frames[8:])
+        for a, b in zip(streamed, offline):
+            assert torch.equal(a.objects[obj_id].logits, b.objects[obj_id].logits)
+
+
+def test_cme_decides_and_fuses_into_memory_only():
+    model = tiny_samwise()
+    frames = synthetic_video(12)
+    hooks = model.hooks("the disk")
+    hooks.train_cme = True
+    session = Session(model.sam, hooks)
+    session.add_object(1)
+    session.push_clip(frames[:4])
+    assert hooks.cme_records == []  # the first cme_window frames never decide
+    session.push_clip(frames[4:12])
+    assert len(hooks.cme_records) >= 2
+    logits, labels = hooks.cme_records[0]
+    assert logits.shape == (1, 2) and labels.shape == (1,) and int(labels) in (-1, 0, 1)
+
+
+@pytest.mark.parametrize("flags", [dict(adapters=False), dict(hsa=False), dict(vta=False, hsa=False),
+                                   dict(tva=False), dict(motion=False, cme=False)])
+def test_ablation_variants_run(flags):
+    model = tiny_samwise(**flags)
+    results = model.stream(["the disk"]).push(synthetic_video(4)[0])
+    assert results == []  # buffered until the clip is full
+    stream = model.stream(["the disk"])
+    out = [r for f in synthetic_video(4) for r in stream.push(f)]
+    assert len(out) == 4 and out[0].objects[1].mask.shape == (96, 128)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = tiny_samwise()
+    model.save_pretrained(tmp_path / "m", dtype=torch.float16)
+    loaded = Samwise.from_pretrained(tmp_path / "m", text=model.text)
+    for name, p in model.state_dict().items():
+        if not name.startswith("text."):
+            assert torch.equal(loaded.state_dict()[name], p.half().float()) if p.is_floating_point() else True
+    assert not (tmp_path / ".m.partial").exists()
