@@ -187,3 +187,107 @@ def test_save_and_load_round_trip(tmp_path):
         if not name.startswith("text."):
             assert torch.equal(loaded.state_dict()[name], p.half().float()) if p.is_floating_point() else True
     assert not (tmp_path / ".m.partial").exists()
+
+
+def _official_samwise_state(model: Samwise, official_sam: dict, seed: int = 0) -> dict:
+    """A state dict in the official SAMWISE names and layouts (fairseq RoBERTa, Conv + BatchNorm
+    projections, `transformerBlock` CME), with random values."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen) * 0.1
+
+    state = {f"sam.{k}": v for k, v in official_sam.items()}
+    width, dim = model.text.hidden_size, model.config.adapter_dim
+    for i, layer in enumerate(model.prompt.layers):
+        state[f"sam.sam_prompt_encoder.project_text.layers.{i}.weight"] = rand(*layer.weight.shape)
+        state[f"sam.sam_prompt_encoder.project_text.layers.{i}.bias"] = rand(*layer.bias.shape)
+    t = "text_encoder.model.encoder.sentence_encoder."
+    state["text_encoder._float_tensor"] = torch.zeros(1)
+    state[t + "embed_tokens.weight"] = rand(50, width)
+    state[t + "embed_positions.weight"] = rand(20, width)
+    state[t + "layernorm_embedding.weight"], state[t + "layernorm_embedding.bias"] = 1 + rand(width), rand(width)
+    for n in range(model.text.num_layers):
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            state[f"{t}layers.{n}.self_attn.{proj}.weight"] = rand(width, width)
+            state[f"{t}layers.{n}.self_attn.{proj}.bias"] = rand(width)
+        for norm in ("self_attn_layer_norm", "final_layer_norm"):
+            state[f"{t}layers.{n}.{norm}.weight"], state[f"{t}layers.{n}.{norm}.bias"] = 1 + rand(width), rand(width)
+        state[f"{t}layers.{n}.fc1.weight"], state[f"{t}layers.{n}.fc1.bias"] = rand(64, width), rand(64)
+        state[f"{t}layers.{n}.fc2.weight"], state[f"{t}layers.{n}.fc2.bias"] = rand(width, 64), rand(width)
+    state["text_encoder.model.encoder.lm_head.bias"] = rand(50)
+    for k, adapter in enumerate(model.adapters):
+        a = f"cmt_adapters.{k}."
+        cv = adapter.down_v.weight.shape[1]
+        state[a + "proj_vis_down.0.weight"] = rand(dim, cv, 1, 1)
+        state[a + "proj_vis_up.0.weight"] = rand(dim, cv, 1, 1)
+        for part, n in (("proj_vis_down", dim), ("proj_vis_up", cv)):
+            state[f"{a}{part}.1.weight"], state[f"{a}{part}.1.bias"] = 1 + rand(n), rand(n)
+            state[f"{a}{part}.1.running_mean"], state[f"{a}{part}.1.running_var"] = rand(n), 1 + rand(n).abs()
+            state[f"{a}{part}.1.num_batches_tracked"] = torch.tensor(7)
+        state[a + "proj_text_down.0.weight"], state[a + "proj_text_up.0.weight"] = rand(dim, width), rand(width, dim)
+        for att in ("ca_V2T.multihead_attn.", "ca_T2V.multihead_attn.", "hsa.self_attn."):
+            state[a + att + "in_proj_weight"], state[a + att + "in_proj_bias"] = rand(3 * dim, dim), rand(3 * dim)
+            state[a + att + "out_proj.weight"], state[a + att + "out_proj.bias"] = rand(dim, dim), rand(dim)
+        state[a + "hsa.linear.weight"], state[a + "hsa.linear.bias"] = rand(dim, dim), rand(dim)
+        state[a + "spatial_pos_embed"] = rand(1, 1, 1, model.config.patches[k] ** 2, dim)
+        state[a + "norm_pre_HSA.weight"], state[a + "norm_pre_HSA.bias"] = 1 + rand(dim), rand(dim)
+    c = "conditional_memory_encoder."
+    state[c + "transformerBlock.self_attn.in_proj_weight"] = rand(768, 256)
+    state[c + "transformerBlock.self_attn.in_proj_bias"] = rand(768)
+    state[c + "transformerBlock.self_attn.out_proj.weight"] = rand(256, 256)
+    state[c + "transformerBlock.self_attn.out_proj.bias"] = rand(256)
+    state[c + "transformerBlock.linear1.weight"], state[c + "transformerBlock.linear1.bias"] = rand(128, 256), rand(128)
+    state[c + "transformerBlock.linear2.weight"], state[c + "transformerBlock.linear2.bias"] = rand(256, 128), rand(256)
+    for norm in ("norm1", "norm2", "norm3"):
+        state[f"{c}transformerBlock.{norm}.weight"], state[f"{c}transformerBlock.{norm}.bias"] = 1 + rand(256), rand(256)
+    state[c + "decision_token.weight"] = rand(1, 256)
+    state[c + "decision_class_head.weight"], state[c + "decision_class_head.bias"] = rand(2, 256), rand(2)
+    return {f"module.{k}": v for k, v in state.items()}  # as saved from DistributedDataParallel
+
+
+def test_official_checkpoint_layout_round_trip(tmp_path):
+    from test_checkpoint import matching_config, official_tiny_sam2
+
+    from refseg.methods.samwise.checkpoint import load_official_samwise
+    from refseg.sam import Sam2
+
+    text = tiny_text_encoder()
+    text.model.config.num_hidden_layers = 3
+    config = SamwiseConfig(text_encoder="roberta", text_layers=[1, 2, 3], motion=False, adapter_dim=16, heads=2,
+                           clip_len=4)
+    official = official_tiny_sam2()
+    shape_model = Samwise(Sam2(matching_config()), TextEncoder(text.model, None), config)
+    shape_model.text.model.encoder.layer = shape_model.text.model.encoder.layer[:3]
+    state = _official_samwise_state(shape_model, official.state_dict())
+    path = tmp_path / "samwise.pth"
+    torch.save({"model": state, "epoch": 3}, path)
+    model = load_official_samwise(path, tokenizer=minilm_path(), config=config, sam2_config=matching_config())
+    ours = model.state_dict()
+    plain = {k.removeprefix("module."): v for k, v in state.items()}
+    # renamed tensors arrive unchanged
+    assert torch.equal(ours["prompt.layers.2.bias"], plain["sam.sam_prompt_encoder.project_text.layers.2.bias"])
+    assert torch.equal(ours["adapters.1.vta.attn.in_proj_weight"], plain["cmt_adapters.1.ca_V2T.multihead_attn.in_proj_weight"])
+    assert torch.equal(ours["adapters.2.hsa.spatial_pos"], plain["cmt_adapters.2.spatial_pos_embed"][0, 0, 0])
+    assert torch.equal(ours["cme.norm2.weight"], plain["conditional_memory_encoder.transformerBlock.norm3.weight"])
+    assert torch.equal(ours["text.model.encoder.layer.2.output.dense.weight"],
+                       plain["text_encoder.model.encoder.sentence_encoder.layers.2.fc2.weight"])
+    assert torch.equal(ours["sam.no_memory_embedding"], plain["sam.no_mem_embed"])
+    # the folded projections compute what Conv + BatchNorm (inference) + ReLU computes
+    a = "cmt_adapters.0."
+    x = torch.randn(2, 5, 5, model.adapters[0].down_v.weight.shape[1])
+    conv = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), plain[a + "proj_vis_down.0.weight"])
+    bn = torch.nn.functional.batch_norm(conv, plain[a + "proj_vis_down.1.running_mean"], plain[a + "proj_vis_down.1.running_var"],
+                                        plain[a + "proj_vis_down.1.weight"], plain[a + "proj_vis_down.1.bias"])
+    assert torch.allclose(torch.relu(model.adapters[0].down_v(x)), torch.relu(bn).permute(0, 2, 3, 1), atol=1e-5)
+    y = torch.randn(2, 5, 5, 16)
+    convt = torch.nn.functional.conv_transpose2d(y.permute(0, 3, 1, 2), plain[a + "proj_vis_up.0.weight"])
+    bn = torch.nn.functional.batch_norm(convt, plain[a + "proj_vis_up.1.running_mean"], plain[a + "proj_vis_up.1.running_var"],
+                                        plain[a + "proj_vis_up.1.weight"], plain[a + "proj_vis_up.1.bias"])
+    assert torch.allclose(model.adapters[0].up_v(y), bn.permute(0, 2, 3, 1), atol=1e-5)
+    # a key the mapping does not know is named
+    from refseg.sam.checkpoint import CheckpointError
+
+    torch.save({"model": {**state, "cmt_adapters.0.gate": torch.zeros(1)}}, path)
+    with pytest.raises(CheckpointError, match="cmt_adapters.0.gate"):
+        load_official_samwise(path, tokenizer=minilm_path(), config=config, sam2_config=matching_config())
