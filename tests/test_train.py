@@ -84,3 +84,31 @@ def test_two_processes_equal_one_with_the_whole_batch(tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
     changed = [k for k in a if not torch.equal(a[k], load_file(str(one / "checkpoints" / "step_0000001" / "model.safetensors"))[k])]
     assert changed, "training changed no weight"
+
+
+def test_samwise_trains_only_its_modules(tmp_path):
+    from refseg.methods.samwise import Samwise
+
+    out = tmp_path / "samwise"
+    config = write_config(tmp_path / "s.yaml", out, task="samwise", steps=3, checkpoint_every=3,
+                          data={"count": 3, "clip_len": 6},
+                          samwise={"clip_len": 6, "cme_window": 2, "patches": [4, 2, 2]},
+                          loss={"focal": 1.0, "dice": 1.0, "object": 1.0, "cme": 1.0})
+    result = run(["-m", "refseg", "train", str(config)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(r["loss"] > 0 and "cme" in r for r in records)
+    saved = weights(out)
+    assert not any(k.startswith("text.") for k in saved)  # the frozen text encoder is not copied
+    trained = Samwise.from_pretrained(out / "final")
+    torch.manual_seed(3)  # the loop seeds like this before building the model
+    from refseg.train.loop import build_task
+
+    fresh = build_task(load_config(yaml.safe_load(config.read_text()))).model
+    learned = ("adapters.", "prompt.", "cme.")
+    frozen = [n for n in fresh.state_dict() if not n.startswith(("text.", *learned))]
+    assert frozen and all(torch.equal(fresh.state_dict()[n], trained.state_dict()[n]) for n in frozen)
+    changed = [n for n, p in fresh.state_dict().items() if n.startswith(learned) and
+               not torch.equal(p, trained.state_dict()[n])]
+    assert len(changed) > 10

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from refseg.methods.samwise.model import SamwiseConfig
+
 
 @dataclass
 class ModelConfig:
@@ -53,6 +55,7 @@ class LossConfig:
     dice: float = 1.0
     iou: float = 1.0
     object: float = 1.0
+    cme: float = 1.0  # SAMWISE's Conditional Memory Encoder decision
 
 
 @dataclass
@@ -70,7 +73,7 @@ class PromptConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images)
+    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), samwise
     out: str = "runs/train"
     steps: int = 100
     batch_size: int = 2  # clips per optimizer step, over all processes
@@ -82,6 +85,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    samwise: SamwiseConfig = field(default_factory=SamwiseConfig)
 
 
 def _build(cls: type, values: dict, where: str) -> object:
@@ -108,6 +112,9 @@ def _check(hint: object, value: object, path: str) -> object:
     if value is None and type(None) in options:
         return None
     for option in options:
+        if typing.get_origin(option) is list and isinstance(value, list):
+            (item,) = typing.get_args(option)
+            return [_check(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if option in (int, str, bool) and type(value) is option:

@@ -33,19 +33,21 @@ from torch import nn
 from tqdm import tqdm
 
 from refseg.data import formats, synth
+from refseg.encoders.text import TextEncoder
+from refseg.methods.samwise import Samwise
 from refseg.sam import Sam2, sam2_config, tiny_test_config
 from refseg.sam.config import synth_small_config
 from refseg.sam.checkpoint import load_sam2
 from refseg.train.config import TrainConfig, dump, to_dict
 from refseg.train.sam2_image import Sam2ImageTask
 from refseg.train.sam2_pvs import Sam2PvsTask
+from refseg.train.samwise import SamwiseTask
 
 log = logging.getLogger(__name__)
 
-TASKS = {"sam2_pvs": Sam2PvsTask, "sam2_image": Sam2ImageTask}
 
 
-def build_model(config: TrainConfig) -> Sam2:
+def build_sam2(config: TrainConfig) -> Sam2:
     name = config.model.sam2
     if name == "tiny-test":
         return Sam2(tiny_test_config(image_size=config.model.image_size))
@@ -54,6 +56,18 @@ def build_model(config: TrainConfig) -> Sam2:
     if name in ("tiny", "small", "base_plus", "large"):
         return Sam2(sam2_config(name, image_size=config.model.image_size))
     return load_sam2(name)
+
+
+def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask:
+    """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
+    if config.task == "samwise":
+        text = TextEncoder.from_pretrained(config.samwise.text_encoder)
+        return SamwiseTask(Samwise(build_sam2(config), text, config.samwise), config)
+    if config.task == "sam2_image":
+        return Sam2ImageTask(build_sam2(config), config)
+    if config.task == "sam2_pvs":
+        return Sam2PvsTask(build_sam2(config), config)
+    raise ValueError(f"task: expected sam2_pvs, sam2_image or samwise, got {config.task!r}")
 
 
 def load_samples(config: TrainConfig) -> list:
@@ -92,14 +106,20 @@ def _latest(run: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def _save(run: Path, step: int, model: Sam2, optimizer: torch.optim.Optimizer, scheduler: object,
+def _weights(model: Sam2 | Samwise) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores: every tensor but a frozen text encoder's (rebuilt from its source)."""
+    return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("text.")}
+
+
+def _save(run: Path, step: int, model: Sam2 | Samwise, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
     final = run / "checkpoints" / f"step_{step:07d}"
     tmp = final.with_name(f".{final.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps({"sam2": model.config.to_dict(), "train": to_dict(config)}))
+    save_file(_weights(model), str(tmp / "model.safetensors"))
+    sam = model.sam if isinstance(model, Samwise) else model
+    (tmp / "config.json").write_text(json.dumps({"sam2": sam.config.to_dict(), "train": to_dict(config)}))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
                 "sampler_rng": sampler_rng.bit_generator.state}, tmp / "state.pt")
@@ -115,15 +135,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train `config.task`; returns the run directory."""
-    if config.task not in TASKS:
-        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {config.task!r}")
     rank, world = _distributed()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not a multiple of the {world} processes")
     run = Path(config.out)
     torch.manual_seed(config.seed)
-    model = build_model(config).train()
-    task = TASKS[config.task](model, config)
+    task = build_task(config)
+    model = task.model.train()
     ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
@@ -134,7 +152,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     start = 0
     latest = _latest(run) if resume else None
     if latest is not None:
-        model.load_state_dict(load_file(str(latest / "model.safetensors")))
+        missing, unexpected = model.load_state_dict(load_file(str(latest / "model.safetensors")), strict=False)
+        if [k for k in missing if not k.startswith("text.")] or unexpected:
+            raise ValueError(f"{latest}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
         state = torch.load(latest / "state.pt", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,90 @@
+"""SAMWISE training (paper Sec. 4 "Implementation details" and the supplementary): SAM 2 and the
+text encoder frozen; the adapters, the prompt MLP and the CME learn.
+
+A sample is a clip of T frames and a referring expression (its target mask is the union of the
+referred objects, empty for an expression that refers to nothing). The clip streams through the
+engine with gradients; per frame: focal + dice on the mask (weights `loss.focal`, `loss.dice`)
+and cross-entropy on SAM 2's presence score (`loss.object`), so an expression that refers to
+nothing can say so; the CME learns from its self-supervised labels (`cme.switch_labels`) with
+cross-entropy weighted 1 : 2 (keep : switch) as in the official code (`loss.cme`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from refseg.data.sample import VideoSample
+from refseg.data.sampler import Clip, ClipSampler
+from refseg.engine import Session
+from refseg.methods.samwise import Samwise
+from refseg.train.config import TrainConfig
+from refseg.train.losses import dice_loss, focal_loss, object_score_loss
+
+OBJ = 1
+
+
+@dataclass
+class TextClip:
+    clip: Clip
+    seed: int
+
+
+class SamwiseTask(nn.Module):
+    """Wraps SAMWISE so that `forward(batch)` returns the losses."""
+
+    def __init__(self, model: Samwise, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
+        return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
+                           by="expression")
+
+    def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> TextClip:
+        return TextClip(sampler.sample(), int(rng.integers(2**31)))
+
+    def forward(self, batch: list[TextClip]) -> dict[str, Tensor]:
+        terms = [self.clip_losses(sample) for sample in batch]
+        return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
+
+    def clip_losses(self, sample: TextClip) -> dict[str, Tensor]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample.seed)
+            return self._clip_losses(sample)
+
+    def _clip_losses(self, sample: TextClip) -> dict[str, Tensor]:
+        w = self.config.loss
+        clip = sample.clip
+        hooks = self.model.hooks(clip.expression.text)
+        hooks.train_cme = self.model.cme is not None
+        session = Session(self.model.sam, hooks, grad=True)
+        session.add_object(OBJ)
+        outputs = [r.objects[OBJ].output for r in session.push_clip(clip.frames)]
+        size = self.model.sam.image_size
+        targets = torch.from_numpy(clip.mask).to(outputs[0].high_res.device, torch.float32)[:, None]
+        targets = F.interpolate(targets, size=(size, size), mode="nearest")  # [T, 1, S, S]
+        logits = torch.cat([o.high_res for o in outputs]).float()
+        scores = torch.cat([o.object_score for o in outputs])[:, 0]
+        visible = targets.flatten(1).any(dim=1).float()
+        terms = {
+            "focal": focal_loss(logits, targets),
+            "dice": dice_loss(logits, targets),
+            "object": object_score_loss(scores, visible),
+        }
+        cme = torch.zeros((), device=logits.device)
+        if hooks.cme_records:
+            decisions = torch.cat([r[0] for r in hooks.cme_records])
+            labels = torch.cat([r[1] for r in hooks.cme_records])
+            if (labels >= 0).any():
+                weight = torch.tensor([1.0, 2.0], device=decisions.device)
+                cme = F.cross_entropy(decisions.float(), labels, weight=weight, ignore_index=-1)
+        terms["cme"] = cme
+        terms["loss"] = (w.focal * terms["focal"] + w.dice * terms["dice"] + w.object * terms["object"]
+                         + w.cme * terms["cme"])
+        return terms
