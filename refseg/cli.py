@@ -4,11 +4,13 @@
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
     refseg train CONFIG.yaml [--resume]
     refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--stats]
+    refseg segment INPUT --text "..." [--text "..."]... [--model default|DIR] [--out DIR] [--device cpu|cuda]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
                    [--frame N] [--out DIR] [--device cpu|cuda]
 
-Each `--points`, `--box` or `--mask` starts a new object (ids 1, 2, ... in the order given), all
-prompted on `--frame`. Bad input prints one line `refseg: error: ...` and exits with status 2.
+INPUT is a video file, a folder of images, an image, or a live source (cam://N, rtsp://...).
+Each `--text`, `--points`, `--box` or `--mask` starts a new object (ids 1, 2, ... in the order
+given); clicks, boxes and masks are given on `--frame`, text prompts hold on every frame. Bad input prints one line `refseg: error: ...` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -71,11 +73,17 @@ def build_prompt(kind: str, value: str) -> Prompt:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    args.prompts = getattr(args, "prompts", None) or []
+    if args.text and args.prompts:
+        raise ValueError("segment: give --text prompts or --points/--box/--mask prompts, not both")
+    if args.text:
+        return _segment_text(args)
     prompts = [build_prompt(kind, value) for kind, value in (args.prompts or [])]
     if not prompts:
-        raise ValueError("segment: give at least one --points, --box or --mask")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+        raise ValueError("segment: give at least one --text, --points, --box or --mask")
+    if args.sam2 is None:
+        raise ValueError("segment: clicks, boxes and masks need --sam2 (a SAM 2 model directory or .pt file)")
+    _check_device(args.device)
     stream = frames(args.input)
     first = next(stream)  # an unreadable input fails here, before anything is loaded or written
     model = load_sam2(args.sam2).to(args.device)
@@ -90,6 +98,38 @@ def cmd_segment(args: argparse.Namespace) -> int:
         log.warning("the input has %d frames: the prompts on frame %d were never used", writer.frames_written,
                     args.frame)
     log.info("wrote %d frames: masks in %s, overlay %s", writer.frames_written, out / "masks", out / "overlay.mp4")
+    return 0
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+
+
+def _segment_text(args: argparse.Namespace) -> int:
+    """Text prompts: one object per --text, tracked by the text model (SAMWISE) in clips."""
+    from refseg.models import load
+
+    texts = [t.strip() for t in args.text]
+    if any(not t for t in texts):
+        raise ValueError("--text: a text prompt is empty")
+    _check_device(args.device)
+    stream = frames(args.input)
+    first = next(stream)
+    model = load(args.model, device=args.device)
+    session = model.stream(texts)
+    out = Path(args.out)
+    labels = dict(enumerate(texts, start=1))
+    with OutputWriter(out, fps=video_fps(args.input), labels=labels) as writer, torch.inference_mode():
+        pending: list = []  # frames waiting for their clip to complete
+        for frame in tqdm(itertools.chain([first], stream), desc="segment", unit="frame"):
+            pending.append(frame)
+            for result in session.push(frame):
+                writer.write(pending.pop(0), result)
+        for result in session.flush():
+            writer.write(pending.pop(0), result)
+    log.info("wrote %d frames: masks in %s (PNG) and %s (COCO RLE), overlay %s", writer.frames_written,
+             out / "masks", out / "masks.json", out / "overlay.mp4")
     return 0
 
 
@@ -200,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     seg = sub.add_parser("segment", help="segment and track prompted objects in a video, folder or image")
     seg.add_argument("input", help="video file, folder of images, or image")
-    seg.add_argument("--sam2", required=True, help="SAM 2 model directory, official .pt file, or hub id")
+    seg.add_argument("--text", action="append", help='referring expression of one object (repeat for more)')
+    seg.add_argument("--model", default="default", help="text model: default (embedded) or a model folder")
+    seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
     seg.add_argument("--box", action=_AddPrompt, help="box of one object: X0,Y0,X1,Y1")
     seg.add_argument("--mask", action=_AddPrompt, help="PNG mask of one object")

@@ -93,3 +93,53 @@ def test_eval_command_writes_reports_and_rejects_bad_input(tmp_path, capsys):
     code = main(["eval", "--protocol", "davis", "--gt", str(tmp_path / "nope"), "--pred", str(tmp_path / "pred")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nope" in err[0]
+
+
+@pytest.fixture(scope="module")
+def samwise_dir(tmp_path_factory):
+    from test_samwise import tiny_samwise
+
+    model = tiny_samwise(cme=False)
+    text_dir = tmp_path_factory.mktemp("text")
+    model.text.model.save_pretrained(text_dir)
+    model.text.tokenizer.save_pretrained(text_dir)
+    model.config.text_encoder = str(text_dir)
+    path = tmp_path_factory.mktemp("samwise") / "model"
+    model.save_pretrained(path)
+    return path
+
+
+def test_segment_text_writes_pngs_rle_and_overlay_matching_the_stream(samwise_dir, video, tmp_path):
+    import json
+
+    from refseg import load
+    from refseg.io.rle import decode_rle
+
+    out = tmp_path / "out"
+    code = main(["segment", str(video), "--text", "the disk", "--text", "the square moving right",
+                 "--model", str(samwise_dir), "--out", str(out)])
+    assert code == 0
+    document = json.loads((out / "masks.json").read_text())
+    assert document["objects"] == {"1": "the disk", "2": "the square moving right"}
+    assert [f["index"] for f in document["frames"]] == list(range(8))
+    assert len(list(frames(out / "overlay.mp4"))) == 8
+    stream = load(samwise_dir).stream(["the disk", "the square moving right"])
+    decoded = list(frames(video))
+    expected = [r for f in decoded for r in stream.push(f)] + stream.flush()
+    for result, entry in zip(expected, document["frames"]):
+        for obj_id in (1, 2):
+            png = read_mask_png(out / "masks" / str(obj_id) / f"{result.index:05d}.png")
+            assert np.array_equal(png, result.objects[obj_id].mask)
+            assert np.array_equal(decode_rle(entry["masks"][str(obj_id)]), png)
+
+
+def test_segment_text_bad_model_or_mixed_prompts_fail_cleanly(video, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(video), "--text", "the disk", "--model", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such model folder" in err[0]
+    assert main(["segment", str(video), "--text", "the disk", "--points", "3,4", "--out", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["segment", "cam://x", "--text", "the disk", "--out", str(out)]) == 2
+    assert "cam://N" in capsys.readouterr().err
+    assert not out.exists()

@@ -112,3 +112,33 @@ def test_samwise_trains_only_its_modules(tmp_path):
     changed = [n for n, p in fresh.state_dict().items() if n.startswith(learned) and
                not torch.equal(p, trained.state_dict()[n])]
     assert len(changed) > 10
+
+
+def test_image_task_prompts_several_objects_of_one_image():
+    import numpy as np
+
+    from refseg.data import synth
+    from refseg.sam import Sam2, tiny_test_config
+    from refseg.train.sam2_image import Sam2ImageTask
+
+    config = load_config({"task": "sam2_image", "model": {"sam2": "tiny-test", "image_size": 128},
+                          "prompts": {"click": 0.5, "box": 0.5, "rounds": 2, "objects_per_image": 3}})
+    torch.manual_seed(0)
+    task = Sam2ImageTask(Sam2(tiny_test_config(image_size=128)), config)
+    sampler = task.sampler(list(synth.split_samples("train", 0, 3, height=128, width=128)), seed=0)
+    rng = np.random.default_rng(0)
+    batch = [task.draw(sampler, rng) for _ in range(4)]
+    for sample in batch:
+        assert 1 <= len(sample.masks) <= 3 and all(m.any() for m in sample.masks)
+        # distinct objects: masks of one frame do not overlap
+        total = np.sum(sample.masks, axis=0)
+        assert total.max() == 1
+        for mask, points in zip(sample.masks, sample.points):
+            for x, y, label in points:
+                if label == 1:  # a click lies inside its object
+                    assert mask[int(y), int(x)]
+    assert sum(len(s.masks) for s in batch) > len(batch)
+    losses = task(batch)
+    losses["loss"].backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert task.model.mask_decoder.mask_tokens.weight.grad.abs().sum() > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -30,6 +30,7 @@ class Clip:
     mask: np.ndarray
     expression: Expression
     flipped: bool
+    objects: dict[int, np.ndarray] = field(default_factory=dict)  # with `objects=True`: every object's [T, S, S]
 
 
 class ClipSampler:
@@ -47,11 +48,13 @@ class ClipSampler:
         by: "expression" draws referring expressions; "object" draws single objects (for
             promptable segmentation), as an expression without text targeting that object, with
             a clip that starts on a frame where the object is visible.
+        objects: also give every object's mask, augmented alike (`Clip.objects`), for training
+            several prompts per image.
     """
 
     def __init__(self, samples: Sequence[VideoSample], clip_len: int = 8, size: int = 256, flip_p: float = 0.5,
                  crop_scale: tuple[float, float] = (0.7, 1.0), brightness: float = 0.15, contrast: float = 0.15,
-                 seed: int = 0, by: str = "expression") -> None:
+                 seed: int = 0, by: str = "expression", objects: bool = False) -> None:
         if by == "expression":
             self.items = [(i, e) for i, s in enumerate(samples) for e in s.expressions]
         elif by == "object":
@@ -60,6 +63,7 @@ class ClipSampler:
         else:
             raise ValueError(f"ClipSampler: by must be 'expression' or 'object', got {by!r}")
         self.by = by
+        self.objects = objects
         if not self.items:
             raise ValueError(f"ClipSampler: the samples have no {by}")
         self.samples = samples
@@ -82,24 +86,32 @@ class ClipSampler:
         ts = [min(start + k, len(video) - 1) for k in range(self.clip_len)]
         frames = np.stack([video.load_frame(t) for t in ts])
         mask = video.target_mask(expression)[ts]
-        return self.augment(video.video_id, start, frames, mask, expression)
+        objects = {o: m[ts] for o, m in sorted(video.masks.items())} if self.objects else None
+        return self.augment(video.video_id, start, frames, mask, expression, objects)
 
     def augment(self, video_id: str, start: int, frames: np.ndarray, mask: np.ndarray,
-                expression: Expression) -> Clip:
+                expression: Expression, objects: dict[int, np.ndarray] | None = None) -> Clip:
         rng = self.rng
         h, w = frames.shape[1:3]
         side = int(min(h, w) * rng.uniform(*self.crop_scale))
         top, left = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
         frames = frames[:, top : top + side, left : left + side]
-        mask = mask[:, top : top + side, left : left + side]
         frames = np.stack([np.asarray(Image.fromarray(f).resize((self.size, self.size), Image.BILINEAR)) for f in frames])
-        mask = np.stack([np.asarray(Image.fromarray(m).resize((self.size, self.size), Image.NEAREST)) for m in mask])
+
+        def geometry(m: np.ndarray) -> np.ndarray:
+            m = m[:, top : top + side, left : left + side]
+            return np.stack([np.asarray(Image.fromarray(x).resize((self.size, self.size), Image.NEAREST)) for x in m])
+
+        mask = geometry(mask)
+        objects = {o: geometry(m) for o, m in (objects or {}).items()}
         gain = 1 + rng.uniform(-self.contrast, self.contrast)
         shift = 255 * rng.uniform(-self.brightness, self.brightness)
         frames = np.clip((frames.astype(np.float32) - 128) * gain + 128 + shift, 0, 255).astype(np.uint8)
         flipped = bool(rng.random() < self.flip_p)
         if flipped:
             frames, mask = frames[:, :, ::-1].copy(), mask[:, :, ::-1].copy()
+            objects = {o: m[:, :, ::-1].copy() for o, m in objects.items()}
             expression = Expression(expression.exp_id, flip_text(expression.text), expression.target_ids,
                                     expression.phenomena)
-        return Clip(video_id, start, frames, mask.astype(bool), expression, flipped)
+        return Clip(video_id, start, frames, mask.astype(bool), expression, flipped,
+                    {o: m.astype(bool) for o, m in objects.items()})

@@ -1,4 +1,9 @@
-"""Reading frames (video files, image folders, single images) and writing videos, through PyAV.
+"""Reading frames (video files, image folders, single images, live sources) and writing videos,
+through PyAV.
+
+Live sources: `cam://N` (camera N: /dev/videoN through video4linux2 on Linux, AVFoundation
+device N on macOS) and network streams (rtsp://, rtmp://, http(s)://, udp://); they are read
+until they end or the reader stops.
 
 Every frame comes out as an H x W x 3 uint8 RGB numpy array. A file that cannot be decoded,
 or that holds no frame, raises `InputError` naming the file.
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -25,8 +31,19 @@ class InputError(ValueError):
     """An input file or folder that cannot be read."""
 
 
+LIVE_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://")
+
+
+def is_live(source: str | os.PathLike[str]) -> bool:
+    return str(source).startswith(("cam://", *LIVE_SCHEMES))
+
+
 def frames(source: str | os.PathLike[str]) -> Iterator[np.ndarray]:
-    """Frames of a video file, of the images of a folder (sorted by name), or of one image."""
+    """Frames of a video file, of the images of a folder (sorted by name), of one image, or of a
+    live source (`cam://N`, rtsp:// ...)."""
+    if is_live(source):
+        yield from _live(str(source))
+        return
     path = Path(source)
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -41,6 +58,28 @@ def frames(source: str | os.PathLike[str]) -> Iterator[np.ndarray]:
         yield read_image(path)
         return
     yield from _decode(path)
+
+
+def _live(source: str) -> Iterator[np.ndarray]:
+    if source.startswith("cam://"):
+        index = source.removeprefix("cam://")
+        if not index.isdigit():
+            raise InputError(f"{source}: expected cam://N with N a camera number")
+        url, options = (f"/dev/video{index}", "v4l2") if sys.platform.startswith("linux") else (index, "avfoundation")
+    else:
+        url, options = source, None
+    try:
+        container = av.open(url, format=options, timeout=10.0)
+    except (av.FFmpegError, OSError) as err:
+        raise InputError(f"{source}: cannot open the live source ({err})") from err
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{source}: no video stream")
+        try:
+            for frame in container.decode(container.streams.video[0]):
+                yield frame.to_ndarray(format="rgb24")
+        except av.FFmpegError as err:
+            raise InputError(f"{source}: stream interrupted ({err})") from err
 
 
 def _decode(path: Path) -> Iterator[np.ndarray]:

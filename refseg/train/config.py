@@ -69,6 +69,7 @@ class PromptConfig:
     box: float = 0.25
     corrective_prob: float = 0.5  # video: chance of a corrective click on one later frame
     rounds: int = 3  # image: decoder passes per image (1: the first prompt only)
+    objects_per_image: int = 1  # image: objects prompted on each image (the drawn one + others)
 
 
 @dataclass

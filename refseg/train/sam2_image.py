@@ -1,8 +1,10 @@
 """Promptable image segmentation training of SAM 2 (SAM's interactive recipe, which SAM 2 also
 trains on images).
 
-A sample is one frame and one object. Round 1 prompts it with one positive click inside the
-object or its box (`prompts.click` : `prompts.box`); every further round adds a corrective click
+A sample is one frame and up to `prompts.objects_per_image` of its objects (the drawn one and
+others visible in the frame, as SAM trains many masks per image: prompts on the same image that
+differ only by where they point are what teaches the decoder to locate a click). Round 1 prompts
+each object with one positive click inside it or its box (`prompts.click` : `prompts.box`); every further round adds a corrective click
 sampled from the error of the previous round's mask (SAM 2's centre sampling) and feeds that
 mask's low-resolution logits back as the dense prompt, as SAM trains its interactive loop. Each
 round is supervised with SAM's multimask rule (`multimask_losses`: focal x20 + dice on the best
@@ -32,12 +34,13 @@ from refseg.train.losses import multimask_losses, object_score_loss
 
 @dataclass
 class PromptedImage:
-    """image [S, S, 3] uint8, mask [S, S] bool (non-empty), the first-round prompt as points
-    [(x, y, label)] (one positive click, or the two box corners) and the sample's seed."""
+    """image [S, S, 3] uint8; per prompted object its mask [S, S] bool (non-empty) and its
+    first-round prompt as points [(x, y, label)] (one positive click, or the two box corners);
+    the sample's seed."""
 
     image: np.ndarray
-    mask: np.ndarray
-    points: list[tuple[float, float, int]]
+    masks: list[np.ndarray]
+    points: list[list[tuple[float, float, int]]]
     seed: int
 
 
@@ -50,22 +53,26 @@ class Sam2ImageTask(nn.Module):
         self.config = config
 
     def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
-        return ClipSampler(samples, clip_len=1, size=self.config.model.image_size, seed=seed, by="object")
+        return ClipSampler(samples, clip_len=1, size=self.config.model.image_size, seed=seed, by="object", objects=True)
 
     def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> PromptedImage:
         p = self.config.prompts
         clip = sampler.sample()
         while not clip.mask[0].any():  # the crop may cut the object out
             clip = sampler.sample()
-        mask = clip.mask[0]
+        others = [m[0] for o, m in clip.objects.items() if m[0].any() and o not in clip.expression.target_ids]
+        order = rng.permutation(len(others))[: max(p.objects_per_image - 1, 0)]
+        masks = [clip.mask[0], *(others[i] for i in order)]
+        return PromptedImage(clip.frames[0], masks, [self._first_prompt(m, rng) for m in masks], int(rng.integers(2**31)))
+
+    def _first_prompt(self, mask: np.ndarray, rng: np.random.Generator) -> list[tuple[float, float, int]]:
+        p = self.config.prompts
         if rng.random() < p.click / (p.click + p.box):
             ys, xs = np.nonzero(mask)
             pick = int(rng.integers(len(xs)))
-            points = [(float(xs[pick]), float(ys[pick]), POSITIVE)]
-        else:
-            box = mask_box(mask)
-            points = [(box.x0, box.y0, BOX_TOP_LEFT), (box.x1, box.y1, BOX_BOTTOM_RIGHT)]
-        return PromptedImage(clip.frames[0], mask, points, int(rng.integers(2**31)))
+            return [(float(xs[pick]), float(ys[pick]), POSITIVE)]
+        box = mask_box(mask)
+        return [(box.x0, box.y0, BOX_TOP_LEFT), (box.x1, box.y1, BOX_BOTTOM_RIGHT)]
 
     def forward(self, batch: list[PromptedImage]) -> dict[str, Tensor]:
         with torch.random.fork_rng(devices=[]):
@@ -77,22 +84,26 @@ class Sam2ImageTask(nn.Module):
         device = model.no_memory_embedding.device
         pixels = normalise_frames(torch.from_numpy(np.stack([s.image for s in batch])).to(device), model.image_size)
         features = model.encode_images(pixels)
-        embed = features.embed + model.no_memory_embedding.view(1, -1, 1, 1)
-        targets = torch.from_numpy(np.stack([s.mask for s in batch])).to(device, torch.float32)[:, None]
-        points = [list(s.points) for s in batch]
-        previous: Tensor | None = None  # [B, 1, 4h, 4w] logits of the last round's mask
-        guesses = np.zeros((len(batch), *batch[0].mask.shape), dtype=bool)
+        # one row per prompted object: its image's features, target and prompt
+        image_of = torch.tensor([i for i, s in enumerate(batch) for _ in s.masks], device=device)
+        masks = [m for s in batch for m in s.masks]
+        high_res = [h[image_of] for h in features.high_res]
+        embed = (features.embed + model.no_memory_embedding.view(1, -1, 1, 1))[image_of]
+        targets = torch.from_numpy(np.stack(masks)).to(device, torch.float32)[:, None]
+        points = [list(p) for s in batch for p in s.points]
+        previous: Tensor | None = None  # [N, 1, 4h, 4w] logits of the last round's mask
+        guesses = np.zeros((len(masks), *masks[0].shape), dtype=bool)
         terms: dict[str, list[Tensor]] = {"focal": [], "dice": [], "iou": [], "object": []}
         for round_ in range(self.config.prompts.rounds):
             if round_ > 0:
-                for i, s in enumerate(batch):
-                    x, y, label = next_click(s.mask, guesses[i])
+                for i, mask in enumerate(masks):
+                    x, y, label = next_click(mask, guesses[i])
                     points[i].append((x, y, label))
-            out = self._decode(features.high_res, embed, points, previous)
+            out = self._decode(high_res, embed, points, previous)
             high = F.interpolate(out.candidates.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
             for k, v in multimask_losses(high, out.candidate_iou, targets, w.focal, w.dice).items():
                 terms[k].append(v)
-            terms["object"].append(object_score_loss(out.object_score[:, 0], torch.ones(len(batch), device=device)))
+            terms["object"].append(object_score_loss(out.object_score[:, 0], torch.ones(len(masks), device=device)))
             previous = out.low_res.detach()
             guesses = (F.interpolate(previous.float(), size=targets.shape[-2:], mode="bilinear",
                                      align_corners=False)[:, 0] > 0).cpu().numpy()
