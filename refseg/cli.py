@@ -3,6 +3,7 @@
     refseg demo [--out DIR]
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
     refseg train CONFIG.yaml [--resume]
+    refseg predict --data DIR --format mevis|ytvos --model default|DIR --out PRED
     refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--stats]
     refseg segment INPUT --text "..." [--text "..."]... [--model default|DIR] [--out DIR] [--device cpu|cuda]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
@@ -235,6 +236,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from refseg.data import formats
+    from refseg.models import load
+    from refseg.predict import predict_expressions
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise InputError(f"{data}: no such dataset folder")
+    _check_device(args.device)
+    samples = list(formats.reader(args.format)(data))
+    if not samples:
+        raise InputError(f"{data}: no video in the {args.format} layout")
+    predict_expressions(load(args.model, device=args.device), samples, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refseg", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -262,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file or hub id")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ev.set_defaults(func=cmd_eval)
+    pr = sub.add_parser("predict", help="run a text model over a dataset's expressions (submission layout)")
+    pr.add_argument("--data", required=True, help="dataset folder in the --format layout")
+    pr.add_argument("--format", default="mevis", choices=["mevis", "ytvos"])
+    pr.add_argument("--model", default="default", help="text model: default (embedded) or a model folder")
+    pr.add_argument("--out", required=True, help="prediction folder to write")
+    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    pr.set_defaults(func=cmd_predict)
     tr = sub.add_parser("train", help="train from a YAML config (runs under torchrun too)")
     tr.add_argument("config", help="YAML config (see configs/)")
     tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")

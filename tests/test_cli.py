@@ -143,3 +143,28 @@ def test_segment_text_bad_model_or_mixed_prompts_fail_cleanly(video, tmp_path, c
     assert main(["segment", "cam://x", "--text", "the disk", "--out", str(out)]) == 2
     assert "cam://N" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_predict_writes_the_submission_layout_that_eval_scores(samwise_dir, tmp_path, capsys):
+    from refseg import load
+    from refseg.data import formats
+
+    data = tmp_path / "mevis"
+    assert main(["synth", "--out", str(data), "--split", "valid", "--count", "1", "--size", "128",
+                 "--frame-ext", ".png"]) == 0
+    pred = tmp_path / "pred"
+    assert main(["predict", "--data", str(data), "--model", str(samwise_dir), "--out", str(pred)]) == 0
+    samples = list(formats.reader("mevis")(data))
+    video = samples[0]
+    expression = video.expressions[-1]
+    stream = load(samwise_dir).stream([expression.text])
+    results = [r for f in video.frames() for r in stream.push(f)] + stream.flush()
+    for name, result in zip(video.frame_names, results):
+        png = read_mask_png(pred / video.video_id / expression.exp_id / f"{name}.png")
+        assert np.array_equal(png, result.objects[1].mask)
+    written = sorted(p.relative_to(pred).parts[:2] for p in pred.glob("*/*"))
+    assert written == sorted((s.video_id, e.exp_id) for s in samples for e in s.expressions)
+    capsys.readouterr()
+    assert main(["eval", "--protocol", "mevis", "--gt", str(data), "--pred", str(pred),
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert "J&F" in capsys.readouterr().out

@@ -36,6 +36,7 @@ SCENARIOS = ("appearance", "tracking_bias", "lookalike_motion", "late_entry", "o
              "multi_target", "relation")
 IMAGE_SCENARIOS = ("appearance", "null", "multi_target", "relation")  # what a single frame can show
 FPS = 8
+MIN_SIDE = 128
 SAMPLE_RATE = 16000
 
 SEEN_COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
@@ -161,6 +162,9 @@ def make_scene(split: str, seed: int, index: int, height: int = 256, width: int 
     referring image segmentation, from `IMAGE_SCENARIOS`."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if min(height, width) < MIN_SIDE:
+        raise ValueError(f"SynthRef frames must be at least {MIN_SIDE} px on each side (objects up to "
+                         f"{max(SIZES.values())} px radius, placed 40 px from the border), got {height}x{width}")
     rng = scene_rng(split, seed + (1 << 20 if image else 0), index)
     vocab = Vocabulary(unseen=split == "unseen")
     scenarios = IMAGE_SCENARIOS if image else SCENARIOS
