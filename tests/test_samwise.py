@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from refseg.encoders.text import TextEncoder, minilm_path
 from refseg.engine import Session
 from refseg.methods.samwise import Samwise, SamwiseConfig
-from refseg.methods.samwise.adapter import CrossModalTemporalAdapter, HierarchicalSelectiveAttention
+from refseg.methods.samwise.adapter import HierarchicalSelectiveAttention
 from refseg.methods.samwise.cme import fuse_masks, switch_labels
 from refseg.methods.samwise.prompt import TextPrompt, verb_token_mask
 from refseg.methods.samwise.verbs import verbs

@@ -142,16 +142,23 @@ def load_state(model: Sam2, state: dict[str, Tensor], source: str) -> Sam2:
     return model
 
 
-def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None = None,
-                  dtype: torch.dtype = torch.float32) -> Sam2:
-    """Load an official SAM 2 `.pt` checkpoint (its config recognised from the weights if not given)."""
+def read_state_dict(path: str | os.PathLike[str], weights_only: bool = True) -> dict[str, Tensor]:
+    """The state dict of a `.pt` / `.pth` file: the file itself or its "model" entry.
+    `weights_only=False` also reads files that pickle other objects (training arguments)."""
     try:
-        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=weights_only)
     except Exception as err:  # torch raises many kinds for a damaged file
         raise CheckpointError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {err})") from err
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict (or a dict with a 'model' state dict)")
+    return state
+
+
+def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None = None,
+                  dtype: torch.dtype = torch.float32) -> Sam2:
+    """Load an official SAM 2 `.pt` checkpoint (its config recognised from the weights if not given)."""
+    state = read_state_dict(path)
     config = config if config is not None else config_for_official(state)
     return load_state(Sam2(config), convert_official_state_dict(state), str(path)).to(dtype).eval()
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from refseg.data.clicks import mask_box, next_click
@@ -28,7 +28,7 @@ from refseg.sam import Sam2
 from refseg.sam.image_encoder import normalise_frames
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
 from refseg.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NOT_A_POINT, POSITIVE, PointPrompt, embed_prompts
-from refseg.train.config import TrainConfig
+from refseg.train.task import Task, seeded
 from refseg.train.losses import multimask_losses, object_score_loss
 
 
@@ -44,13 +44,10 @@ class PromptedImage:
     seed: int
 
 
-class Sam2ImageTask(nn.Module):
-    """Wraps SAM 2 so that `forward(batch)` returns the losses (what DDP needs to sync gradients)."""
+class Sam2ImageTask(Task):
+    """SAM 2 promptable image segmentation, batched (see the module docstring)."""
 
-    def __init__(self, model: Sam2, config: TrainConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.config = config
+    model: Sam2
 
     def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
         return ClipSampler(samples, clip_len=1, size=self.config.model.image_size, seed=seed, by="object", objects=True)
@@ -75,8 +72,7 @@ class Sam2ImageTask(nn.Module):
         return [(box.x0, box.y0, BOX_TOP_LEFT), (box.x1, box.y1, BOX_BOTTOM_RIGHT)]
 
     def forward(self, batch: list[PromptedImage]) -> dict[str, Tensor]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(batch[0].seed)
+        with seeded(batch[0].seed):
             return self._losses(batch)
 
     def _losses(self, batch: list[PromptedImage]) -> dict[str, Tensor]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from refseg.data.clicks import mask_box, next_click
@@ -25,7 +25,7 @@ from refseg.data.sampler import Clip, ClipSampler
 from refseg.engine import Session
 from refseg.prompts import Mask, Points, Prompt
 from refseg.sam import Sam2
-from refseg.train.config import TrainConfig
+from refseg.train.task import Task
 from refseg.train.losses import multimask_losses, object_score_loss
 
 OBJ = 1
@@ -43,13 +43,10 @@ class PromptedClip:
     seed: int
 
 
-class Sam2PvsTask(nn.Module):
-    """Wraps SAM 2 so that `forward(batch)` returns the losses (what DDP needs to sync gradients)."""
+class Sam2PvsTask(Task):
+    """SAM 2 promptable video segmentation (see the module docstring)."""
 
-    def __init__(self, model: Sam2, config: TrainConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.config = config
+    model: Sam2
 
     def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
         return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
@@ -73,16 +70,7 @@ class Sam2PvsTask(nn.Module):
         corrective = int(rng.integers(1, len(clip.frames))) if rng.random() < p.corrective_prob else 0
         return PromptedClip(clip, prompt, corrective, int(rng.integers(2**31)))
 
-    def forward(self, batch: list[PromptedClip]) -> dict[str, Tensor]:
-        terms = [self.clip_losses(sample) for sample in batch]
-        return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
-
-    def clip_losses(self, sample: PromptedClip) -> dict[str, Tensor]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample.seed)
-            return self._clip_losses(sample)
-
-    def _clip_losses(self, sample: PromptedClip) -> dict[str, Tensor]:
+    def sample_losses(self, sample: PromptedClip) -> dict[str, Tensor]:
         w = self.config.loss
         clip = sample.clip
         session = Session(self.model, grad=True)

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from refseg.data.sample import VideoSample
 from refseg.data.sampler import Clip, ClipSampler
 from refseg.engine import Session
 from refseg.methods.samwise import Samwise
-from refseg.train.config import TrainConfig
+from refseg.train.task import Task
 from refseg.train.losses import dice_loss, focal_loss, object_score_loss
 
 OBJ = 1
@@ -34,13 +34,10 @@ class TextClip:
     seed: int
 
 
-class SamwiseTask(nn.Module):
-    """Wraps SAMWISE so that `forward(batch)` returns the losses."""
+class SamwiseTask(Task):
+    """SAMWISE on referring expressions (see the module docstring)."""
 
-    def __init__(self, model: Samwise, config: TrainConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.config = config
+    model: Samwise
 
     def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
         return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
@@ -49,16 +46,7 @@ class SamwiseTask(nn.Module):
     def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> TextClip:
         return TextClip(sampler.sample(), int(rng.integers(2**31)))
 
-    def forward(self, batch: list[TextClip]) -> dict[str, Tensor]:
-        terms = [self.clip_losses(sample) for sample in batch]
-        return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
-
-    def clip_losses(self, sample: TextClip) -> dict[str, Tensor]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample.seed)
-            return self._clip_losses(sample)
-
-    def _clip_losses(self, sample: TextClip) -> dict[str, Tensor]:
+    def sample_losses(self, sample: TextClip) -> dict[str, Tensor]:
         w = self.config.loss
         clip = sample.clip
         hooks = self.model.hooks(clip.expression.text)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -20,7 +19,8 @@ from transformers import AutoTokenizer, RobertaConfig, RobertaModel, Sam2VideoCo
 
 from refseg.encoders.text import TextEncoder
 from refseg.methods.samwise.model import Samwise, SamwiseConfig
-from refseg.sam.checkpoint import CheckpointError, config_for_official, convert_official_state_dict, load_state
+from refseg.sam.checkpoint import (CheckpointError, config_for_official, convert_official_state_dict, load_state,
+                                   read_state_dict)
 from refseg.sam.model import Sam2
 
 # what the released checkpoints were trained with (RoBERTa-base, Hiera-B+, no motion prompt)
@@ -148,18 +148,6 @@ def convert_official_samwise(state: dict[str, Tensor]) -> tuple[dict[str, Tensor
     return sam_official, text, samwise
 
 
-def read_official_samwise(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """The state dict of an official SAMWISE `.pth` file."""
-    try:
-        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many kinds for a damaged file
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {err})") from err
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a dict with a 'model' state dict")
-    return state
-
-
 def roberta_from_state(text: dict[str, Tensor]) -> RobertaModel:
     """A RobertaModel sized from converted fairseq weights, holding them."""
     vocab, hidden = text["embeddings.word_embeddings.weight"].shape
@@ -182,7 +170,7 @@ def load_official_samwise(path: str | os.PathLike[str], tokenizer: str | os.Path
     """Load an official SAMWISE `.pth` file with its RoBERTa tokenizer (`tokenizer`: a local
     folder, or "roberta-base" online); the SAM 2 size is recognised from the weights unless
     `sam2_config` is given. Missing or unexpected keys are named in the error."""
-    sam_official, text, samwise = convert_official_samwise(read_official_samwise(path))
+    sam_official, text, samwise = convert_official_samwise(read_state_dict(path, weights_only=False))
     sam_config = sam2_config if sam2_config is not None else config_for_official(sam_official)
     sam = load_state(Sam2(sam_config), convert_official_state_dict(sam_official), str(path))
     encoder = TextEncoder(roberta_from_state(text), AutoTokenizer.from_pretrained(tokenizer))
