@@ -59,10 +59,16 @@ class Sam2(nn.Module):
           owns it and the mask decoder reads it: a click can only find its location in the
           image if both are encoded alike. `transformers` draws two independent tables (a
           converted checkpoint stores the same table twice, so loading is unaffected).
+        - Layers start from PyTorch's own initialisation, as in the official SAM 2, instead of
+          `transformers`' normal(0.02): with 0.02 the mask decoder's products (hypernetwork
+          token x upscaled embedding) start near zero and learn slowly.
         - Learned embeddings (no-memory embedding and position, temporal memory encodings,
           no-object pointer, occlusion embedding) start trunc-normal(0.02) instead of zero, and
           the memory fuser's layer scales at 1e-6, as the official SAM 2 starts them.
         """
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding, nn.LayerNorm)):
+                module.reset_parameters()
         self.prompt_encoder.shared_embedding.positional_embedding.copy_(self.shared_image_embedding.positional_embedding)
         for embedding in (self.no_memory_embedding, self.no_memory_positional_encoding,
                           self.memory_temporal_positional_encoding, self.no_object_pointer,
