@@ -23,6 +23,7 @@ from refseg.sam import Sam2
 from refseg.sam.image_encoder import normalise_frames
 
 TOL = 1e-4
+REL = 2e-5
 NUM_FRAMES = 42
 
 
@@ -75,7 +76,9 @@ def engine_logits(model: Sam2, frames: np.ndarray, prompts: dict[int, dict[int, 
 def assert_close(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
     assert len(ours) == len(ref)
     diffs = [float((a - b).abs().max()) for a, b in zip(ours, ref)]
-    assert max(diffs) <= TOL, f"max |difference| {max(diffs):.2e} at frame {int(np.argmax(diffs))}"
+    # float32 rounding grows with the logits' scale: 1e-4, or 2e-5 of the largest |logit|
+    tol = max(TOL, REL * max(float(r.abs().max()) for r in ref))
+    assert max(diffs) <= tol, f"max |difference| {max(diffs):.2e} at frame {int(np.argmax(diffs))} (tolerance {tol:.1e})"
     # the comparison is only meaningful if the object is actually segmented and moves
     fg = [float((r > 0).float().mean()) for r in ref]
     assert max(fg) > 0.01, "reference predicts no object at all: weights too degenerate for a parity test"
