@@ -74,12 +74,11 @@ def build_prompt(kind: str, value: str) -> Prompt:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    args.prompts = getattr(args, "prompts", None) or []
     if args.text and args.prompts:
         raise ValueError("segment: give --text prompts or --points/--box/--mask prompts, not both")
     if args.text:
         return _segment_text(args)
-    prompts = [build_prompt(kind, value) for kind, value in (args.prompts or [])]
+    prompts = [build_prompt(kind, value) for kind, value in args.prompts]
     if not prompts:
         raise ValueError("segment: give at least one --text, --points, --box or --mask")
     if args.sam2 is None:
@@ -266,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--frame", type=int, default=0, help="frame the prompts are given on (default 0)")
     seg.add_argument("--out", default="out", help="output folder (default ./out)")
     seg.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    seg.set_defaults(func=cmd_segment)
+    seg.set_defaults(func=cmd_segment, prompts=[])
     ev = sub.add_parser("eval", help="score predictions with a benchmark's official protocol")
     ev.add_argument("--protocol", required=True, choices=PROTOCOLS)
     ev.add_argument("--gt", required=True, help="ground-truth folder in the benchmark's layout")

@@ -20,7 +20,6 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from refseg.data.clicks import mask_box, next_click
-from refseg.data.sample import VideoSample
 from refseg.data.sampler import Clip, ClipSampler
 from refseg.engine import Session
 from refseg.prompts import Mask, Points, Prompt
@@ -47,10 +46,6 @@ class Sam2PvsTask(Task):
     """SAM 2 promptable video segmentation (see the module docstring)."""
 
     model: Sam2
-
-    def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
-        return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
-                           by="object")
 
     def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> PromptedClip:
         """One training sample: a clip whose first frame shows the object, and its prompts."""

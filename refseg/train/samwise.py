@@ -18,7 +18,6 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from refseg.data.sample import VideoSample
 from refseg.data.sampler import Clip, ClipSampler
 from refseg.engine import Session
 from refseg.methods.samwise import Samwise
@@ -38,10 +37,7 @@ class SamwiseTask(Task):
     """SAMWISE on referring expressions (see the module docstring)."""
 
     model: Samwise
-
-    def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
-        return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
-                           by="expression")
+    sample_by = "expression"
 
     def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> TextClip:
         return TextClip(sampler.sample(), int(rng.integers(2**31)))

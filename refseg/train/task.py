@@ -6,11 +6,13 @@ sample or in which order."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from refseg.data.sample import VideoSample
+from refseg.data.sampler import ClipSampler
 from refseg.train.config import TrainConfig
 
 
@@ -23,20 +25,25 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 class Task(nn.Module):
-    """Subclasses give `sampler(samples, seed)`, `draw(sampler, rng)` (one sample with a `seed`)
-    and `sample_losses(sample)` (a dict of scalars with "loss"), or override `forward` to batch."""
+    """Subclasses set `sample_by` (what a sample is: "object" or "expression"), and give
+    `draw(sampler, rng)` (one sample with a `seed`) and `sample_losses(sample)` (a dict of
+    scalars with "loss"), or override `forward` to batch."""
+
+    sample_by = "object"
 
     def __init__(self, model: nn.Module, config: TrainConfig) -> None:
         super().__init__()
         self.model = model
         self.config = config
 
+    def sampler(self, samples: Sequence[VideoSample], seed: int) -> ClipSampler:
+        """Clips of `data.clip_len` frames at the model's input size."""
+        return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
+                           by=self.sample_by)
+
     def forward(self, batch: list) -> dict[str, Tensor]:
         terms = []
         for sample in batch:
             with seeded(sample.seed):
-                terms.append(self.sample_losses(sample))
+                terms.append(self.sample_losses(sample))  # type: ignore[attr-defined]
         return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
-
-    def sample_losses(self, sample: object) -> dict[str, Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} must define sample_losses or forward")
