@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from refseg.sam.prompt_encoder import POSITIVE, PointPrompt, embed_prompts
@@ -66,3 +67,29 @@ def test_a_fresh_model_encodes_clicks_like_the_image_grid():
         assert torch.allclose(code, grid[:, cell_y, cell_x], atol=1e-5)
         similarity = torch.einsum("c,chw->hw", code, grid)
         assert divmod(int(similarity.argmax()), w) == (cell_y, cell_x)
+
+
+@pytest.mark.parametrize("image_size", [128, 256])
+def test_a_fresh_model_reads_memory_at_the_same_position(image_size):
+    """With content-free inputs, the memory cross-attention of a fresh model (queries and keys
+    rotated by the engine's RoPE tables) attends from every cell to that cell and its neighbours."""
+    from transformers.models.sam2_video.modeling_sam2_video import rotate_pairwise
+
+    from refseg.sam import Sam2, tiny_test_config
+    from refseg.sam.memory import memory_rope
+
+    torch.manual_seed(0)
+    model = Sam2(tiny_test_config(image_size=image_size))
+    cos, sin = (t.reshape(-1, t.shape[-1]) for t in memory_rope(model))  # [h*w, head_dim]
+    side = image_size // 16
+    cells = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    near = (cells[:, None] - cells[None]).abs().amax(-1) <= 1  # [h*w, h*w] same cell or a neighbour
+    for layer in model.memory_attention.layers:
+        cross = layer.cross_attn_image
+        with torch.no_grad():
+            q = cross.q_proj(torch.zeros(cross.q_proj.in_features)).expand_as(cos)
+            k = cross.k_proj(torch.zeros(cross.k_proj.in_features)).expand_as(cos)
+        q, k = q * cos + rotate_pairwise(q) * sin, k * cos + rotate_pairwise(k) * sin
+        attention = (q @ k.T / cos.shape[-1] ** 0.5).softmax(-1)
+        assert torch.equal(attention.argmax(-1), torch.arange(side * side))
+        assert float((attention * near).sum(-1).min()) > 0.9

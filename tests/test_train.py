@@ -146,3 +146,26 @@ def test_image_task_prompts_several_objects_of_one_image():
     losses["loss"].backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert task.model.mask_decoder.mask_tokens.weight.grad.abs().sum() > 0
+
+
+def test_frozen_prefixes_stay_fixed_and_the_rest_trains(tmp_path):
+    from refseg.train.loop import build_task
+
+    out = tmp_path / "frozen"
+    config = write_config(tmp_path / "f.yaml", out, steps=2, checkpoint_every=2, freeze=["vision_encoder"])
+    result = run(["-m", "refseg", "train", str(config)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    torch.manual_seed(3)
+    fresh = build_task(load_config(yaml.safe_load(config.read_text()))).model.state_dict()
+    saved = weights(out)
+    encoder = [n for n in fresh if n.startswith("vision_encoder.")]
+    assert encoder and all(torch.equal(fresh[n], saved[n]) for n in encoder)
+    assert sum(not torch.equal(fresh[n], saved[n]) for n in fresh if n.startswith("mask_decoder.")) > 10
+
+
+def test_freeze_names_a_parameter_that_does_not_exist():
+    from refseg.sam import Sam2, tiny_test_config
+    from refseg.train.loop import freeze
+
+    with pytest.raises(ValueError, match="freeze: no parameter of Sam2 is named 'vision'"):
+        freeze(Sam2(tiny_test_config()), ["vision"])  # a prefix must end at a name boundary

@@ -92,7 +92,8 @@ class Session:
     Args:
         model: the SAM 2 parts (`refseg.sam.Sam2`), on the device to run on.
         hooks: the method's hooks (default: plain SAM 2).
-        memory_dtype: storage dtype of spatial memories (SAM 2 keeps bfloat16).
+        memory_dtype: storage dtype of spatial memories; default bfloat16 at inference (as SAM 2
+            keeps them), float32 with `grad` (training keeps full precision through memory).
         max_prompted_frames: prompted frames kept per object (see `MemoryBank`).
         grad: keep the autograd graph (training through memory); inference mode otherwise.
         kv_cache: keep each spatial memory's attention keys and values (computed once when it is
@@ -106,14 +107,14 @@ class Session:
         model: Sam2,
         hooks: MethodHooks | None = None,
         *,
-        memory_dtype: torch.dtype = torch.bfloat16,
+        memory_dtype: torch.dtype | None = None,
         max_prompted_frames: int = 16,
         grad: bool = False,
         kv_cache: bool = True,
     ) -> None:
         self.model = model
         self.hooks = hooks if hooks is not None else MethodHooks()
-        self.memory_dtype = memory_dtype
+        self.memory_dtype = memory_dtype or (torch.float32 if grad else torch.bfloat16)
         self.grad = grad
         self.kv_cache = kv_cache and not grad
         self.device = model.no_memory_embedding.device

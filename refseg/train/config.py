@@ -19,10 +19,13 @@ from refseg.methods.samwise.model import SamwiseConfig
 class ModelConfig:
     """sam2: "tiny-test" (random tiny model), "synth-small" (the small SAM 2 trained on SynthRef,
     random init), a published size (tiny, small, base_plus, large; random init), or a SAM 2
-    checkpoint to start from (model directory or official .pt)."""
+    checkpoint to start from (model directory or official .pt). `local_memory_readout`
+    re-initialises the memory attention's readout after loading (`Sam2.init_local_memory_readout`):
+    for a checkpoint whose memory attention was never trained (image-only stage 1)."""
 
     sam2: str = "tiny-test"
     image_size: int = 128
+    local_memory_readout: bool = False
 
 
 @dataclass
@@ -81,6 +84,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 50
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes held fixed, e.g. vision_encoder
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

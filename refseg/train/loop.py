@@ -55,7 +55,10 @@ def build_sam2(config: TrainConfig) -> Sam2:
         return Sam2(synth_small_config(image_size=config.model.image_size))
     if name in ("tiny", "small", "base_plus", "large"):
         return Sam2(sam2_config(name, image_size=config.model.image_size))
-    return load_sam2(name)
+    model = load_sam2(name)
+    if config.model.local_memory_readout:
+        model.init_local_memory_readout()
+    return model
 
 
 def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask:
@@ -133,6 +136,18 @@ def _truncate_metrics(path: Path, step: int) -> None:
         path.write_text("".join(f"{line}\n" for line in keep))
 
 
+def freeze(model: nn.Module, prefixes: list[str]) -> None:
+    """Hold the parameters whose names start with one of `prefixes` fixed (e.g. SAM 2's image
+    encoder while the memory modules learn to track)."""
+    named = dict(model.named_parameters())
+    for prefix in prefixes:
+        hits = [n for n in named if n == prefix or n.startswith(prefix + ".")]
+        if not hits:
+            raise ValueError(f"freeze: no parameter of {type(model).__name__} is named {prefix!r} or below it")
+        for name in hits:
+            named[name].requires_grad_(False)
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train `config.task`; returns the run directory."""
     rank, world = _distributed()
@@ -142,6 +157,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     torch.manual_seed(config.seed)
     task = build_task(config)
     model = task.model.train()
+    freeze(model, config.freeze)
     ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
