@@ -169,3 +169,29 @@ def test_freeze_names_a_parameter_that_does_not_exist():
 
     with pytest.raises(ValueError, match="freeze: no parameter of Sam2 is named 'vision'"):
         freeze(Sam2(tiny_test_config()), ["vision"])  # a prefix must end at a name boundary
+
+
+def test_evf_trains_encoder_and_projector_on_images_with_sam2_frozen(tmp_path):
+    from refseg.methods.evf_sam import EvfSam
+
+    out = tmp_path / "evf"
+    beit3 = {"hidden_size": 32, "layers": 1, "heads": 2, "ffn_size": 48, "vocab_size": 30522, "image_size": 32,
+             "max_text_positions": 34}
+    config = write_config(tmp_path / "e.yaml", out, task="evf", steps=2, checkpoint_every=2, batch_size=3,
+                          data={"count": 3, "clip_len": 1, "image": True},
+                          evf={"beit3": beit3, "text_embeddings": None},
+                          loss={"bce": 1.0, "dice": 1.0, "object": 1.0})
+    result = run(["-m", "refseg", "train", str(config)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 and "bce" in r for r in records)
+    trained = EvfSam.from_pretrained(out / "final")
+    from refseg.train.loop import build_task
+
+    torch.manual_seed(3)
+    fresh = build_task(load_config(yaml.safe_load(config.read_text()))).model.state_dict()
+    after = trained.state_dict()
+    sam = [n for n in fresh if n.startswith("sam.")]
+    assert sam and all(torch.equal(fresh[n], after[n]) for n in sam)
+    assert any(not torch.equal(fresh[n], after[n]) for n in fresh if n.startswith("projector."))
+    assert sum(not torch.equal(fresh[n], after[n]) for n in fresh if n.startswith("encoder.")) > 10

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from refseg.methods.evf_sam import EvfConfig
 from refseg.methods.samwise.model import SamwiseConfig
 
 
@@ -40,6 +41,7 @@ class DataConfig:
     count: int | None = None
     clip_len: int = 8
     size: int = 128
+    image: bool = False  # SynthRef: still single-frame scenes (referring image segmentation)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class OptimConfig:
 @dataclass
 class LossConfig:
     focal: float = 20.0
+    bce: float = 1.0  # EVF-SAM's mask loss (with dice)
     dice: float = 1.0
     iou: float = 1.0
     object: float = 1.0
@@ -77,7 +80,7 @@ class PromptConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), samwise
+    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), samwise, evf
     out: str = "runs/train"
     steps: int = 100
     batch_size: int = 2  # clips per optimizer step, over all processes
@@ -91,6 +94,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     samwise: SamwiseConfig = field(default_factory=SamwiseConfig)
+    evf: EvfConfig = field(default_factory=EvfConfig)
 
 
 def _build(cls: type, values: dict, where: str) -> object:

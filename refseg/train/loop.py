@@ -34,11 +34,13 @@ from tqdm import tqdm
 
 from refseg.data import formats, synth
 from refseg.encoders.text import TextEncoder
+from refseg.methods.evf_sam import EvfSam
 from refseg.methods.samwise import Samwise
 from refseg.sam import Sam2, sam2_config, tiny_test_config
 from refseg.sam.config import synth_small_config
 from refseg.sam.checkpoint import load_sam2
 from refseg.train.config import TrainConfig, dump, to_dict
+from refseg.train.evf import EvfTask
 from refseg.train.sam2_image import Sam2ImageTask
 from refseg.train.sam2_pvs import Sam2PvsTask
 from refseg.train.samwise import SamwiseTask
@@ -61,8 +63,10 @@ def build_sam2(config: TrainConfig) -> Sam2:
     return model
 
 
-def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask:
+def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask | EvfTask:
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
+    if config.task == "evf":
+        return EvfTask(EvfSam(build_sam2(config), config.evf), config)
     if config.task == "samwise":
         text = TextEncoder.from_pretrained(config.samwise.text_encoder)
         return SamwiseTask(Samwise(build_sam2(config), text, config.samwise), config)
@@ -70,13 +74,13 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask
         return Sam2ImageTask(build_sam2(config), config)
     if config.task == "sam2_pvs":
         return Sam2PvsTask(build_sam2(config), config)
-    raise ValueError(f"task: expected sam2_pvs, sam2_image or samwise, got {config.task!r}")
+    raise ValueError(f"task: expected sam2_pvs, sam2_image, samwise or evf, got {config.task!r}")
 
 
 def load_samples(config: TrainConfig) -> list:
     data = config.data
     if data.source == "synthref":
-        return list(synth.split_samples(data.split, data.seed, data.count))
+        return list(synth.split_samples(data.split, data.seed, data.count, image=data.image))
     if data.root is None:
         raise ValueError(f"data.source {data.source!r} needs data.root")
     return list(formats.reader(data.source)(Path(data.root)))
@@ -109,19 +113,19 @@ def _latest(run: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def _weights(model: Sam2 | Samwise) -> dict[str, torch.Tensor]:
+def _weights(model: Sam2 | Samwise | EvfSam) -> dict[str, torch.Tensor]:
     """What a checkpoint stores: every tensor but a frozen text encoder's (rebuilt from its source)."""
     return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("text.")}
 
 
-def _save(run: Path, step: int, model: Sam2 | Samwise, optimizer: torch.optim.Optimizer, scheduler: object,
+def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
     final = run / "checkpoints" / f"step_{step:07d}"
     tmp = final.with_name(f".{final.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_weights(model), str(tmp / "model.safetensors"))
-    sam = model.sam if isinstance(model, Samwise) else model
+    sam = model if isinstance(model, Sam2) else model.sam
     (tmp / "config.json").write_text(json.dumps({"sam2": sam.config.to_dict(), "train": to_dict(config)}))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,

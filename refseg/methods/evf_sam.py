@@ -1,0 +1,300 @@
+"""EVF-SAM (Zhang et al. 2024): referring segmentation by prompting SAM 2 with the [CLS] of an
+early vision-language fusion encoder.
+
+The multimodal encoder reads the image (squashed to a small square, normalised with mean = std
+= 0.5) and the text together; its image [CLS] (BEiT-3: sequence position 0, after the final
+norm) goes through the projector, a 2-layer MLP with ReLU, to SAM's prompt width (Sec. 3.2,
+Fig. 4). The projected token [B, 1, 256] is the only sparse prompt (no padding point), or follows
+the clicks / box when the user gives them too (the "zero-initialised sparse embeddings" the
+token is concatenated to). SAM 2 is frozen, as in EVF-SAM2; its prompt encoder and mask decoder
+can be trained by config (the SAM-1 recipe). With no click, SAM 2's rule gives three
+candidates and the best predicted IoU is kept, as the official SAM 2 variant does.
+
+Fusion (Table 3): `early` (the encoder attends over image and text together; BEiT-3 or ViLT),
+`late` (the same encoder run on the image alone and on the text alone, the two [CLS]
+concatenated) and `text` (the text alone). `fusion_layers` stops BEiT-3 after that many layers
+(the L1-L12 rows).
+
+Video (the official video demo, but streaming): the token prompts one frame (default 0; the
+frame the user names) through `Session.add_object` and the engine tracks through memory.
+`[semantic] ` before a category name asks for a semantic / part-level mask (the multitask
+checkpoints learned it); it is plain text to the tokenizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn import functional as F
+from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, ViltConfig, ViltModel
+
+from refseg.encoders.fusion import Beit3, Beit3Config, convert_official_beit3
+from refseg.encoders.text import MINILM, minilm_path
+from refseg.engine.hooks import MethodHooks
+from refseg.engine.session import FrameResult, Session
+from refseg.prompts import Box, Points
+from refseg.sam.checkpoint import convert_official_state_dict
+from refseg.sam.image_encoder import ImageFeatures
+from refseg.sam.model import Sam2
+
+ENCODERS = ("beit3", "vilt")
+FUSIONS = ("early", "late", "text")
+SEMANTIC = "[semantic] "  # prefix of semantic / part-level prompts (multitask training)
+
+
+def synth_beit3() -> Beit3Config:
+    """The BEiT-3 refseg trains on SynthRef: 4 layers of width 384 (MiniLM's, so its word
+    embeddings can seed the language side), 128 px images."""
+    return Beit3Config(hidden_size=384, layers=4, heads=6, ffn_size=1536, vocab_size=30522, image_size=128,
+                       patch_size=16, max_text_positions=64)
+
+
+@dataclass
+class EvfConfig:
+    """encoder: beit3 or vilt (ViLT through `transformers`, sized by the `beit3` fields).
+    fusion: early, late or text (see the module docstring; late and text need beit3).
+    beit3: the encoder's sizes (image_size is the square the image is squashed to).
+    tokenizer: "minilm" (BERT uncased, offline) or a tokenizer folder (an official EVF-SAM
+        checkpoint folder ships BEiT-3's XLM-R sentencepiece tokenizer).
+    text_embeddings: "minilm" copies MiniLM's word embeddings into the text table at
+        construction (the widths must match); None leaves them random.
+    fusion_layers: run only the first k layers (BEiT-3), None: all.
+    train_prompt_encoder, train_mask_decoder: unfreeze these SAM 2 parts.
+    """
+
+    encoder: str = "beit3"
+    fusion: str = "early"
+    beit3: Beit3Config = field(default_factory=synth_beit3)
+    tokenizer: str = MINILM
+    text_embeddings: str | None = MINILM
+    fusion_layers: int | None = None
+    max_text_tokens: int = 32
+    train_prompt_encoder: bool = False
+    train_mask_decoder: bool = False
+
+    def check(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"evf.encoder: expected one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"evf.fusion: expected one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.encoder == "vilt" and self.fusion != "early":
+            raise ValueError("evf: ViLT is an early-fusion encoder (fusion: early)")
+
+
+def load_tokenizer(source: str) -> object:
+    return AutoTokenizer.from_pretrained(minilm_path() if source == MINILM else source)
+
+
+def vilt_config(sizes: Beit3Config, max_text_tokens: int) -> ViltConfig:
+    """A ViLT of the given sizes (`transformers` ViltModel; BERT vocabulary)."""
+    return ViltConfig(hidden_size=sizes.hidden_size, num_hidden_layers=sizes.layers,
+                      num_attention_heads=sizes.heads, intermediate_size=sizes.ffn_size,
+                      vocab_size=sizes.vocab_size, image_size=sizes.image_size, patch_size=sizes.patch_size,
+                      max_position_embeddings=max_text_tokens)
+
+
+class EvfSam(nn.Module):
+    """Multimodal encoder + projector around a frozen `Sam2`.
+
+    Attributes: sam, encoder (`Beit3` or `ViltModel`), projector (Linear-ReLU-Linear: D_in ->
+    D_in -> C, D_in = the encoder width, twice that for late fusion), tokenizer.
+    """
+
+    def __init__(self, sam: Sam2, config: EvfConfig, fresh: bool = True) -> None:
+        """fresh: a new model (seeds the text table per `config.text_embeddings`); False when
+        weights are loaded next."""
+        super().__init__()
+        config.check()
+        self.sam, self.config = sam, config
+        self.tokenizer = load_tokenizer(config.tokenizer)
+        sizes = config.beit3
+        if config.encoder == "vilt":
+            self.encoder: nn.Module = ViltModel(vilt_config(sizes, config.max_text_tokens), add_pooling_layer=False)
+        else:
+            self.encoder = Beit3(sizes)
+        if fresh and config.text_embeddings == MINILM:
+            self._copy_word_embeddings(BertModel.from_pretrained(minilm_path()).embeddings.word_embeddings.weight)
+        width = sizes.hidden_size * (2 if config.fusion == "late" else 1)
+        self.projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, sam.hidden_dim))
+        for name, p in sam.named_parameters():
+            trainable = ((config.train_prompt_encoder and name.startswith("prompt_encoder."))
+                         or (config.train_mask_decoder and name.startswith("mask_decoder.")))
+            p.requires_grad_(trainable)
+
+    @torch.no_grad()
+    def _copy_word_embeddings(self, words: Tensor) -> None:
+        table = (self.encoder.embeddings.text_embeddings.word_embeddings.weight if self.config.encoder == "vilt"
+                 else self.encoder.text_embed.weight)
+        if table.shape != words.shape:
+            raise ValueError(f"evf.text_embeddings: MiniLM's table is {tuple(words.shape)}, the encoder's "
+                             f"{tuple(table.shape)} (set beit3.hidden_size 384 and vocab_size 30522, or None)")
+        table.copy_(words)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- the prompt token --------------------------------------------------------------------
+    def preprocess(self, images: Tensor) -> Tensor:
+        """[B, H, W, 3] uint8 -> [B, 3, s, s]: squashed to the encoder's square (bicubic, aspect
+        ratio not kept, as EVF-SAM does) and normalised with mean = std = 0.5."""
+        side = self.config.beit3.image_size
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        return (x - 0.5) / 0.5
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """ids [B, L] and padding [B, L] (True = padding), padded to the longest text."""
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise ValueError(f"text prompts must be non-empty strings, got {list(texts)!r}")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_text_tokens,
+                             return_tensors="pt")
+        device = self.projector[0].weight.device
+        return enc["input_ids"].to(device), enc["attention_mask"].to(device) == 0
+
+    def fused(self, images: Tensor, texts: Sequence[str]) -> Tensor:
+        """The multimodal embedding [B, D_in] of B (image, text) pairs; images [B, H, W, 3] uint8."""
+        ids, padding = self.tokenize(texts)
+        pixels = self.preprocess(images.to(ids.device))
+        c = self.config
+        if c.encoder == "vilt":
+            out = self.encoder(input_ids=ids, attention_mask=(~padding).long(), pixel_values=pixels,
+                               pixel_mask=torch.ones(pixels.shape[0], *pixels.shape[2:], dtype=torch.long,
+                                                     device=ids.device))
+            return out.last_hidden_state[:, 0]  # [CLS]: the first text token, which attends to both
+        if c.fusion == "early":
+            return self.encoder(pixels, ids, padding, c.fusion_layers)[0][:, 0]  # image [CLS]
+        text = self.encoder(ids=ids, text_padding=padding, num_layers=c.fusion_layers)[0][:, 0]  # text [CLS]
+        if c.fusion == "text":
+            return text
+        image = self.encoder(pixels, num_layers=c.fusion_layers)[0][:, 0]
+        return torch.cat([image, text], dim=-1)
+
+    def prompt_embedding(self, images: Tensor, texts: Sequence[str]) -> Tensor:
+        """Projected [CLS]: [B, 1, C] sparse prompt tokens for B (image, text) pairs."""
+        return self.projector(self.fused(images, texts))[:, None]
+
+    # -- use -----------------------------------------------------------------------------------
+    def stream(self, texts: Sequence[str], frame: int = 0, memory_dtype: torch.dtype = torch.bfloat16) -> EvfStream:
+        return EvfStream(self, texts, frame, memory_dtype)
+
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, texts: Sequence[str]) -> FrameResult:
+        """Segment one RGB image [H, W, 3] uint8 for each text (object ids 1..N)."""
+        return self.stream(texts).push(image)[0]
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
+        """config.json + model.safetensors (SAM 2, encoder, projector), written to a temporary
+        folder first; the tokenizer is referenced by `config.tokenizer`."""
+        final = Path(directory)
+        tmp = final.with_name(f".{final.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                 for k, v in self.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps({"evf": dataclasses.asdict(self.config),
+                                                     "sam2": self.sam.config.to_dict()}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str]) -> EvfSam:
+        """Load a `save_pretrained` folder (weights converted to float32)."""
+        path = Path(directory)
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{path}: not an EVF-SAM model folder (needs config.json and model.safetensors)")
+        meta = json.loads((path / "config.json").read_text())
+        config = EvfConfig(**dict(meta["evf"], beit3=Beit3Config(**meta["evf"]["beit3"])))
+        model = cls(Sam2(Sam2VideoConfig(**meta["sam2"])), config, fresh=False)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        return model.eval()
+
+
+class EvfHooks(MethodHooks):
+    """Gives each object's projected token on its prompt frame (set by `EvfStream` per frame)."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[int, Tensor] = {}  # obj_id -> [1, 1, C], for the frame being pushed
+
+    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor | None:
+        return self.tokens.get(obj_id)
+
+
+class EvfStream:
+    """Segment and track one object per text (ids 1..N): the texts prompt frame `frame`, the
+    engine tracks every later frame through memory. Clicks or a box given with `add_prompt`
+    join the text token on that frame."""
+
+    def __init__(self, model: EvfSam, texts: Sequence[str], frame: int = 0,
+                 memory_dtype: torch.dtype = torch.bfloat16) -> None:
+        if not texts:
+            raise ValueError("EvfStream needs at least one text prompt")
+        model.tokenize(texts)  # bad texts fail here, before any frame
+        self.model, self.texts, self.frame = model, list(texts), int(frame)
+        self.hooks = EvfHooks()
+        self.session = Session(model.sam, self.hooks, memory_dtype=memory_dtype)
+        for obj_id in range(1, len(texts) + 1):
+            self.session.add_object(obj_id, self.frame)
+
+    def add_prompt(self, obj_id: int, prompt: Points | Box) -> None:
+        """Clicks or a box for object `obj_id` on the text's frame, used together with the text."""
+        if not 1 <= obj_id <= len(self.texts):
+            raise ValueError(f"object {obj_id}: the texts give objects 1..{len(self.texts)}")
+        if not isinstance(prompt, (Points, Box)):
+            raise TypeError(f"EVF-SAM takes Points or Box with the text, got {type(prompt).__name__}")
+        self.session.add_prompt(obj_id, prompt, self.frame)
+
+    def push(self, frame: np.ndarray | Tensor) -> list[FrameResult]:
+        """The frame's result, as a one-element list (the stream protocol `SamwiseStream` shares:
+        results come back as they are ready)."""
+        if self.session.frame_index == self.frame:
+            image = torch.as_tensor(np.ascontiguousarray(frame))[None].expand(len(self.texts), -1, -1, -1)
+            tokens = self.model.prompt_embedding(image, self.texts)
+            self.hooks.tokens = {i: tokens[i - 1 : i] for i in range(1, len(self.texts) + 1)}
+        try:
+            return [self.session.push(frame)]
+        finally:
+            self.hooks.tokens = {}
+
+    def flush(self) -> list[FrameResult]:
+        """Nothing is buffered: every result was returned by `push`."""
+        return []
+
+    def __enter__(self) -> EvfStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hooks.tokens = {}
+
+
+# -- official checkpoints ------------------------------------------------------------------------
+def convert_official_evf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """EVF-SAM2 checkpoint names -> `EvfSam` names: `mm_extractor.beit3.*` (torchscale BEiT-3)
+    -> `encoder.*`, `text_hidden_fcs.0.{0,2}.*` -> `projector.{0,2}.*`, `visual_model.*` (the
+    official SAM 2 layout) -> `sam.*`. Unknown keys raise ValueError naming them."""
+    out = {f"encoder.{k}": v for k, v in convert_official_beit3(state, "mm_extractor.beit3.").items()}
+    sam = {k.removeprefix("visual_model."): v for k, v in state.items() if k.startswith("visual_model.")}
+    out.update({f"sam.{k}": v for k, v in convert_official_state_dict(sam).items()})
+    for key, value in state.items():
+        if key.startswith(("mm_extractor.beit3.", "visual_model.")):
+            continue
+        if key.startswith("text_hidden_fcs.0."):
+            out["projector." + key.removeprefix("text_hidden_fcs.0.")] = value
+        else:
+            raise ValueError(f"{key}: not an EVF-SAM2 checkpoint key")
+    return out

@@ -1,0 +1,73 @@
+"""EVF-SAM training (paper Sec. 4.1): SAM 2 frozen (its prompt encoder / mask decoder only if the
+config unfreezes them), the multimodal encoder and the projector learn from referring
+expressions on images, with BCE + dice on the mask (weights `loss.bce`, `loss.dice`; 1 : 1 in
+the paper). SAM 2 decodes three candidates and keeps the best predicted IoU, as at inference,
+and the loss is on that one. SynthRef also has expressions that refer to nothing: every sample
+trains SAM 2's presence score through the token (`loss.object`), and only samples with a target
+get the mask losses.
+
+Batched: one SAM 2 image-encoder pass (no gradient: frozen) and one encoder pass over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from refseg.data.sample import VideoSample
+from refseg.data.sampler import Clip, ClipSampler
+from refseg.methods.evf_sam import EvfSam
+from refseg.sam.image_encoder import normalise_frames
+from refseg.sam.mask_decoder import decode_masks
+from refseg.train.losses import bce_loss, dice_per_sample, object_score_loss
+from refseg.train.task import Task, seeded
+
+
+@dataclass
+class TextImage:
+    clip: Clip  # one frame
+    seed: int
+
+
+class EvfTask(Task):
+    """EVF-SAM on referring expressions of single images (see the module docstring)."""
+
+    model: EvfSam
+    sample_by = "expression"
+
+    def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
+        return ClipSampler(samples, clip_len=1, size=self.model.sam.image_size, seed=seed, by="expression")
+
+    def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> TextImage:
+        return TextImage(sampler.sample(), int(rng.integers(2**31)))
+
+    def forward(self, batch: list[TextImage]) -> dict[str, Tensor]:
+        with seeded(batch[0].seed):
+            return self._losses(batch)
+
+    def _losses(self, batch: list[TextImage]) -> dict[str, Tensor]:
+        model, sam, w = self.model, self.model.sam, self.config.loss
+        device = sam.no_memory_embedding.device
+        images = torch.from_numpy(np.stack([s.clip.frames[0] for s in batch])).to(device)
+        with torch.no_grad():
+            features = sam.encode_images(normalise_frames(images, sam.image_size))
+        tokens = model.prompt_embedding(images, [s.clip.expression.text for s in batch])  # [B, 1, C]
+        dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(features.embed)
+        embed = features.embed + sam.no_memory_embedding.view(1, -1, 1, 1)
+        out = decode_masks(sam, features.high_res, embed, tokens[:, None], dense, multimask=True)
+        targets = torch.from_numpy(np.stack([s.clip.mask[0] for s in batch])).to(device, torch.float32)[:, None]
+        logits = F.interpolate(out.low_res.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        logits = logits.clamp(min=-50.0)  # SAM 2's "absent" sentinel (-1024, no gradient) reads as a loss
+        present = targets.flatten(1).any(dim=1)
+        zero = torch.zeros((), device=device)
+        terms = {
+            "bce": bce_loss(logits[present], targets[present]) if present.any() else zero,
+            "dice": dice_per_sample(logits[present].flatten(1), targets[present].flatten(1)).mean() if present.any() else zero,
+            "object": object_score_loss(out.object_score[:, 0], present.float()),
+        }
+        terms["loss"] = w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
+        return terms

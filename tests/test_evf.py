@@ -1,0 +1,186 @@
+"""EVF-SAM: the fused prompt token, the three fusion settings, the engine path (image, video,
+clicks with text), frozen SAM 2, checkpoints and the official layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_sam2
+
+from refseg.encoders.fusion import Beit3Config
+from refseg.methods.evf_sam import EvfConfig, EvfSam, convert_official_evf
+from refseg.prompts import Points
+
+TINY = Beit3Config(hidden_size=32, layers=2, heads=4, ffn_size=48, vocab_size=30522, image_size=32, patch_size=16,
+                   max_text_positions=34)
+
+
+def tiny_evf(seed: int = 0, **changes) -> EvfSam:
+    config = EvfConfig(beit3=TINY, text_embeddings=None, **changes)
+    model = EvfSam(random_sam2(seed), config)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # random biases and norms too, so every path matters
+        for p in [*model.encoder.parameters(), *model.projector.parameters()]:
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def image(seed: int, size: int = 96) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size + 16, 3), dtype=np.uint8)
+
+
+def as_batch(*images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images))
+
+
+@torch.no_grad()
+def test_fusion_settings_see_what_they_should():
+    a, b = as_batch(image(0), image(0)), as_batch(image(0), image(1))
+    early = tiny_evf()
+    same_image = early.fused(a, ["the red circle", "the blue square"])
+    assert not torch.allclose(same_image[0], same_image[1])  # the text changes the image [CLS]
+    same_text = early.fused(b, ["the red circle", "the red circle"])
+    assert not torch.allclose(same_text[0], same_text[1])
+
+    late = tiny_evf(fusion="late")
+    out = late.fused(a, ["the red circle", "the blue square"])
+    assert out.shape == (2, 64)
+    torch.testing.assert_close(out[0, :32], out[1, :32])  # image half: blind to the text
+    assert not torch.allclose(out[0, 32:], out[1, 32:])
+    out = late.fused(b, ["the red circle", "the red circle"])
+    torch.testing.assert_close(out[0, 32:], out[1, 32:])  # text half: blind to the image
+    assert not torch.allclose(out[0, :32], out[1, :32])
+
+    text = tiny_evf(fusion="text")
+    out = text.fused(b, ["the red circle", "the red circle"])
+    torch.testing.assert_close(out[0], out[1])
+
+
+@torch.no_grad()
+def test_padding_does_not_change_a_prompt():
+    model = tiny_evf()
+    pair = as_batch(image(0), image(0))
+    alone = model.prompt_embedding(pair[:1], ["the circle"])
+    padded = model.prompt_embedding(pair, ["the circle", "the small striped blue square moving left"])
+    torch.testing.assert_close(alone[0], padded[0], atol=1e-5, rtol=1e-5)
+    assert alone.shape == (1, 1, 256)
+
+
+@torch.no_grad()
+def test_fusion_layers_stop_early():
+    full, first = tiny_evf(), tiny_evf(fusion_layers=1)
+    pair = as_batch(image(0))
+    out = first.encoder(first.preprocess(pair), *first.tokenize(["the circle"]), num_layers=1)[0][:, 0]
+    torch.testing.assert_close(first.fused(pair, ["the circle"]), out)
+    assert not torch.allclose(full.fused(pair, ["the circle"]), out)
+
+
+@torch.no_grad()
+def test_image_segmentation_goes_through_the_engine_with_the_token_as_only_prompt():
+    from refseg.sam.image_encoder import normalise_frames
+    from refseg.sam.mask_decoder import decode_masks
+
+    model = tiny_evf()
+    frame = image(3)
+    result = model.segment(frame, ["the red circle", "the blue square"])
+    assert sorted(result.objects) == [1, 2]
+    assert result.objects[1].mask.shape == frame.shape[:2]
+    # the same by hand: SAM 2 image path, the projected [CLS] as the only sparse token, best of 3
+    sam = model.sam
+    features = sam.encode_images(normalise_frames(torch.from_numpy(frame)[None], sam.image_size))
+    token = model.prompt_embedding(torch.from_numpy(frame)[None], ["the blue square"])
+    dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(features.embed)
+    embed = features.embed + sam.no_memory_embedding.view(1, -1, 1, 1)
+    out = decode_masks(sam, features.high_res, embed, token[:, None], dense, multimask=True)
+    logits = torch.nn.functional.interpolate(out.low_res.float(), size=frame.shape[:2], mode="bilinear",
+                                             align_corners=False)[0, 0]
+    torch.testing.assert_close(result.objects[2].logits, logits, atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_video_prompts_the_named_frame_and_tracks_after_it():
+    model = tiny_evf()
+    frames = [image(10 + t) for t in range(4)]
+    stream = model.stream(["the red circle"], frame=1)
+    results = [r for f in frames for r in stream.push(f)] + stream.flush()
+    assert [sorted(r.objects) for r in results] == [[], [1], [1], [1]]
+    # frame 1 equals segmenting that image alone; later frames come from memory
+    alone = model.segment(frames[1], ["the red circle"]).objects[1].logits
+    torch.testing.assert_close(results[1].objects[1].logits, alone)
+
+
+@torch.no_grad()
+def test_clicks_join_the_text():
+    model = tiny_evf()
+    frame = image(4)
+    plain = model.segment(frame, ["the circle"]).objects[1].logits
+    stream = model.stream(["the circle"])
+    stream.add_prompt(1, Points([[40.0, 30.0]]))
+    clicked = stream.push(frame)[0].objects[1].logits
+    assert not torch.allclose(plain, clicked)
+    with pytest.raises(ValueError, match="object 2: the texts give objects 1..1"):
+        stream.add_prompt(2, Points([[1.0, 1.0]]))
+
+
+def test_sam2_is_frozen_unless_asked():
+    model = tiny_evf()
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"encoder", "projector"}
+    tuned = tiny_evf(train_mask_decoder=True, train_prompt_encoder=True)
+    names = {n for n, p in tuned.named_parameters() if p.requires_grad and n.startswith("sam.")}
+    assert names and all(n.startswith(("sam.mask_decoder.", "sam.prompt_encoder.")) for n in names)
+
+
+def test_bad_settings_and_texts_fail_clearly():
+    with pytest.raises(ValueError, match="evf.fusion: expected one of early, late, text, got 'mid'"):
+        tiny_evf(fusion="mid")
+    with pytest.raises(ValueError, match="ViLT is an early-fusion encoder"):
+        tiny_evf(encoder="vilt", fusion="late")
+    with pytest.raises(ValueError, match="text prompts must be non-empty strings"):
+        tiny_evf().stream(["  "])
+    with pytest.raises(ValueError, match="MiniLM's table is"):
+        EvfSam(random_sam2(0), EvfConfig(beit3=TINY))  # width 32 cannot take MiniLM's 384
+
+
+@torch.no_grad()
+def test_vilt_is_an_early_fusion_option():
+    model = tiny_evf(encoder="vilt")
+    pair = as_batch(image(0), image(0))
+    out = model.fused(pair, ["the red circle", "the blue square"])
+    assert out.shape == (2, 32) and not torch.allclose(out[0], out[1])
+    other = model.fused(as_batch(image(0), image(1)), ["the red circle", "the red circle"])
+    assert not torch.allclose(other[0], other[1])
+
+
+@torch.no_grad()
+def test_save_and_load_round_trip(tmp_path):
+    model = tiny_evf(fusion="late")
+    model.save_pretrained(tmp_path / "evf")
+    again = EvfSam.from_pretrained(tmp_path / "evf")
+    frame = image(5)
+    torch.testing.assert_close(again.segment(frame, ["the circle"]).objects[1].logits,
+                               model.segment(frame, ["the circle"]).objects[1].logits)
+
+
+def test_official_layout_loads_with_no_missing_or_unexpected_keys():
+    from test_checkpoint import matching_config, official_tiny_sam2
+    from test_fusion import official_state
+
+    from refseg.sam import Sam2
+
+    model = EvfSam(Sam2(matching_config()), EvfConfig(beit3=TINY, text_embeddings=None))
+    with torch.no_grad():
+        for p in [*model.encoder.parameters(), *model.projector.parameters()]:
+            p.normal_()
+    state = official_state(model.encoder)
+    state["mm_extractor.beit3.vision_embed.mask_token"] = torch.zeros(1, 1, 32)
+    state.update({f"visual_model.{k}": v for k, v in official_tiny_sam2().state_dict().items()})
+    state.update({f"text_hidden_fcs.0.{k}": v for k, v in model.projector.state_dict().items()})
+    converted = convert_official_evf(state)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    assert not missing and not unexpected
+    for name, value in model.encoder.state_dict().items():
+        assert torch.equal(converted[f"encoder.{name}"], value)
+    with pytest.raises(ValueError, match="lm_head.weight: not an EVF-SAM2 checkpoint key"):
+        convert_official_evf({**state, "lm_head.weight": torch.zeros(1)})
