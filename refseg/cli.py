@@ -3,7 +3,7 @@
     refseg demo [--out DIR]
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
     refseg train CONFIG.yaml [--resume]
-    refseg predict --data DIR --format mevis|ytvos --model default|DIR --out PRED
+    refseg predict --data DIR --format mevis|ytvos|refcoco --model default|evf-sam|DIR --out PRED
     refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--stats]
     refseg segment INPUT --text "..." [--text "..."]... [--model default|DIR] [--out DIR] [--device cpu|cuda]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
@@ -238,7 +238,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from refseg.data import formats
     from refseg.models import load
-    from refseg.predict import predict_expressions
+    from refseg.predict import predict_expressions, predict_images
 
     data = Path(args.data)
     if not data.is_dir():
@@ -246,8 +246,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_device(args.device)
     samples = list(formats.reader(args.format)(data))
     if not samples:
-        raise InputError(f"{data}: no video in the {args.format} layout")
-    predict_expressions(load(args.model, device=args.device), samples, args.out)
+        raise InputError(f"{data}: no {'image' if args.format == 'refcoco' else 'video'} in the {args.format} layout")
+    predict = predict_images if args.format == "refcoco" else predict_expressions
+    predict(load(args.model, device=args.device), samples, args.out)
     return 0
 
 
@@ -280,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
     pr = sub.add_parser("predict", help="run a text model over a dataset's expressions (submission layout)")
     pr.add_argument("--data", required=True, help="dataset folder in the --format layout")
-    pr.add_argument("--format", default="mevis", choices=["mevis", "ytvos"])
-    pr.add_argument("--model", default="default", help="text model: default (embedded) or a model folder")
+    pr.add_argument("--format", default="mevis", choices=["mevis", "ytvos", "refcoco"],
+                    help="dataset layout (refcoco: images, predictions as PRED/<sent_id>.png)")
+    pr.add_argument("--model", default="default", help="text model: default, evf-sam or a model folder")
     pr.add_argument("--out", required=True, help="prediction folder to write")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pr.set_defaults(func=cmd_predict)

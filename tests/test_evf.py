@@ -3,6 +3,8 @@ clicks with text), frozen SAM 2, checkpoints and the official layout."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -163,18 +165,19 @@ def test_save_and_load_round_trip(tmp_path):
                                model.segment(frame, ["the circle"]).objects[1].logits)
 
 
-def test_official_layout_loads_with_no_missing_or_unexpected_keys():
+def test_official_layout_loads_with_no_missing_or_unexpected_keys(tmp_path):
     from test_checkpoint import matching_config, official_tiny_sam2
     from test_fusion import official_state
 
     from refseg.sam import Sam2
 
-    model = EvfSam(Sam2(matching_config()), EvfConfig(beit3=TINY, text_embeddings=None))
+    sizes = dataclasses.replace(TINY, hidden_size=64, heads=1)  # published BEiT-3 heads are 64 wide
+    model = EvfSam(Sam2(matching_config()), EvfConfig(beit3=sizes, text_embeddings=None))
     with torch.no_grad():
         for p in [*model.encoder.parameters(), *model.projector.parameters()]:
             p.normal_()
     state = official_state(model.encoder)
-    state["mm_extractor.beit3.vision_embed.mask_token"] = torch.zeros(1, 1, 32)
+    state["mm_extractor.beit3.vision_embed.mask_token"] = torch.zeros(1, 1, 64)
     state.update({f"visual_model.{k}": v for k, v in official_tiny_sam2().state_dict().items()})
     state.update({f"text_hidden_fcs.0.{k}": v for k, v in model.projector.state_dict().items()})
     converted = convert_official_evf(state)
@@ -184,3 +187,62 @@ def test_official_layout_loads_with_no_missing_or_unexpected_keys():
         assert torch.equal(converted[f"encoder.{name}"], value)
     with pytest.raises(ValueError, match="lm_head.weight: not an EVF-SAM2 checkpoint key"):
         convert_official_evf({**state, "lm_head.weight": torch.zeros(1)})
+    # a checkpoint folder as published: weights + tokenizer files
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "evf-sam2"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    model.tokenizer.save_pretrained(folder)
+    loaded = EvfSam.from_official(folder, sam2_config=matching_config())
+    assert loaded.config.beit3 == sizes
+    frame = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.segment(frame, ["the dog"]).objects[1].logits,
+                                   model.eval().segment(frame, ["the dog"]).objects[1].logits)
+
+
+def test_cli_segments_an_image_and_predicts_refcoco_that_eval_scores(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from refseg import load
+    from refseg.cli import main
+    from refseg.data import formats
+    from refseg.io.masks import read_mask_png
+
+    model = tiny_evf()
+    folder = tmp_path / "evf"
+    model.save_pretrained(folder)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(image(7)).save(photo)
+    out = tmp_path / "seg"
+    assert main(["segment", str(photo), "--text", "the red circle", "--model", str(folder), "--out", str(out)]) == 0
+    expected = load(folder).segment(image(7), ["the red circle"]).objects[1].mask
+    assert np.array_equal(read_mask_png(out / "masks" / "1" / "00000.png"), expected)
+    assert json.loads((out / "masks.json").read_text())["objects"] == {"1": "the red circle"}
+
+    data = tmp_path / "refcoco"
+    assert main(["synth", "--out", str(data), "--split", "valid", "--count", "2", "--size", "128",
+                 "--format", "refcoco"]) == 0
+    pred = tmp_path / "pred"
+    assert main(["predict", "--data", str(data), "--format", "refcoco", "--model", str(folder),
+                 "--out", str(pred)]) == 0
+    samples = list(formats.reader("refcoco")(data))
+    sample = samples[-1]
+    result = load(folder).segment(sample.load_frame(0), [e.text for e in sample.expressions])
+    for obj_id, expression in enumerate(sample.expressions, start=1):
+        assert np.array_equal(read_mask_png(pred / f"{expression.exp_id}.png"), result.objects[obj_id].mask)
+    assert sorted(p.stem for p in pred.glob("*.png")) == sorted(e.exp_id for s in samples for e in s.expressions)
+    capsys.readouterr()
+    assert main(["eval", "--protocol", "ris", "--gt", str(data), "--pred", str(pred), "--split", "valid",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert "cIoU" in capsys.readouterr().out
+
+
+def test_load_names_the_missing_weights_and_the_command_that_trains_them():
+    from refseg import load
+
+    with pytest.raises(ValueError, match="refseg train configs/evf_synth.yaml"):
+        load("evf-sam")

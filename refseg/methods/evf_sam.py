@@ -38,12 +38,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, ViltConfig, ViltModel
 
-from refseg.encoders.fusion import Beit3, Beit3Config, convert_official_beit3
+from refseg.encoders.fusion import Beit3, Beit3Config, beit3_config_from_state, convert_official_beit3
 from refseg.encoders.text import MINILM, minilm_path
 from refseg.engine.hooks import MethodHooks
 from refseg.engine.session import FrameResult, Session
 from refseg.prompts import Box, Points
-from refseg.sam.checkpoint import convert_official_state_dict
+from refseg.sam.checkpoint import config_for_official, convert_official_state_dict
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.model import Sam2
 
@@ -220,6 +220,35 @@ class EvfSam(nn.Module):
         model = cls(Sam2(Sam2VideoConfig(**meta["sam2"])), config, fresh=False)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        return model.eval()
+
+
+    @classmethod
+    def from_official(cls, folder: str | os.PathLike[str], sam2_config: Sam2VideoConfig | None = None) -> EvfSam:
+        """An official EVF-SAM2 checkpoint folder (weights `*.safetensors` or `pytorch_model*.bin`
+        with `mm_extractor.beit3.*`, `text_hidden_fcs.*`, `visual_model.*`, and its tokenizer
+        files). Sizes are read from the weights (SAM 2's from its published sizes, or
+        `sam2_config`); missing or unexpected keys fail by name."""
+        path = Path(folder)
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+        if not files:
+            raise ValueError(f"{path}: no *.safetensors or pytorch_model*.bin weights")
+        state: dict[str, Tensor] = {}
+        for file in files:
+            state.update(load_file(str(file)) if file.suffix == ".safetensors"
+                         else torch.load(file, map_location="cpu", weights_only=True))
+        converted = convert_official_evf(state)
+        sizes = beit3_config_from_state({k.removeprefix("encoder."): v for k, v in converted.items()
+                                         if k.startswith("encoder.")})
+        if sam2_config is None:
+            sam2_config = config_for_official({k.removeprefix("visual_model."): v for k, v in state.items()
+                                               if k.startswith("visual_model.")})
+        config = EvfConfig(beit3=sizes, tokenizer=str(path), text_embeddings=None,
+                           max_text_tokens=sizes.max_text_positions)
+        model = cls(Sam2(sam2_config), config, fresh=False)
+        missing, unexpected = model.load_state_dict(converted, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
         return model.eval()
