@@ -107,7 +107,9 @@ def _check_device(device: str) -> None:
 
 
 def _segment_text(args: argparse.Namespace) -> int:
-    """Text prompts: one object per --text, tracked by the text model (SAMWISE) in clips."""
+    """Text prompts: one object per --text, tracked by the text model (SAMWISE in clips, or
+    EVF-SAM from the prompted frame)."""
+    from refseg.methods.evf_sam import EvfSam
     from refseg.models import load
 
     texts = [t.strip() for t in args.text]
@@ -117,7 +119,12 @@ def _segment_text(args: argparse.Namespace) -> int:
     stream = frames(args.input)
     first = next(stream)
     model = load(args.model, device=args.device)
-    session = model.stream(texts)
+    if isinstance(model, EvfSam):
+        session = model.stream(texts, frame=args.frame)  # the text prompts that frame; tracked after it
+    elif args.frame:
+        raise ValueError("--frame: SAMWISE reads the text on every frame; --frame is for clicks, boxes, masks and EVF-SAM")
+    else:
+        session = model.stream(texts)
     out = Path(args.out)
     labels = dict(enumerate(texts, start=1))
     with OutputWriter(out, fps=video_fps(args.input), labels=labels) as writer, torch.inference_mode():

@@ -223,6 +223,18 @@ def test_cli_segments_an_image_and_predicts_refcoco_that_eval_scores(tmp_path, c
     assert np.array_equal(read_mask_png(out / "masks" / "1" / "00000.png"), expected)
     assert json.loads((out / "masks.json").read_text())["objects"] == {"1": "the red circle"}
 
+    clip = tmp_path / "clip"  # a folder of frames, the text on frame 2, tracked after it
+    clip.mkdir()
+    for t in range(4):
+        Image.fromarray(image(20 + t)).save(clip / f"{t:05d}.png")
+    out = tmp_path / "seg_video"
+    assert main(["segment", str(clip), "--text", "the circle", "--frame", "2", "--model", str(folder), "--out", str(out)]) == 0
+    stream = load(folder).stream(["the circle"], frame=2)
+    results = [r for t in range(4) for r in stream.push(image(20 + t))]
+    for result in results[2:]:
+        assert np.array_equal(read_mask_png(out / "masks" / "1" / f"{result.index:05d}.png"), result.objects[1].mask)
+    assert [f["index"] for f in json.loads((out / "masks.json").read_text())["frames"]] == [0, 1, 2, 3]
+
     data = tmp_path / "refcoco"
     assert main(["synth", "--out", str(data), "--split", "valid", "--count", "2", "--size", "128",
                  "--format", "refcoco"]) == 0
