@@ -194,7 +194,7 @@ def test_official_layout_loads_with_no_missing_or_unexpected_keys(tmp_path):
     folder.mkdir()
     save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
     model.tokenizer.save_pretrained(folder)
-    loaded = EvfSam.from_official(folder, sam2_config=matching_config())
+    loaded = EvfSam.from_official(folder, sam_config=matching_config())
     assert loaded.config.beit3 == sizes
     frame = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     with torch.no_grad():
@@ -258,3 +258,79 @@ def test_load_names_the_missing_weights_and_the_command_that_trains_them():
 
     with pytest.raises(ValueError, match="refseg train configs/evf_synth.yaml"):
         load("evf-sam")
+
+
+def tiny_evf_sam1(seed: int = 0) -> EvfSam:
+    from test_sam1 import random_sam1
+
+    from refseg.sam.sam1 import Sam1
+
+    reference = random_sam1(seed)
+    model = EvfSam(Sam1(reference.config, reference), EvfConfig(beit3=TINY, text_embeddings=None))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in [*model.encoder.parameters(), *model.projector.parameters()]:
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@torch.no_grad()
+def test_sam1_backbone_segments_each_frame_from_the_text_with_one_mask():
+    model = tiny_evf_sam1()
+    sam = model.sam
+    frame = image(8, size=80)  # 80 x 96: resized longest side, padded
+    result = model.segment(frame, ["the red circle", "the blue square"])
+    token = model.prompt_embedding(torch.from_numpy(frame)[None], ["the blue square"])
+    pixels, resized = sam.preprocess(torch.from_numpy(frame)[None])
+    low = sam.mask_decoder(sam.encode(pixels), sam.get_image_wide_positional_embeddings(), token[:, None],
+                           sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, 8, 8),
+                           multimask_output=False)[0][:, 0]
+    torch.testing.assert_close(result.objects[2].logits, sam.postprocess(low, resized, frame.shape[:2])[0])
+    assert result.objects[2].mask.shape == frame.shape[:2]
+    stream = model.stream(["the red circle"], frame=1)
+    results = [r for t in range(3) for r in stream.push(image(30 + t, size=80))]
+    assert [sorted(r.objects) for r in results] == [[], [1], [1]]
+    alone = model.segment(image(32, size=80), ["the red circle"]).objects[1].logits
+    torch.testing.assert_close(results[2].objects[1].logits, alone)  # no memory: each frame alone
+    stream = model.stream(["the red circle"])
+    stream.add_prompt(1, Points([[40.0, 30.0]]))
+    assert not torch.allclose(stream.push(frame)[0].objects[1].logits, model.segment(frame, ["the red circle"]).objects[1].logits)
+
+
+def test_official_evf_sam1_layout_and_training_on_sam1(tmp_path):
+    from safetensors.torch import save_file
+    from test_fusion import official_state
+    from test_sam1 import official_name, tiny_config
+
+    from refseg.train.config import load_config
+    from refseg.train.evf import EvfTask
+
+    sizes = dataclasses.replace(TINY, hidden_size=64, heads=1)
+    model = tiny_evf_sam1()
+    model = EvfSam(model.sam, EvfConfig(beit3=sizes, text_embeddings=None))
+    state = official_state(model.encoder)
+    state["mm_extractor.beit3.vision_embed.mask_token"] = torch.zeros(1, 1, 64)
+    state.update({f"visual_model.{official_name(k)}": v for k, v in model.sam.state_dict().items()
+                  if not k.startswith("shared_image_embedding.")})
+    state.update({f"text_hidden_fcs.0.{k}": v for k, v in model.projector.state_dict().items()})
+    folder = tmp_path / "evf-sam"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    model.tokenizer.save_pretrained(folder)
+    loaded = EvfSam.from_official(folder, sam_config=tiny_config())
+    frame = image(9, size=64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.segment(frame, ["the dog"]).objects[1].logits,
+                                   model.eval().segment(frame, ["the dog"]).objects[1].logits)
+    # one training step on SAM (v1): only the encoder and the projector get gradients
+    config = load_config({"task": "evf", "data": {"clip_len": 1, "image": True}})
+    task = EvfTask(model.train(), config)
+    from refseg.data import synth
+
+    sampler = task.sampler(list(synth.split_samples("train", 0, 2, 128, 128, image=True)), seed=0)
+    batch = [task.draw(sampler, np.random.default_rng(i)) for i in range(2)]
+    losses = task(batch)
+    losses["loss"].backward()
+    assert float(losses["bce"].detach()) > 0 and float(losses["dice"].detach()) > 0
+    graded = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None}
+    assert graded == {"encoder", "projector"}

@@ -16,7 +16,9 @@ concatenated) and `text` (the text alone). `fusion_layers` stops BEiT-3 after th
 (the L1-L12 rows).
 
 Video (the official video demo, but streaming): the token prompts one frame (default 0; the
-frame the user names) through `Session.add_object` and the engine tracks through memory.
+frame the user names) through `Session.add_object` and the engine tracks through memory. On a
+SAM (v1) backbone, which has no memory, every frame is segmented from the text (single mask, as
+the official SAM-1 variant decodes).
 `[semantic] ` before a category name asks for a semantic / part-level mask (the multitask
 checkpoints learned it); it is plain text to the tokenizer.
 """
@@ -36,16 +38,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
-from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, ViltConfig, ViltModel
+from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, SamConfig, ViltConfig, ViltModel
 
 from refseg.encoders.fusion import Beit3, Beit3Config, beit3_config_from_state, convert_official_beit3
 from refseg.encoders.text import MINILM, minilm_path
 from refseg.engine.hooks import MethodHooks
-from refseg.engine.session import FrameResult, Session
-from refseg.prompts import Box, Points
+from refseg.engine.session import FrameResult, ObjectResult, Session
+from refseg.prompts import Box, Points, Prompt
 from refseg.sam.checkpoint import config_for_official, convert_official_state_dict
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.model import Sam2
+from refseg.sam.sam1 import Sam1, convert_official_sam1, sam1_config
 
 ENCODERS = ("beit3", "vilt")
 FUSIONS = ("early", "late", "text")
@@ -104,13 +107,13 @@ def vilt_config(sizes: Beit3Config, max_text_tokens: int) -> ViltConfig:
 
 
 class EvfSam(nn.Module):
-    """Multimodal encoder + projector around a frozen `Sam2`.
+    """Multimodal encoder + projector around a frozen `Sam2` (or SAM v1, `Sam1`).
 
     Attributes: sam, encoder (`Beit3` or `ViltModel`), projector (Linear-ReLU-Linear: D_in ->
     D_in -> C, D_in = the encoder width, twice that for late fusion), tokenizer.
     """
 
-    def __init__(self, sam: Sam2, config: EvfConfig, fresh: bool = True) -> None:
+    def __init__(self, sam: Sam2 | Sam1, config: EvfConfig, fresh: bool = True) -> None:
         """fresh: a new model (seeds the text table per `config.text_embeddings`); False when
         weights are loaded next."""
         super().__init__()
@@ -184,7 +187,11 @@ class EvfSam(nn.Module):
         return self.projector(self.fused(images, texts))[:, None]
 
     # -- use -----------------------------------------------------------------------------------
-    def stream(self, texts: Sequence[str], frame: int = 0, memory_dtype: torch.dtype = torch.bfloat16) -> EvfStream:
+    def stream(self, texts: Sequence[str], frame: int = 0,
+               memory_dtype: torch.dtype = torch.bfloat16) -> EvfStream | EvfFrameStream:
+        """Texts prompt frame `frame` and SAM 2 tracks after it; on SAM v1, every frame from `frame`."""
+        if isinstance(self.sam, Sam1):
+            return EvfFrameStream(self, texts, frame)
         return EvfStream(self, texts, frame, memory_dtype)
 
     @torch.inference_mode()
@@ -203,8 +210,9 @@ class EvfSam(nn.Module):
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
                  for k, v in self.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
+        backbone = "sam" if isinstance(self.sam, Sam1) else "sam2"
         (tmp / "config.json").write_text(json.dumps({"evf": dataclasses.asdict(self.config),
-                                                     "sam2": self.sam.config.to_dict()}, indent=1))
+                                                     backbone: self.sam.config.to_dict()}, indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -217,7 +225,8 @@ class EvfSam(nn.Module):
             raise FileNotFoundError(f"{path}: not an EVF-SAM model folder (needs config.json and model.safetensors)")
         meta = json.loads((path / "config.json").read_text())
         config = EvfConfig(**dict(meta["evf"], beit3=Beit3Config(**meta["evf"]["beit3"])))
-        model = cls(Sam2(Sam2VideoConfig(**meta["sam2"])), config, fresh=False)
+        sam = Sam1(SamConfig(**meta["sam"])) if "sam" in meta else Sam2(Sam2VideoConfig(**meta["sam2"]))
+        model = cls(sam, config, fresh=False)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -226,11 +235,13 @@ class EvfSam(nn.Module):
 
 
     @classmethod
-    def from_official(cls, folder: str | os.PathLike[str], sam2_config: Sam2VideoConfig | None = None) -> EvfSam:
-        """An official EVF-SAM2 checkpoint folder (weights `*.safetensors` or `pytorch_model*.bin`
-        with `mm_extractor.beit3.*`, `text_hidden_fcs.*`, `visual_model.*`, and its tokenizer
-        files). Sizes are read from the weights (SAM 2's from its published sizes, or
-        `sam2_config`); missing or unexpected keys fail by name."""
+    def from_official(cls, folder: str | os.PathLike[str],
+                      sam_config: Sam2VideoConfig | SamConfig | None = None) -> EvfSam:
+        """An official EVF-SAM or EVF-SAM2 checkpoint folder (weights `*.safetensors` or
+        `pytorch_model*.bin` with `mm_extractor.beit3.*`, `text_hidden_fcs.*`, `visual_model.*`,
+        and its tokenizer files). The backbone (SAM or SAM 2) and the sizes are read from the
+        weights (SAM's from the published sizes, or `sam_config`); missing or unexpected keys
+        fail by name."""
         path = Path(folder)
         files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
         if not files:
@@ -242,16 +253,81 @@ class EvfSam(nn.Module):
         converted = convert_official_evf(state)
         sizes = beit3_config_from_state({k.removeprefix("encoder."): v for k, v in converted.items()
                                          if k.startswith("encoder.")})
-        if sam2_config is None:
-            sam2_config = config_for_official({k.removeprefix("visual_model."): v for k, v in state.items()
-                                               if k.startswith("visual_model.")})
+        visual = {k.removeprefix("visual_model."): v for k, v in state.items() if k.startswith("visual_model.")}
+        if _is_sam1(visual):
+            sam: Sam2 | Sam1 = Sam1(sam_config if isinstance(sam_config, SamConfig) else sam1_config(
+                visual["image_encoder.patch_embed.proj.weight"].shape[0]))
+        else:
+            sam = Sam2(sam_config if isinstance(sam_config, Sam2VideoConfig) else config_for_official(visual))
         config = EvfConfig(beit3=sizes, tokenizer=str(path), text_embeddings=None,
                            max_text_tokens=sizes.max_text_positions)
-        model = cls(Sam2(sam2_config), config, fresh=False)
+        model = cls(sam, config, fresh=False)
         missing, unexpected = model.load_state_dict(converted, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
         return model.eval()
+
+
+class EvfFrameStream:
+    """EVF-SAM on SAM (v1): no memory, so every frame from `frame` on is segmented from the texts
+    (the token read from that frame), one mask each. Clicks or a box (`add_prompt`) join the
+    text on the next pushed frame. Same protocol as `EvfStream`."""
+
+    def __init__(self, model: EvfSam, texts: Sequence[str], frame: int = 0) -> None:
+        if not texts:
+            raise ValueError("EvfFrameStream needs at least one text prompt")
+        model.tokenize(texts)
+        self.model, self.texts, self.frame = model, list(texts), int(frame)
+        self.index = 0
+        self.prompts: dict[int, list[Prompt]] = {}
+
+    def add_prompt(self, obj_id: int, prompt: Points | Box) -> None:
+        if not 1 <= obj_id <= len(self.texts):
+            raise ValueError(f"object {obj_id}: the texts give objects 1..{len(self.texts)}")
+        if not isinstance(prompt, (Points, Box)):
+            raise TypeError(f"EVF-SAM takes Points or Box with the text, got {type(prompt).__name__}")
+        self.prompts.setdefault(obj_id, []).append(prompt)
+
+    def push(self, frame: np.ndarray | Tensor) -> list[FrameResult]:
+        index, self.index = self.index, self.index + 1
+        image = torch.as_tensor(np.ascontiguousarray(frame))
+        height, width = image.shape[:2]
+        if index < self.frame:
+            return [FrameResult(index, height, width, {})]
+        sam = self.model.sam
+        assert isinstance(sam, Sam1)
+        tokens = self.model.prompt_embedding(image[None].expand(len(self.texts), -1, -1, -1), self.texts)
+        pixels, resized = sam.preprocess(image[None].to(tokens.device))
+        embed = sam.encode(pixels)
+        scale = torch.tensor([resized[1] / width, resized[0] / height], device=tokens.device)
+        objects = {}
+        for obj_id in range(1, len(self.texts) + 1):
+            prompts = self.prompts.pop(obj_id, [])
+            clicks = [p for p in prompts if isinstance(p, Points)]
+            boxes = [p for p in prompts if isinstance(p, Box)]
+            points = labels = box = None
+            if clicks:
+                points = torch.tensor(np.concatenate([p.xy for p in clicks]), dtype=torch.float32,
+                                      device=tokens.device)[None] * scale
+                labels = torch.tensor(np.concatenate([p.labels for p in clicks]), device=tokens.device)[None]
+            if boxes:
+                b = boxes[-1]
+                box = torch.tensor([[b.x0, b.y0, b.x1, b.y1]], device=tokens.device) * scale.repeat(2)
+            low, iou = sam.decode(embed, points, labels, box, extra=tokens[obj_id - 1 : obj_id])
+            logits = sam.postprocess(low, resized, (height, width))[0].cpu()
+            # SAM has no presence head: the object is present where any pixel is foreground
+            objects[obj_id] = ObjectResult(mask=(logits > 0).numpy(), logits=logits, low_res_logits=low[0, 0].cpu(),
+                                           score=float(logits.max()), iou=float(iou[0, 0]))
+        return [FrameResult(index, height, width, objects)]
+
+    def flush(self) -> list[FrameResult]:
+        return []
+
+    def __enter__(self) -> EvfFrameStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.prompts.clear()
 
 
 class EvfHooks(MethodHooks):
@@ -312,13 +388,20 @@ class EvfStream:
 
 
 # -- official checkpoints ------------------------------------------------------------------------
+def _is_sam1(visual: dict[str, Tensor]) -> bool:
+    """SAM (v1) layout: a ViT `image_encoder.blocks.*`; SAM 2's is Hiera `image_encoder.trunk.*`."""
+    return any(k.startswith("image_encoder.blocks.") for k in visual)
+
+
 def convert_official_evf(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """EVF-SAM2 checkpoint names -> `EvfSam` names: `mm_extractor.beit3.*` (torchscale BEiT-3)
-    -> `encoder.*`, `text_hidden_fcs.0.{0,2}.*` -> `projector.{0,2}.*`, `visual_model.*` (the
-    official SAM 2 layout) -> `sam.*`. Unknown keys raise ValueError naming them."""
+    """EVF-SAM / EVF-SAM2 checkpoint names -> `EvfSam` names: `mm_extractor.beit3.*`
+    (torchscale BEiT-3) -> `encoder.*`, `text_hidden_fcs.0.{0,2}.*` -> `projector.{0,2}.*`,
+    `visual_model.*` (the official SAM or SAM 2 layout) -> `sam.*`. Unknown keys raise
+    ValueError naming them."""
     out = {f"encoder.{k}": v for k, v in convert_official_beit3(state, "mm_extractor.beit3.").items()}
-    sam = {k.removeprefix("visual_model."): v for k, v in state.items() if k.startswith("visual_model.")}
-    out.update({f"sam.{k}": v for k, v in convert_official_state_dict(sam).items()})
+    visual = {k.removeprefix("visual_model."): v for k, v in state.items() if k.startswith("visual_model.")}
+    convert = convert_official_sam1 if _is_sam1(visual) else convert_official_state_dict
+    out.update({f"sam.{k}": v for k, v in convert(visual).items()})
     for key, value in state.items():
         if key.startswith(("mm_extractor.beit3.", "visual_model.")):
             continue

@@ -27,6 +27,7 @@ class ModelConfig:
     sam2: str = "tiny-test"
     image_size: int = 128
     local_memory_readout: bool = False
+    sam1: str | None = None  # EVF-SAM only: a SAM (v1) backbone (SamModel folder or official .pth) instead
 
 
 @dataclass

@@ -4,7 +4,8 @@ expressions on images, with BCE + dice on the mask (weights `loss.bce`, `loss.di
 the paper). SAM 2 decodes three candidates and keeps the best predicted IoU, as at inference,
 and the loss is on that one. SynthRef also has expressions that refer to nothing: every sample
 trains SAM 2's presence score through the token (`loss.object`), and only samples with a target
-get the mask losses.
+get the mask losses. On a SAM (v1) backbone (`model.sam1`), SAM's single mask is trained on every
+sample (SAM has no presence head; an empty target teaches an empty mask).
 
 Batched: one SAM 2 image-encoder pass (no gradient: frozen) and one encoder pass over the batch.
 """
@@ -23,6 +24,7 @@ from refseg.data.sampler import Clip, ClipSampler
 from refseg.methods.evf_sam import EvfSam
 from refseg.sam.image_encoder import normalise_frames
 from refseg.sam.mask_decoder import decode_masks
+from refseg.sam.sam1 import Sam1
 from refseg.train.losses import bce_loss, dice_per_sample, object_score_loss
 from refseg.train.task import Task, seeded
 
@@ -51,23 +53,30 @@ class EvfTask(Task):
 
     def _losses(self, batch: list[TextImage]) -> dict[str, Tensor]:
         model, sam, w = self.model, self.model.sam, self.config.loss
-        device = sam.no_memory_embedding.device
+        device = model.projector[0].weight.device
         images = torch.from_numpy(np.stack([s.clip.frames[0] for s in batch])).to(device)
-        with torch.no_grad():
-            features = sam.encode_images(normalise_frames(images, sam.image_size))
         tokens = model.prompt_embedding(images, [s.clip.expression.text for s in batch])  # [B, 1, C]
-        dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(features.embed)
-        embed = features.embed + sam.no_memory_embedding.view(1, -1, 1, 1)
-        out = decode_masks(sam, features.high_res, embed, tokens[:, None], dense, multimask=True)
         targets = torch.from_numpy(np.stack([s.clip.mask[0] for s in batch])).to(device, torch.float32)[:, None]
-        logits = F.interpolate(out.low_res.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
-        logits = logits.clamp(min=-50.0)  # SAM 2's "absent" sentinel (-1024, no gradient) reads as a loss
         present = targets.flatten(1).any(dim=1)
+        if isinstance(sam, Sam1):  # single mask, no presence head: every sample trains the mask
+            with torch.no_grad():
+                embed = sam.encode(sam.preprocess(images)[0])
+            low_res, score = sam.decode(embed, extra=tokens)[0], None
+            masked = torch.ones_like(present)
+        else:  # SAM 2: best of three by predicted IoU; presence through the object score
+            with torch.no_grad():
+                features = sam.encode_images(normalise_frames(images, sam.image_size))
+            dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(features.embed)
+            embed = features.embed + sam.no_memory_embedding.view(1, -1, 1, 1)
+            out = decode_masks(sam, features.high_res, embed, tokens[:, None], dense, multimask=True)
+            low_res, score, masked = out.low_res, out.object_score[:, 0], present
+        logits = F.interpolate(low_res.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        logits = logits.clamp(min=-50.0)  # SAM 2's "absent" sentinel (-1024, no gradient) reads as a loss
         zero = torch.zeros((), device=device)
         terms = {
-            "bce": bce_loss(logits[present], targets[present]) if present.any() else zero,
-            "dice": dice_per_sample(logits[present].flatten(1), targets[present].flatten(1)).mean() if present.any() else zero,
-            "object": object_score_loss(out.object_score[:, 0], present.float()),
+            "bce": bce_loss(logits[masked], targets[masked]) if masked.any() else zero,
+            "dice": dice_per_sample(logits[masked].flatten(1), targets[masked].flatten(1)).mean() if masked.any() else zero,
+            "object": object_score_loss(score, present.float()) if score is not None else zero,
         }
         terms["loss"] = w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
         return terms

@@ -38,6 +38,7 @@ from refseg.methods.evf_sam import EvfSam
 from refseg.methods.samwise import Samwise
 from refseg.sam import Sam2, sam2_config, tiny_test_config
 from refseg.sam.config import synth_small_config
+from refseg.sam.sam1 import load_sam1
 from refseg.sam.checkpoint import load_sam2
 from refseg.train.config import TrainConfig, dump, to_dict
 from refseg.train.evf import EvfTask
@@ -66,7 +67,8 @@ def build_sam2(config: TrainConfig) -> Sam2:
 def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask | EvfTask:
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
     if config.task == "evf":
-        return EvfTask(EvfSam(build_sam2(config), config.evf), config)
+        sam = load_sam1(config.model.sam1) if config.model.sam1 else build_sam2(config)
+        return EvfTask(EvfSam(sam, config.evf), config)
     if config.task == "samwise":
         text = TextEncoder.from_pretrained(config.samwise.text_encoder)
         return SamwiseTask(Samwise(build_sam2(config), text, config.samwise), config)
@@ -126,7 +128,8 @@ def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam, optimizer: torch
     tmp.mkdir(parents=True)
     save_file(_weights(model), str(tmp / "model.safetensors"))
     sam = model if isinstance(model, Sam2) else model.sam
-    (tmp / "config.json").write_text(json.dumps({"sam2": sam.config.to_dict(), "train": to_dict(config)}))
+    backbone = "sam2" if isinstance(sam, Sam2) else "sam"
+    (tmp / "config.json").write_text(json.dumps({backbone: sam.config.to_dict(), "train": to_dict(config)}))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
                 "sampler_rng": sampler_rng.bit_generator.state}, tmp / "state.pt")
