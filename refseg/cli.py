@@ -5,7 +5,8 @@
     refseg train CONFIG.yaml [--resume]
     refseg predict --data DIR --format mevis|ytvos|refcoco --model default|evf-sam|DIR --out PRED
     refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--stats]
-    refseg segment INPUT --text "..." [--text "..."]... [--model default|DIR] [--out DIR] [--device cpu|cuda]
+    refseg segment INPUT --text "..." [--text "..."]... [--model default|evf-sam|DIR] [--frame N] [--semantic]
+                   [--out DIR] [--device cpu|cuda]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
                    [--frame N] [--out DIR] [--device cpu|cuda]
 
@@ -109,7 +110,7 @@ def _check_device(device: str) -> None:
 def _segment_text(args: argparse.Namespace) -> int:
     """Text prompts: one object per --text, tracked by the text model (SAMWISE in clips, or
     EVF-SAM from the prompted frame)."""
-    from refseg.methods.evf_sam import EvfSam
+    from refseg.methods.evf_sam import EvfSam, semantic
     from refseg.models import load
 
     texts = [t.strip() for t in args.text]
@@ -119,6 +120,10 @@ def _segment_text(args: argparse.Namespace) -> int:
     stream = frames(args.input)
     first = next(stream)
     model = load(args.model, device=args.device)
+    if args.semantic:
+        if not isinstance(model, EvfSam):
+            raise ValueError("--semantic: only EVF-SAM models take semantic / part-level prompts")
+        texts = [semantic(t) for t in texts]
     if isinstance(model, EvfSam):
         session = model.stream(texts, frame=args.frame)  # the text prompts that frame; tracked after it
     elif args.frame:
@@ -265,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment and track prompted objects in a video, folder or image")
     seg.add_argument("input", help="video file, folder of images, or image")
     seg.add_argument("--text", action="append", help='referring expression of one object (repeat for more)')
+    seg.add_argument("--semantic", action="store_true",
+                     help="EVF-SAM: each --text is a category; ask for its semantic / part-level mask")
     seg.add_argument("--model", default="default", help="text model: default (embedded) or a model folder")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')

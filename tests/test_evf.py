@@ -217,6 +217,10 @@ def test_cli_segments_an_image_and_predicts_refcoco_that_eval_scores(tmp_path, c
     model.save_pretrained(folder)
     photo = tmp_path / "photo.png"
     Image.fromarray(image(7)).save(photo)
+    out = tmp_path / "semantic"
+    assert main(["segment", str(photo), "--text", "circle", "--semantic", "--model", str(folder), "--out", str(out)]) == 0
+    expected = load(folder).segment(image(7), ["[semantic] circle"]).objects[1].mask
+    assert np.array_equal(read_mask_png(out / "masks" / "1" / "00000.png"), expected)
     out = tmp_path / "seg"
     assert main(["segment", str(photo), "--text", "the red circle", "--model", str(folder), "--out", str(out)]) == 0
     expected = load(folder).segment(image(7), ["the red circle"]).objects[1].mask

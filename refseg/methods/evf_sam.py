@@ -55,6 +55,12 @@ FUSIONS = ("early", "late", "text")
 SEMANTIC = "[semantic] "  # prefix of semantic / part-level prompts (multitask training)
 
 
+def semantic(category: str) -> str:
+    """The prompt asking for the semantic / part-level mask of `category` ("[semantic] person"),
+    as the official multitask checkpoints were trained; text without the prefix is referring."""
+    return category if category.startswith(SEMANTIC) else SEMANTIC + category
+
+
 def synth_beit3() -> Beit3Config:
     """The BEiT-3 refseg trains on SynthRef: 4 layers of width 384 (MiniLM's, so its word
     embeddings can seed the language side), 128 px images."""
