@@ -250,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from refseg.data import formats
     from refseg.models import load
-    from refseg.predict import predict_expressions, predict_images
+    from refseg.predict import predict_expressions
 
     data = Path(args.data)
     if not data.is_dir():
@@ -259,8 +259,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     samples = list(formats.reader(args.format)(data))
     if not samples:
         raise InputError(f"{data}: no {'image' if args.format == 'refcoco' else 'video'} in the {args.format} layout")
-    predict = predict_images if args.format == "refcoco" else predict_expressions
-    predict(load(args.model, device=args.device), samples, args.out)
+    predict_expressions(load(args.model, device=args.device), samples, args.out, images=args.format == "refcoco")
     return 0
 
 
