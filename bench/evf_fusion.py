@@ -6,7 +6,7 @@ and text [CLS] encoded apart, concatenated) and early fusion (the image [CLS] of
 encoding: EVF-SAM). Each is scored with `refseg eval --protocol ris` (cIoU, gIoU) on SynthRef
 `valid` and `unseen` (held-out colour, shape and paraphrase words), RefCOCO layout.
 
-    python bench/evf_fusion.py --steps 800 --out runs/evf_fusion
+    python bench/evf_fusion.py --steps 500 --out runs/evf_fusion
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def refseg(*args: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/evf_synth.yaml")
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--out", default="runs/evf_fusion")
     args = parser.parse_args()
     out = Path(args.out)

@@ -163,11 +163,19 @@ def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None =
     return load_state(Sam2(config), convert_official_state_dict(state), str(path)).to(dtype).eval()
 
 
+SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "sam2_synth"  # `load_sam2("synth")`
+
+
 def load_sam2(source: str | os.PathLike[str], config: Sam2VideoConfig | None = None,
               dtype: torch.dtype = torch.float32) -> Sam2:
-    """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, or a hub id, as
-    `dtype` (weights stored in another precision, such as refseg's float16 shipped weights,
-    are converted)."""
+    """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, a hub id, or "synth"
+    (the small SAM 2 trained on SynthRef that refseg ships), as `dtype` (weights stored in
+    another precision, such as the shipped float16 weights, are converted)."""
+    if str(source) == "synth":
+        if not SHIPPED.is_dir():
+            raise CheckpointError(f"synth: this installation ships no weights at {SHIPPED}; train them with "
+                                  "`refseg train configs/sam2_synth_image.yaml` then configs/sam2_synth.yaml")
+        source = SHIPPED
     path = Path(source)
     if path.is_file():
         if path.suffix not in (".pt", ".pth"):
