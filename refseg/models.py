@@ -14,15 +14,29 @@ from refseg.methods.samwise import Samwise
 WEIGHTS = Path(__file__).parent / "weights"
 NAMES = {"default": "samwise_synth", "samwise": "samwise_synth", "evf-sam": "evf_synth"}
 TRAINED_BY = {"samwise_synth": "configs/samwise_synth.yaml", "evf_synth": "configs/evf_synth.yaml"}
+KINDS = {"samwise": Samwise, "evf": EvfSam}
 
 
-def load(name: str | os.PathLike[str] = "default", device: str | torch.device = "cpu") -> Samwise | EvfSam:
+def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str] | None = None,
+         device: str | torch.device = "cpu") -> Samwise | EvfSam:
     """A text-prompted model ready to `.stream(texts)` (push frames, get `FrameResult`s).
 
-    name: "default" / "samwise" (SAMWISE on the SynthRef SAM 2 and MiniLM), "evf-sam" (EVF-SAM
-        on the SynthRef SAM 2), both from refseg/weights/, or a folder written by
+    name: "default" / "samwise" (SAMWISE on the SynthRef SAM 2 and MiniLM) or "evf-sam", from
+        refseg/weights/ when this installation ships them; or a folder written by
         `save_pretrained` / `refseg train`'s final/ (the kind is read from its config.json).
+    source: with "evf-sam", a folder to load instead: a refseg EVF-SAM folder or a published
+        EVF-SAM / EVF-SAM2 checkpoint folder (`EvfSam.from_official`).
     """
+    if source is not None:
+        if str(name) != "evf-sam":
+            raise ValueError(f"model {name!r}: a source folder is taken with 'evf-sam' only; pass the folder as the name")
+        path = Path(source)
+        if not path.is_dir():
+            raise ValueError(f"evf-sam: no such model folder: {path}")
+        meta = path / "config.json"
+        if meta.is_file() and "evf" in json.loads(meta.read_text()):
+            return EvfSam.from_pretrained(path).to(device)
+        return EvfSam.from_official(path).to(device)
     known = str(name) in NAMES
     path = WEIGHTS / NAMES[str(name)] if known else Path(name)
     if not path.is_dir():
@@ -34,12 +48,11 @@ def load(name: str | os.PathLike[str] = "default", device: str | torch.device = 
     if not meta_file.is_file():
         raise ValueError(f"{path}: not a model folder (no config.json)")
     meta = json.loads(meta_file.read_text())
-    kinds = {"samwise": Samwise, "evf": EvfSam}
-    kind = next((k for k in kinds if k in meta), None)
+    kind = next((k for k in KINDS if k in meta), None)
     if kind is None:
-        raise ValueError(f"{path}: config.json describes none of {', '.join(kinds)} (a SAM 2 folder? use --sam2)")
+        raise ValueError(f"{path}: config.json describes none of {', '.join(KINDS)} (a SAM 2 folder? use --sam2)")
     try:
-        model = kinds[kind].from_pretrained(path)
+        model = KINDS[kind].from_pretrained(path)
     except FileNotFoundError as err:
         raise ValueError(str(err)) from err
     return model.to(device)

@@ -170,6 +170,7 @@ def test_official_layout_loads_with_no_missing_or_unexpected_keys(tmp_path):
     from test_fusion import official_state
 
     from refseg.sam import Sam2
+    from refseg.sam.checkpoint import CheckpointError
 
     sizes = dataclasses.replace(TINY, hidden_size=64, heads=1)  # published BEiT-3 heads are 64 wide
     model = EvfSam(Sam2(matching_config()), EvfConfig(beit3=sizes, text_embeddings=None))
@@ -196,6 +197,10 @@ def test_official_layout_loads_with_no_missing_or_unexpected_keys(tmp_path):
     model.tokenizer.save_pretrained(folder)
     loaded = EvfSam.from_official(folder, sam_config=matching_config())
     assert loaded.config.beit3 == sizes
+    from refseg import load
+
+    with pytest.raises(CheckpointError, match="unknown SAM 2 size"):  # published sizes are recognised
+        load("evf-sam", folder)
     frame = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     with torch.no_grad():
         torch.testing.assert_close(loaded.segment(frame, ["the dog"]).objects[1].logits,
@@ -215,6 +220,7 @@ def test_cli_segments_an_image_and_predicts_refcoco_that_eval_scores(tmp_path, c
     model = tiny_evf()
     folder = tmp_path / "evf"
     model.save_pretrained(folder)
+    assert isinstance(load("evf-sam", folder), EvfSam)  # a refseg folder as the evf-sam source
     photo = tmp_path / "photo.png"
     Image.fromarray(image(7)).save(photo)
     out = tmp_path / "semantic"
@@ -262,6 +268,8 @@ def test_load_names_the_missing_weights_and_the_command_that_trains_them():
 
     with pytest.raises(ValueError, match="refseg train configs/evf_synth.yaml"):
         load("evf-sam")
+    with pytest.raises(ValueError, match="evf-sam: no such model folder"):
+        load("evf-sam", "/nonexistent/evf-sam2")
 
 
 def tiny_evf_sam1(seed: int = 0) -> EvfSam:
