@@ -1,6 +1,6 @@
 """The `refseg` command.
 
-    refseg demo [--out DIR]
+    refseg demo [--out DIR] [--model default|DIR | --sam2 SOURCE] [--frames N] [--device cpu|cuda]
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
     refseg train CONFIG.yaml [--resume]
     refseg predict --data DIR --format mevis|ytvos|refcoco --model default|evf-sam|DIR --out PRED
@@ -146,17 +146,28 @@ def _segment_text(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from refseg.demo import run_demo
+    from refseg.demo import demo_scene, run_click_demo, run_text_demo
+    from refseg.models import load, ships
 
-    log.info("refseg demo: streaming a generated scene through SAM 2 (tiny random-weight model: trained "
-             "weights ship with the training release, so masks show the pipeline, not quality)")
-    figures = run_demo(Path(args.out), num_frames=args.frames)
-    log.info("frames: %d, median latency %.1f ms/frame", figures["frames"], figures["ms_per_frame"])
-    log.info("memory bank: %.0f KiB at frame 10, %.0f KiB at the last frame (bounded)",
-             figures["bank_kib_frame_10"], figures["bank_kib_last_frame"])
-    log.info("J against ground truth: disk (mask prompt) %.3f, square (one click) %.3f",
-             figures["J_disk"], figures["J_square"])
-    log.info("outputs: %s/masks/<object>/<frame>.png and %s/overlay.mp4", args.out, args.out)
+    _check_device(args.device)
+    if args.sam2 is None and args.model == "default" and not ships("default"):
+        log.info("the embedded text model does not ship with this installation: the demo tracks the scene's "
+                 "objects from one click each with the shipped SAM 2 (`--sam2 synth`)")
+        args.sam2 = "synth"
+    sample = demo_scene(args.frames)
+    if args.sam2 is not None:
+        log.info("refseg demo: SAM 2 %s from one click per object on a generated SynthRef scene, offline", args.sam2)
+        report = run_click_demo(Path(args.out), load_sam2(args.sam2).to(args.device), sample)
+    else:
+        log.info("refseg demo: text model %s on a generated SynthRef scene, offline", args.model)
+        report = run_text_demo(Path(args.out), load(args.model, device=args.device), sample)
+    log.info("scene %s: %d frames, %.1f ms/frame; memory banks %.0f KiB after the last frame (bounded)",
+             report.video_id, report.frames, report.ms_per_frame, report.bank_kib)
+    for obj_id, prompt, jf in zip(report.ids, report.prompts, report.jf):
+        log.info("  object %d  J&F %.3f  %s", obj_id, jf, prompt)
+    log.info("mean J&F against the scene's ground truth: %.3f", report.mean_jf)
+    log.info("outputs: %s/masks/<object>/<frame>.png, %s/masks.json (COCO RLE), %s/overlay.mp4", args.out, args.out,
+             args.out)
     return 0
 
 
@@ -317,7 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn.set_defaults(func=cmd_synth)
     demo = sub.add_parser("demo", help="offline demo on a generated scene")
     demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    demo.add_argument("--frames", type=int, default=48)
+    demo.add_argument("--model", default="default", help="text model: default or a model folder")
+    demo.add_argument("--sam2", help="track the objects from one click each with this SAM 2 instead (e.g. synth)")
+    demo.add_argument("--frames", type=int, default=None, help="cut the scene to its first N frames")
+    demo.add_argument("--device", default="cpu", help="cpu or cuda")
     demo.set_defaults(func=cmd_demo)
     return parser
 

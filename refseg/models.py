@@ -17,6 +17,11 @@ TRAINED_BY = {"samwise_synth": "configs/samwise_synth.yaml", "evf_synth": "confi
 KINDS = {"samwise": Samwise, "evf": EvfSam}
 
 
+def ships(name: str) -> bool:
+    """Whether this installation ships the weights of model `name` (a key of `NAMES`)."""
+    return (WEIGHTS / NAMES[name]).is_dir()
+
+
 def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str] | None = None,
          device: str | torch.device = "cpu") -> Samwise | EvfSam:
     """A text-prompted model ready to `.stream(texts)` (push frames, get `FrameResult`s).

@@ -189,6 +189,19 @@ def test_save_and_load_round_trip(tmp_path):
     assert not (tmp_path / ".m.partial").exists()
 
 
+def test_save_with_a_sam2_source_stores_only_samwise_modules(tmp_path):
+    from safetensors.torch import load_file
+
+    model = tiny_samwise()
+    model.sam.save_pretrained(tmp_path / "sam2")
+    model.save_pretrained(tmp_path / "m", sam2_source=str(tmp_path / "sam2"))
+    stored = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert stored and not any(k.startswith(("sam.", "text.")) for k in stored)
+    loaded = Samwise.from_pretrained(tmp_path / "m", text=model.text)
+    for name, p in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], p), name
+
+
 def _official_samwise_state(model: Samwise, official_sam: dict, seed: int = 0) -> dict:
     """A state dict in the official SAMWISE names and layouts (fairseq RoBERTa, Conv + BatchNorm
     projections, `transformerBlock` CME), with random values."""

@@ -113,6 +113,18 @@ def test_samwise_trains_only_its_modules(tmp_path):
                not torch.equal(p, trained.state_dict()[n])]
     assert len(changed) > 10
 
+    # a second stage starts from the first's weights (`model.init`); with lr 0 it keeps them
+    from refseg.train.loop import train
+
+    stage2 = yaml.safe_load(config.read_text())
+    stage2.update(out=str(tmp_path / "stage2"), steps=1, model={**stage2["model"], "init": str(out / "final")},
+                  optim={**stage2["optim"], "lr": 0.0})
+    continued = Samwise.from_pretrained(train(load_config(stage2), progress=False) / "final")
+    assert all(torch.equal(continued.state_dict()[n], p) for n, p in trained.state_dict().items())
+    stage2["model"]["init"] = str(tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="none/model.safetensors"):
+        train(load_config(stage2), progress=False)
+
 
 def test_image_task_prompts_several_objects_of_one_image():
     import numpy as np

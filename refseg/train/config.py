@@ -22,11 +22,14 @@ class ModelConfig:
     random init), a published size (tiny, small, base_plus, large; random init), or a SAM 2
     checkpoint to start from (model directory or official .pt). `local_memory_readout`
     re-initialises the memory attention's readout after loading (`Sam2.init_local_memory_readout`):
-    for a checkpoint whose memory attention was never trained (image-only stage 1)."""
+    for a checkpoint whose memory attention was never trained (image-only stage 1). `init`: the
+    `final/` folder of an earlier run of the same task whose weights start this one (a stage-2
+    run from its stage 1; the names must match exactly)."""
 
     sam2: str = "tiny-test"
     image_size: int = 128
     local_memory_readout: bool = False
+    init: str | None = None
     sam1: str | None = None  # EVF-SAM only: a SAM (v1) backbone (SamModel folder or official .pth) instead
 
 

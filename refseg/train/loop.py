@@ -120,6 +120,18 @@ def _weights(model: Sam2 | Samwise | EvfSam) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("text.")}
 
 
+def _load_weights(model: nn.Module, path: Path) -> None:
+    """Load a checkpoint's tensors (float32) into `model`; every name must match, but the frozen
+    text encoder's, which checkpoints do not store."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("text.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
 def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
     final = run / "checkpoints" / f"step_{step:07d}"
@@ -164,6 +176,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     torch.manual_seed(config.seed)
     task = build_task(config)
     model = task.model.train()
+    if config.model.init:
+        _load_weights(model, Path(config.model.init) / "model.safetensors")
     freeze(model, config.freeze)
     ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
     params = [p for p in model.parameters() if p.requires_grad]
@@ -175,9 +189,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     start = 0
     latest = _latest(run) if resume else None
     if latest is not None:
-        missing, unexpected = model.load_state_dict(load_file(str(latest / "model.safetensors")), strict=False)
-        if [k for k in missing if not k.startswith("text.")] or unexpected:
-            raise ValueError(f"{latest}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        _load_weights(model, latest / "model.safetensors")
         state = torch.load(latest / "state.pt", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

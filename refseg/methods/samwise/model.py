@@ -36,6 +36,7 @@ from refseg.methods.samwise.cme import ConditionalMemoryEncoder, fuse_masks, mem
 from refseg.methods.samwise.prompt import TextPrompt, verb_token_mask
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
+from refseg.sam.checkpoint import load_sam2
 from refseg.sam.model import Sam2
 from refseg.sam.prompt_encoder import embed_prompts
 
@@ -102,18 +103,23 @@ class Samwise(nn.Module):
         return SamwiseStream(self, texts, memory_dtype)
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
-        """config.json + model.safetensors (SAM 2 and SAMWISE weights; the frozen text encoder is
-        referenced by `config.text_encoder`, not copied), written to a temporary folder first."""
+    def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None,
+                        sam2_source: str | None = None) -> None:
+        """config.json + model.safetensors, written to a temporary folder first. The frozen text
+        encoder is referenced by `config.text_encoder`, not copied; so is the frozen SAM 2 when
+        `sam2_source` names where it loads from (`load_sam2`, e.g. "synth": the embedded default
+        stores only SAMWISE's own modules), otherwise its weights are stored too."""
         final = Path(directory)
         tmp = final.with_name(f".{final.name}.partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        skip = ("text.", "sam.") if sam2_source else ("text.",)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-                 for k, v in self.state_dict().items() if not k.startswith("text.")}
+                 for k, v in self.state_dict().items() if not k.startswith(skip)}
         save_file(state, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps({"samwise": dataclasses.asdict(self.config),
-                                                     "sam2": self.sam.config.to_dict()}, indent=1))
+        meta = {"samwise": dataclasses.asdict(self.config)}
+        meta.update({"sam2_source": sam2_source} if sam2_source else {"sam2": self.sam.config.to_dict()})
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -126,11 +132,12 @@ class Samwise(nn.Module):
             raise FileNotFoundError(f"{path}: not a SAMWISE model folder (needs config.json and model.safetensors)")
         meta = json.loads((path / "config.json").read_text())
         config = SamwiseConfig(**meta["samwise"])
-        sam = Sam2(Sam2VideoConfig(**meta["sam2"]))
+        source = meta.get("sam2_source")
+        sam = load_sam2(source) if source else Sam2(Sam2VideoConfig(**meta["sam2"]))
         model = cls(sam, text if text is not None else TextEncoder.from_pretrained(config.text_encoder), config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("text.")]
+        missing = [k for k in missing if not k.startswith(("text.", "sam.") if source else "text.")]
         if missing or unexpected:
             raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
         return model.eval()
