@@ -199,14 +199,17 @@ class SamwiseHooks(MethodHooks):
         sam = m.sam
         embed = features.embed + sam.no_memory_embedding.view(1, -1, 1, 1)  # memory-less features
         sparse, dense = embed_prompts(sam.prompt_encoder, 1, extra=self.prompt_tokens(frame, obj_id, features, embed))
-        alone = decode_masks(sam, features.high_res, embed, sparse, dense, multimask=False)  # P_l
         tau_l = memory_less_token(sam, embed, sparse, dense)
         logits = m.cme(output.pointer.detach(), tau_l.detach())  # [1, 2]
+        switch = bool(logits.softmax(-1)[0, 1] > 0.5)
+        if not (switch or self.train_cme):  # the memory-less mask P_l is needed only to fuse or to label
+            return output.high_res
+        alone = decode_masks(sam, features.high_res, embed, sparse, dense, multimask=False)  # P_l
         if self.train_cme:
             min_pixels = max(1, round(50 * (sam.image_size / 1024) ** 2))
             labels = switch_labels(output.high_res.detach(), alone.high_res.detach(), alone.object_score.detach(), min_pixels)
             self.cme_records.append((logits, labels))
-        if bool(logits.softmax(-1)[0, 1] > 0.5):
+        if switch:
             self.last_switch = frame
             return fuse_masks(output.high_res, alone.high_res, m.config.cme_weight)
         return output.high_res
