@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -108,7 +107,7 @@ def run_text_demo(out: Path, model: Samwise | EvfSam, sample: VideoSample) -> De
     stream = model.stream([e.text for e in sample.expressions])
     labels = {i: e.text for i, e in enumerate(sample.expressions, start=1)}
     truth = {i: sample.target_mask(e) for i, e in enumerate(sample.expressions, start=1)}
-    return _run(out, sample, labels, truth, stream.push, stream.flush, lambda: stream.sessions.values())
+    return _run(out, sample, labels, truth, stream.push, stream.flush, lambda: stream.memory_nbytes)
 
 
 def run_click_demo(out: Path, sam: Sam2, sample: VideoSample) -> DemoReport:
@@ -122,12 +121,12 @@ def run_click_demo(out: Path, sam: Sam2, sample: VideoSample) -> DemoReport:
         session.add_prompt(obj_id, Points([[x, y]]))
         labels[obj_id] = f"one click at ({x:.0f}, {y:.0f}) on frame 0"
     truth = {o: sample.masks[o] for o in ids}
-    return _run(out, sample, labels, truth, lambda f: [session.push(f)], lambda: [], lambda: [session])
+    return _run(out, sample, labels, truth, lambda f: [session.push(f)], lambda: [], lambda: session.bank.nbytes)
 
 
 def _run(out: Path, sample: VideoSample, labels: dict[int, str], truth: dict[int, np.ndarray],
          push: Callable[[np.ndarray], list[FrameResult]], flush: Callable[[], list[FrameResult]],
-         sessions: Callable[[], Iterable[Session]]) -> DemoReport:
+         memory_nbytes: Callable[[], int]) -> DemoReport:
     """Stream the frames, write the outputs, score each object of `truth` (id -> [T, H, W])."""
     frames = sample.load_frames()
     predicted: dict[int, list[np.ndarray]] = {}
@@ -145,6 +144,6 @@ def _run(out: Path, sample: VideoSample, labels: dict[int, str], truth: dict[int
     for obj_id, gt in truth.items():
         guess = np.stack(predicted[obj_id])
         jf.append(float((jaccard_frames(gt, guess).mean() + boundary_f_frames(gt, guess).mean()) / 2))
-    bank = sum(s.bank.nbytes for s in sessions())
+    bank = memory_nbytes()
     return DemoReport(sample.video_id, list(truth), list(labels.values()), jf, len(frames),
                       1000 * elapsed / len(frames), bank / 1024)

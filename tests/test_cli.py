@@ -151,6 +151,18 @@ def test_demo_segments_the_scene_expressions_and_scores_them(samwise_dir, tmp_pa
         assert report.jf[obj_id - 1] == pytest.approx(expected)
 
 
+def test_demo_runs_an_evf_sam_text_model_too(tmp_path):
+    from test_evf import tiny_evf
+
+    from refseg.demo import demo_scene, run_text_demo
+
+    sample = demo_scene(3)
+    report = run_text_demo(tmp_path / "demo", tiny_evf(), sample)
+    assert report.prompts == [e.text for e in sample.expressions] and len(report.jf) == len(report.prompts)
+    assert all(0.0 <= jf <= 1.0 for jf in report.jf) and report.bank_kib > 0  # SAM 2 memory behind EVF-SAM
+    assert len(list((tmp_path / "demo" / "masks" / "1").glob("*.png"))) == 3
+
+
 def test_demo_tracks_the_objects_from_one_click_with_a_sam2(model_dir, tmp_path, caplog):
     from refseg.demo import demo_scene
 

@@ -287,6 +287,11 @@ class EvfFrameStream:
         self.index = 0
         self.prompts: dict[int, list[Prompt]] = {}
 
+    @property
+    def memory_nbytes(self) -> int:
+        """Bytes of memory kept between frames: none (SAM v1 has no memory)."""
+        return 0
+
     def add_prompt(self, obj_id: int, prompt: Points | Box) -> None:
         if not 1 <= obj_id <= len(self.texts):
             raise ValueError(f"object {obj_id}: the texts give objects 1..{len(self.texts)}")
@@ -361,6 +366,11 @@ class EvfStream:
         self.session = Session(model.sam, self.hooks, memory_dtype=memory_dtype)
         for obj_id in range(1, len(texts) + 1):
             self.session.add_object(obj_id, self.frame)
+
+    @property
+    def memory_nbytes(self) -> int:
+        """Bytes of the memory bank (bounded)."""
+        return self.session.bank.nbytes
 
     def add_prompt(self, obj_id: int, prompt: Points | Box) -> None:
         """Clicks or a box for object `obj_id` on the text's frame, used together with the text."""

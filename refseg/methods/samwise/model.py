@@ -233,6 +233,11 @@ class SamwiseStream:
             self.sessions[obj_id] = session
         self._buffer: list[np.ndarray | Tensor] = []
 
+    @property
+    def memory_nbytes(self) -> int:
+        """Bytes of the memory banks of all expressions (each bounded)."""
+        return sum(s.bank.nbytes for s in self.sessions.values())
+
     def push(self, frame: np.ndarray | Tensor) -> list[FrameResult]:
         self._buffer.append(frame)
         return self.flush() if len(self._buffer) == self.model.config.clip_len else []
