@@ -207,3 +207,44 @@ def test_evf_trains_encoder_and_projector_on_images_with_sam2_frozen(tmp_path):
     assert sam and all(torch.equal(fresh[n], after[n]) for n in sam)
     assert any(not torch.equal(fresh[n], after[n]) for n in fresh if n.startswith("projector."))
     assert sum(not torch.equal(fresh[n], after[n]) for n in fresh if n.startswith("encoder.")) > 10
+
+
+def test_evf_feature_cache_encodes_each_image_once_and_keeps_the_losses():
+    import numpy as np
+    from PIL import Image
+
+    from refseg.train.loop import build_task, load_samples
+
+    beit3 = {"hidden_size": 32, "layers": 1, "heads": 2, "ffn_size": 48, "vocab_size": 30522, "image_size": 32,
+             "max_text_positions": 34}
+    values = {**json.loads(json.dumps(TINY)), "task": "evf", "batch_size": 6,
+              "data": {"count": 2, "clip_len": 1, "image": True, "cache_features": True},
+              "evf": {"beit3": beit3, "text_embeddings": None}, "loss": {"bce": 1.0, "dice": 1.0, "object": 1.0}}
+    torch.manual_seed(0)
+    cached = build_task(load_config(values)).eval()
+    plain = build_task(load_config({**values, "data": {**values["data"], "cache_features": False}})).eval()
+    plain.model.load_state_dict(cached.model.state_dict())
+    samples = load_samples(cached.config)
+    sampler = cached.sampler(samples, seed=0)
+    rng = np.random.default_rng(0)
+    batch = [cached.draw(sampler, rng) for _ in range(values["batch_size"])]
+    side = cached.model.sam.image_size
+    rendered = {s.video_id: np.asarray(Image.fromarray(s.load_frame(0)).resize((side, side), Image.BILINEAR))
+                for s in samples}
+    for item in batch:  # neither cropped nor jittered: the rendered image (resized), or its mirror image
+        expected = rendered[item.clip.video_id][:, ::-1] if item.clip.flipped else rendered[item.clip.video_id]
+        assert np.array_equal(item.clip.frames[0], expected)
+    distinct = {(item.clip.video_id, item.clip.flipped) for item in batch}
+    assert len(distinct) < len(batch)  # some image recurs within the batch
+
+    calls = []
+    encode = cached.model.sam.encode_images
+    cached.model.sam.encode_images = lambda x: calls.append(len(x)) or encode(x)
+    with torch.no_grad():
+        first, again, reference = cached(batch), cached(batch), plain(batch)
+    assert calls == [len(distinct)] and len(cached.cache) == len(distinct)  # once per image, never again
+    for name in ("loss", "bce", "dice", "object"):
+        assert float(first[name]) == float(again[name])
+        assert abs(float(first[name]) - float(reference[name])) < 2e-3 * max(1.0, abs(float(reference[name])))
+    with pytest.raises(ValueError, match="data.cache_features: only the evf task"):
+        build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"cache_features": True}}))

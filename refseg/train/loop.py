@@ -66,6 +66,9 @@ def build_sam2(config: TrainConfig) -> Sam2:
 
 def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask | EvfTask:
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
+    if config.data.cache_features and config.task != "evf":
+        raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
+                         f"frozen); task {config.task!r} does not")
     if config.task == "evf":
         sam = load_sam1(config.model.sam1) if config.model.sam1 else build_sam2(config)
         return EvfTask(EvfSam(sam, config.evf), config)
