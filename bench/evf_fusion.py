@@ -1,12 +1,12 @@
 """EVF-SAM fusion comparison on SynthRef referring images, in the shape of the paper's Table 3.
 
 The same BEiT-3 (configs/evf_synth.yaml) prompts the same frozen SAM 2 in three ways, each
-trained with the same budget (`--steps`): text only (the text [CLS]), late fusion (image [CLS]
-and text [CLS] encoded apart, concatenated) and early fusion (the image [CLS] of the joint
-encoding: EVF-SAM). Each is scored with `refseg eval --protocol ris` (cIoU, gIoU) on SynthRef
+trained with the same budget (the config's `steps`, or `--steps`): text only (the text [CLS]),
+late fusion (image [CLS] and text [CLS] encoded apart, concatenated) and early fusion (the
+image [CLS] of the joint encoding: EVF-SAM). Each is scored with `refseg eval --protocol ris` (cIoU, gIoU) on SynthRef
 `valid` and `unseen` (held-out colour, shape and paraphrase words), RefCOCO layout.
 
-    python bench/evf_fusion.py --steps 500 --out runs/evf_fusion
+    python bench/evf_fusion.py --out runs/evf_fusion
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def refseg(*args: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/evf_synth.yaml")
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, help="training steps of each run (default: the config's)")
     parser.add_argument("--out", default="runs/evf_fusion")
     args = parser.parse_args()
     out = Path(args.out)
@@ -41,9 +41,10 @@ def main() -> None:
         if not (out / split).is_dir():
             refseg("synth", "--out", str(out / split), "--split", split, "--seed", "0", "--format", "refcoco")
     base = yaml.safe_load(Path(args.config).read_text())
+    steps = args.steps or base["steps"]
     rows = []
     for name, fusion in VARIANTS.items():
-        config = {**base, "out": str(out / fusion), "steps": args.steps, "evf": {**base.get("evf", {}), "fusion": fusion}}
+        config = {**base, "out": str(out / fusion), "steps": steps, "evf": {**base.get("evf", {}), "fusion": fusion}}
         path = out / f"{fusion}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         if not (out / fusion / "final").is_dir():
@@ -58,7 +59,7 @@ def main() -> None:
             summary = json.loads(report.read_text())["summary"]
             scores += [summary["cIoU"], summary["gIoU"]]
         rows.append((name, scores))
-    print(f"EVF-SAM fusion on SynthRef referring images, {args.steps} steps x batch {base['batch_size']} each")
+    print(f"EVF-SAM fusion on SynthRef referring images, {steps} steps x batch {base['batch_size']} each")
     print("| prompt encoder | valid cIoU | valid gIoU | unseen cIoU | unseen gIoU |\n| --- | --- | --- | --- | --- |")
     for name, s in rows:
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in s) + " |")

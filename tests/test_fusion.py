@@ -134,3 +134,17 @@ def test_official_layout_round_trip():
         assert torch.equal(loaded(ids=ids)[0], model(ids=ids)[0])
     with pytest.raises(ValueError, match="encoder.layers.0.gate"):
         convert_official_beit3({"mm_extractor.beit3.encoder.layers.0.gate": torch.zeros(1)}, "mm_extractor.beit3.")
+
+
+def test_a_fresh_encoder_starts_from_content_not_positions():
+    """Trained from scratch, a token must start as mostly its content: with position tables at
+    N(0, 1) an image patch was 5-6x more position than pixels, and training learned to ignore
+    the image."""
+    torch.manual_seed(0)
+    config = Beit3Config(hidden_size=384, layers=1, heads=6, ffn_size=64, vocab_size=100, image_size=64)
+    model = Beit3(config).requires_grad_(False)
+    pixels = torch.rand(4, 3, 64, 64) * 2 - 1
+    content = model.patch_embed(pixels).flatten(2).transpose(1, 2).norm(dim=-1).mean()
+    positions = model.vision_positions.weight.norm(dim=-1).mean()
+    assert content > 5 * positions
+    assert all(float(m.bias.abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Linear))
