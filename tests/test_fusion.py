@@ -138,7 +138,7 @@ def test_official_layout_round_trip():
 
 def test_a_fresh_encoder_starts_from_content_not_positions():
     """Trained from scratch, a token must start as mostly its content: with position tables at
-    N(0, 1) an image patch was 5-6x more position than pixels, and training learned to ignore
+    N(0, 1) a SynthRef patch was 8x more position than pixels, and training learned to ignore
     the image."""
     torch.manual_seed(0)
     config = Beit3Config(hidden_size=384, layers=1, heads=6, ffn_size=64, vocab_size=100, image_size=64)

@@ -127,11 +127,10 @@ class Beit3(nn.Module):
     def _init_fresh(self) -> None:
         """Initialisation for training from scratch (official weights overwrite it): linear
         weights truncated-normal with std 0.02 and zero biases (BEiT-3's own wrapper), and the
-        learned position tables and [CLS] at std 0.02 too, as ViT / BEiT v1 start theirs. The
-        tables' default N(0, 1) would be 5-6x the patch and word embeddings, so every token would
-        start as mostly its position and the image content would be a small perturbation: on
-        SynthRef an early-fusion encoder so initialised learned to ignore the image (its [CLS]
-        varied 3000x less across images than across texts after 600 steps)."""
+        learned position tables and [CLS] at std 0.02 too, as ViT / BEiT v1 start theirs. With the
+        tables' default N(0, 1), a SynthRef patch token started 8x more position than pixels
+        (norms 19.7 and 2.4), and an early-fusion encoder so initialised learned to ignore the
+        image (docs/RESULTS.md, "EVF-SAM on SynthRef: why the prompt does not ground yet")."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02, a=-0.02, b=0.02)

@@ -11,7 +11,7 @@ Batched: one SAM 2 image-encoder pass (no gradient: frozen) and one encoder pass
 With `data.cache_features` the frozen image encoder runs once per distinct training image (the
 image's bytes are the key): its outputs are kept in memory as float16 and reused whenever the
 image is drawn again; the sampler then neither crops nor jitters (flips stay), so an image
-recurs. On SynthRef images this halves a step (the SAM 2 encoder was half of it).
+recurs. On SynthRef images (batch 16, 2 CPU threads) a step took 1.6 s instead of 2.2 s.
 """
 
 from __future__ import annotations
