@@ -3,8 +3,9 @@
 The same BEiT-3 (configs/evf_synth.yaml) prompts the same frozen SAM 2 in three ways, each
 trained with the same budget (the config's `steps`, or `--steps`): text only (the text [CLS]),
 late fusion (image [CLS] and text [CLS] encoded apart, concatenated) and early fusion (the
-image [CLS] of the joint encoding: EVF-SAM). Each is scored with `refseg eval --protocol ris` (cIoU, gIoU) on SynthRef
-`valid` and `unseen` (held-out colour, shape and paraphrase words), RefCOCO layout.
+image [CLS] of the joint encoding: EVF-SAM). Each is scored with `refseg eval --protocol ris`
+(cIoU, gIoU) on SynthRef `valid` and `unseen` (held-out colour, shape and paraphrase words),
+RefCOCO layout.
 
     python bench/evf_fusion.py --out runs/evf_fusion
 """
