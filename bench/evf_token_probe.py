@@ -27,15 +27,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from refseg.data import synth
 from refseg.data.sampler import Clip, ClipSampler
 from refseg.sam.checkpoint import load_sam2
 from refseg.sam.image_encoder import normalise_frames
-from refseg.sam.mask_decoder import decode_masks
 from refseg.sam.model import Sam2
-from refseg.train.losses import bce_loss, dice_per_sample, object_score_loss
+from refseg.train.evf import decode_token, mask_losses
 
 
 def clips(scenes: int, count: int, seed: int) -> list[Clip]:
@@ -56,23 +54,16 @@ class Decoder:
             features = [sam.encode_images(normalise_frames(images[i : i + 16], sam.image_size))
                         for i in range(0, len(items), 16)]
         self.high_res = [torch.cat([f.high_res[k] for f in features]) for k in range(2)]
-        self.embed = torch.cat([f.embed for f in features]) + sam.no_memory_embedding.view(1, -1, 1, 1)
+        self.embed = torch.cat([f.embed for f in features])
         self.targets = torch.from_numpy(np.stack([c.mask[0] for c in items])).float()[:, None]
 
     def losses(self, index: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         """(training loss, per-sample IoU of the thresholded best mask; NaN where no target)."""
-        embed = self.embed[index]
-        dense = self.sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embed)
-        out = decode_masks(self.sam, [h[index] for h in self.high_res], embed, tokens[:, None, None], dense,
-                           multimask=True)
+        out = decode_token(self.sam, [h[index] for h in self.high_res], self.embed[index], tokens[:, None])
         target = self.targets[index]
-        logits = F.interpolate(out.low_res.float(), size=target.shape[-2:], mode="bilinear",
-                               align_corners=False).clamp(min=-50.0)
         present = target.flatten(1).any(dim=1)
-        loss = object_score_loss(out.object_score[:, 0], present.float())
-        if present.any():
-            loss = loss + bce_loss(logits[present], target[present])
-            loss = loss + dice_per_sample(logits[present].flatten(1), target[present].flatten(1)).mean()
+        terms, logits = mask_losses(out.low_res, out.object_score[:, 0], target, present)
+        loss = terms["bce"] + terms["dice"] + terms["object"]
         pred, truth = (logits > 0).flatten(1), target.flatten(1) > 0
         iou = (pred & truth).sum(1) / (pred | truth).sum(1).clamp(min=1)
         return loss, torch.where(present, iou.float(), torch.nan)

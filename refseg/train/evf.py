@@ -29,11 +29,38 @@ from refseg.data.sample import VideoSample
 from refseg.data.sampler import Clip, ClipSampler
 from refseg.methods.evf_sam import EvfSam
 from refseg.sam.image_encoder import normalise_frames
-from refseg.sam.mask_decoder import decode_masks
+from refseg.sam.mask_decoder import DecoderOutput, decode_masks
+from refseg.sam.model import Sam2
 from refseg.sam.sam1 import Sam1
 from refseg.train.losses import bce_loss, dice_per_sample, object_score_loss
 from refseg.train.config import TrainConfig
 from refseg.train.task import Task, seeded
+
+
+def decode_token(sam: Sam2, high_res: list[Tensor], image_embed: Tensor, tokens: Tensor) -> DecoderOutput:
+    """SAM 2's masks for one prompt token per image, as at inference (no memory, no dense prompt,
+    best of three by predicted IoU): high_res and image_embed [B, ...] from the image encoder,
+    tokens [B, 1, C]."""
+    dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(image_embed)
+    embed = image_embed + sam.no_memory_embedding.view(1, -1, 1, 1)
+    return decode_masks(sam, high_res, embed, tokens[:, None], dense, multimask=True)
+
+
+def mask_losses(low_res: Tensor, score: Tensor | None, targets: Tensor,
+                masked: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """EVF-SAM's loss terms: BCE and dice on the samples `masked` [B] selects, presence CE on the
+    object score [B] (None: no presence head); low_res [B, 1, h, w] logits, targets [B, 1, H, W].
+    Returns the terms and the logits upsampled to the targets' size."""
+    logits = F.interpolate(low_res.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    logits = logits.clamp(min=-50.0)  # SAM 2's "absent" sentinel (-1024, no gradient) reads as a loss
+    zero = torch.zeros((), device=logits.device)
+    present = targets.flatten(1).any(dim=1)
+    terms = {
+        "bce": bce_loss(logits[masked], targets[masked]) if masked.any() else zero,
+        "dice": dice_per_sample(logits[masked].flatten(1), targets[masked].flatten(1)).mean() if masked.any() else zero,
+        "object": object_score_loss(score, present.float()) if score is not None else zero,
+    }
+    return terms, logits
 
 
 @dataclass
@@ -83,18 +110,9 @@ class EvfTask(Task):
                 return (*features.high_res, features.embed)
 
             *high_res, image_embed = self.encoded(images, encode)
-            dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(image_embed)
-            embed = image_embed + sam.no_memory_embedding.view(1, -1, 1, 1)
-            out = decode_masks(sam, high_res, embed, tokens[:, None], dense, multimask=True)
+            out = decode_token(sam, high_res, image_embed, tokens)
             low_res, score, masked = out.low_res, out.object_score[:, 0], present
-        logits = F.interpolate(low_res.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
-        logits = logits.clamp(min=-50.0)  # SAM 2's "absent" sentinel (-1024, no gradient) reads as a loss
-        zero = torch.zeros((), device=device)
-        terms = {
-            "bce": bce_loss(logits[masked], targets[masked]) if masked.any() else zero,
-            "dice": dice_per_sample(logits[masked].flatten(1), targets[masked].flatten(1)).mean() if masked.any() else zero,
-            "object": object_score_loss(score, present.float()) if score is not None else zero,
-        }
+        terms, _ = mask_losses(low_res, score, targets, masked)
         terms["loss"] = w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
         return terms
 
