@@ -157,6 +157,30 @@ def test_flip_swaps_left_and_right(videos):
         assert np.array_equal(clip.mask, resized[:, :, ::-1])
 
 
+def test_a_group_shares_one_augmented_clip_across_different_texts(videos):
+    import PIL.Image as Image
+
+    sampler = ClipSampler(videos, clip_len=3, size=64, flip_p=1.0, crop_scale=(1.0, 1.0), brightness=0,
+                          contrast=0, seed=1)
+    for _ in range(6):
+        group = sampler.sample_group(3)
+        video = next(v for v in videos if v.video_id == group[0].video_id)
+        texts = {e.text for e in video.expressions}
+        assert len(group) == min(3, len(texts))
+        assert len({c.expression.text for c in group}) == len(group)  # different texts
+        for clip in group:
+            assert clip.video_id == video.video_id and clip.start == group[0].start and clip.flipped
+            assert np.array_equal(clip.frames, group[0].frames)
+            original = next(e for e in video.expressions if e.exp_id == clip.expression.exp_id)
+            assert clip.expression.text == flip_text(original.text)
+            truth = video.target_mask(original)[clip.start : clip.start + 3]
+            resized = np.stack([np.asarray(Image.fromarray(m).resize((64, 64), Image.NEAREST)) for m in truth])
+            assert np.array_equal(clip.mask, resized[:, :, ::-1])  # its own target, flipped like the frames
+    objects = ClipSampler(videos, clip_len=2, size=32, by="object")
+    with pytest.raises(ValueError, match="need by='expression'"):
+        objects.sample_group(2)
+
+
 def test_synth_command_refuses_to_overwrite(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x").write_text("keep")

@@ -248,3 +248,32 @@ def test_evf_feature_cache_encodes_each_image_once_and_keeps_the_losses():
         assert abs(float(first[name]) - float(reference[name])) < 2e-3 * max(1.0, abs(float(reference[name])))
     with pytest.raises(ValueError, match="data.cache_features: only the evf task"):
         build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"cache_features": True}}))
+
+
+def test_expression_tasks_draw_batches_in_groups_that_share_a_clip():
+    import numpy as np
+
+    from refseg.train.loop import build_task, load_samples
+
+    values = {**json.loads(json.dumps(TINY)), "task": "samwise", "batch_size": 7,
+              "data": {"count": 3, "clip_len": 2, "expressions_per_clip": 3},
+              "samwise": {"adapter_dim": 16, "heads": 2, "patches": [2, 2, 1], "clip_len": 2}}
+    task = build_task(load_config(values))
+    samples = load_samples(task.config)
+    batch = task.draw_batch(task.sampler(samples, seed=0), np.random.default_rng(0), 7)
+    assert len(batch) == 7
+    groups: list[list] = []
+    for item in batch:  # consecutive samples of one clip form a group
+        clip = item.clip
+        if groups and (clip.video_id, clip.start) == (groups[-1][0].video_id, groups[-1][0].start) \
+                and np.array_equal(clip.frames, groups[-1][0].frames):
+            groups[-1].append(clip)
+        else:
+            groups.append([clip])
+    assert len(groups) < len(batch) and all(len(g) <= 3 for g in groups)
+    assert all(len({c.expression.text for c in g}) == len(g) for g in groups)
+    assert len({item.seed for item in batch}) == len(batch)  # each sample its own dropout seed
+    with pytest.raises(ValueError, match="data.expressions_per_clip: only the expression tasks"):
+        build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"expressions_per_clip": 2}}))
+    with pytest.raises(ValueError, match="at least 1"):
+        build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"expressions_per_clip": 0}}))

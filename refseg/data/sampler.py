@@ -76,6 +76,13 @@ class ClipSampler:
             yield self.sample()
 
     def sample(self) -> Clip:
+        return self.sample_group(1)[0]
+
+    def sample_group(self, size: int) -> list[Clip]:
+        """Up to `size` clips of one video that share the frames and the augmentation, each with
+        a different expression text: the first drawn as `sample` draws it, the others at random
+        among the video's other texts (fewer when the video has fewer). On the same image, a
+        prompt that ignores the text cannot fit them all."""
         index, expression = self.items[int(self.rng.integers(len(self.items)))]
         video = self.samples[index]
         starts = np.arange(max(len(video) - self.clip_len, 0) + 1)
@@ -84,13 +91,22 @@ class ClipSampler:
             starts = starts[visible[starts]] if visible[starts].any() else np.flatnonzero(visible)[:1]
         start = int(starts[int(self.rng.integers(len(starts)))])
         ts = [min(start + k, len(video) - 1) for k in range(self.clip_len)]
+        expressions = [expression]
+        if size > 1:
+            if self.by != "expression":
+                raise ValueError("ClipSampler.sample_group: several expressions per clip need by='expression'")
+            others = [e for e in video.expressions if e.text != expression.text]
+            picked = self.rng.permutation(len(others))[: size - 1]
+            expressions += [others[int(i)] for i in picked]
         frames = np.stack([video.load_frame(t) for t in ts])
-        mask = video.target_mask(expression)[ts]
+        masks = [video.target_mask(e)[ts] for e in expressions]
         objects = {o: m[ts] for o, m in sorted(video.masks.items())} if self.objects else None
-        return self.augment(video.video_id, start, frames, mask, expression, objects)
+        return self.augment(video.video_id, start, frames, masks, expressions, objects)
 
-    def augment(self, video_id: str, start: int, frames: np.ndarray, mask: np.ndarray,
-                expression: Expression, objects: dict[int, np.ndarray] | None = None) -> Clip:
+    def augment(self, video_id: str, start: int, frames: np.ndarray, masks: list[np.ndarray],
+                expressions: list[Expression], objects: dict[int, np.ndarray] | None = None) -> list[Clip]:
+        """One random crop, jitter and flip for the frames, every target mask `masks[k]` (of
+        `expressions[k]`) and `objects`; one clip per expression."""
         rng = self.rng
         h, w = frames.shape[1:3]
         side = int(min(h, w) * rng.uniform(*self.crop_scale))
@@ -102,16 +118,16 @@ class ClipSampler:
             m = m[:, top : top + side, left : left + side]
             return np.stack([np.asarray(Image.fromarray(x).resize((self.size, self.size), Image.NEAREST)) for x in m])
 
-        mask = geometry(mask)
+        masks = [geometry(m) for m in masks]
         objects = {o: geometry(m) for o, m in (objects or {}).items()}
         gain = 1 + rng.uniform(-self.contrast, self.contrast)
         shift = 255 * rng.uniform(-self.brightness, self.brightness)
         frames = np.clip((frames.astype(np.float32) - 128) * gain + 128 + shift, 0, 255).astype(np.uint8)
         flipped = bool(rng.random() < self.flip_p)
         if flipped:
-            frames, mask = frames[:, :, ::-1].copy(), mask[:, :, ::-1].copy()
+            frames = frames[:, :, ::-1].copy()
+            masks = [m[:, :, ::-1].copy() for m in masks]
             objects = {o: m[:, :, ::-1].copy() for o, m in objects.items()}
-            expression = Expression(expression.exp_id, flip_text(expression.text), expression.target_ids,
-                                    expression.phenomena)
-        return Clip(video_id, start, frames, mask.astype(bool), expression, flipped,
-                    {o: m.astype(bool) for o, m in objects.items()})
+            expressions = [Expression(e.exp_id, flip_text(e.text), e.target_ids, e.phenomena) for e in expressions]
+        objects = {o: m.astype(bool) for o, m in objects.items()}
+        return [Clip(video_id, start, frames, m.astype(bool), e, flipped, objects) for m, e in zip(masks, expressions)]

@@ -50,6 +50,9 @@ class DataConfig:
     # (float16, about 0.5 MB per image at 256 px) and encode each once; crops and colour jitter
     # are then off (they would change the image), horizontal flips stay.
     cache_features: bool = False
+    # expression tasks (samwise, evf): a batch is drawn in groups of up to this many expressions
+    # that share one clip and its augmentation (`ClipSampler.sample_group`); 1: independent draws
+    expressions_per_clip: int = 1
 
 
 @dataclass

@@ -86,8 +86,8 @@ class EvfTask(Task):
                                crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0)
         return ClipSampler(samples, clip_len=1, size=self.model.sam.image_size, seed=seed, by="expression")
 
-    def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> TextImage:
-        return TextImage(sampler.sample(), int(rng.integers(2**31)))
+    def wrap(self, clip: Clip, rng: np.random.Generator) -> TextImage:
+        return TextImage(clip, int(rng.integers(2**31)))
 
     def forward(self, batch: list[TextImage]) -> dict[str, Tensor]:
         with seeded(batch[0].seed):

@@ -66,6 +66,11 @@ def build_sam2(config: TrainConfig) -> Sam2:
 
 def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask | EvfTask:
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
+    if config.data.expressions_per_clip < 1:
+        raise ValueError(f"data.expressions_per_clip: expected at least 1, got {config.data.expressions_per_clip}")
+    if config.data.expressions_per_clip > 1 and config.task not in ("samwise", "evf"):
+        raise ValueError(f"data.expressions_per_clip: only the expression tasks (samwise, evf) group "
+                         f"expressions; task {config.task!r} draws objects")
     if config.data.cache_features and config.task != "evf":
         raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
                          f"frozen); task {config.task!r} does not")
@@ -213,7 +218,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", disable=not progress or rank)
     for step in bar:
         began = time.perf_counter()
-        batch = [task.draw(sampler, rng) for _ in range(config.batch_size)]  # the global batch, same on all ranks
+        batch = task.draw_batch(sampler, rng, config.batch_size)  # the global batch, same on all ranks
         mine = batch[rank * (config.batch_size // world) : (rank + 1) * (config.batch_size // world)]
         totals: dict[str, float] = {}
         for m in range(config.optim.accumulation):

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from refseg.data.sampler import Clip, ClipSampler
+from refseg.data.sampler import Clip
 from refseg.engine import Session
 from refseg.methods.samwise import Samwise
 from refseg.train.task import Task
@@ -39,8 +39,8 @@ class SamwiseTask(Task):
     model: Samwise
     sample_by = "expression"
 
-    def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> TextClip:
-        return TextClip(sampler.sample(), int(rng.integers(2**31)))
+    def wrap(self, clip: Clip, rng: np.random.Generator) -> TextClip:
+        return TextClip(clip, int(rng.integers(2**31)))
 
     def sample_losses(self, sample: TextClip) -> dict[str, Tensor]:
         w = self.config.loss

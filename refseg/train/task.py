@@ -8,11 +8,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from refseg.data.sample import VideoSample
-from refseg.data.sampler import ClipSampler
+from refseg.data.sampler import Clip, ClipSampler
 from refseg.train.config import TrainConfig
 
 
@@ -26,8 +27,8 @@ def seeded(seed: int) -> Iterator[None]:
 
 class Task(nn.Module):
     """Subclasses set `sample_by` (what a sample is: "object" or "expression"), and give
-    `draw(sampler, rng)` (one sample with a `seed`) and `sample_losses(sample)` (a dict of
-    scalars with "loss"), or override `forward` to batch."""
+    `wrap(clip, rng)` (a drawn clip as one sample with a `seed`; or override `draw(sampler, rng)`)
+    and `sample_losses(sample)` (a dict of scalars with "loss"), or override `forward` to batch."""
 
     sample_by = "object"
 
@@ -40,6 +41,23 @@ class Task(nn.Module):
         """Clips of `data.clip_len` frames at the model's input size."""
         return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
                            by=self.sample_by)
+
+    def wrap(self, clip: Clip, rng: np.random.Generator) -> object:
+        raise NotImplementedError(f"{type(self).__name__} draws its own samples")
+
+    def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> object:
+        return self.wrap(sampler.sample(), rng)
+
+    def draw_batch(self, sampler: ClipSampler, rng: np.random.Generator, size: int) -> list:
+        """`size` samples: independent draws, or with `data.expressions_per_clip` K > 1, groups of
+        up to K expressions sharing a clip (the last group cut to fit)."""
+        k = self.config.data.expressions_per_clip
+        if k == 1:
+            return [self.draw(sampler, rng) for _ in range(size)]
+        batch: list = []
+        while len(batch) < size:
+            batch += [self.wrap(clip, rng) for clip in sampler.sample_group(k)]
+        return batch[:size]
 
     def forward(self, batch: list) -> dict[str, Tensor]:
         terms = []
