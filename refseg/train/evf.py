@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from refseg.data.sample import VideoSample
-from refseg.data.sampler import Clip, ClipSampler
+from refseg.data.sampler import ClipSampler
 from refseg.methods.evf_sam import EvfSam
 from refseg.sam.image_encoder import normalise_frames
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
@@ -34,7 +33,7 @@ from refseg.sam.model import Sam2
 from refseg.sam.sam1 import Sam1
 from refseg.train.losses import bce_loss, dice_per_sample, object_score_loss
 from refseg.train.config import TrainConfig
-from refseg.train.task import Task, seeded
+from refseg.train.task import ExpressionTask, Referred, seeded
 
 
 def decode_token(sam: Sam2, high_res: list[Tensor], image_embed: Tensor, tokens: Tensor) -> DecoderOutput:
@@ -63,18 +62,10 @@ def mask_losses(low_res: Tensor, score: Tensor | None, targets: Tensor,
     return terms, logits
 
 
-@dataclass
-class TextImage:
-    clip: Clip  # one frame
-    seed: int
-
-
-class EvfTask(Task):
+class EvfTask(ExpressionTask):
     """EVF-SAM on referring expressions of single images (see the module docstring)."""
 
     model: EvfSam
-    sample_by = "expression"
-
     def __init__(self, model: EvfSam, config: TrainConfig) -> None:
         super().__init__(model, config)
         # image digest -> the frozen encoder's outputs for that image, float16 on the CPU
@@ -86,14 +77,11 @@ class EvfTask(Task):
                                crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0)
         return ClipSampler(samples, clip_len=1, size=self.model.sam.image_size, seed=seed, by="expression")
 
-    def wrap(self, clip: Clip, rng: np.random.Generator) -> TextImage:
-        return TextImage(clip, int(rng.integers(2**31)))
-
-    def forward(self, batch: list[TextImage]) -> dict[str, Tensor]:
+    def forward(self, batch: list[Referred]) -> dict[str, Tensor]:
         with seeded(batch[0].seed):
             return self._losses(batch)
 
-    def _losses(self, batch: list[TextImage]) -> dict[str, Tensor]:
+    def _losses(self, batch: list[Referred]) -> dict[str, Tensor]:
         model, sam, w = self.model, self.model.sam, self.config.loss
         device = model.projector[0].weight.device
         images = torch.from_numpy(np.stack([s.clip.frames[0] for s in batch])).to(device)

@@ -11,38 +11,24 @@ cross-entropy weighted 1 : 2 (keep : switch) as in the official code (`loss.cme`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from refseg.data.sampler import Clip
 from refseg.engine import Session
 from refseg.methods.samwise import Samwise
-from refseg.train.task import Task
+from refseg.train.task import ExpressionTask, Referred
 from refseg.train.losses import dice_loss, focal_loss, object_score_loss
 
 OBJ = 1
 
 
-@dataclass
-class TextClip:
-    clip: Clip
-    seed: int
-
-
-class SamwiseTask(Task):
+class SamwiseTask(ExpressionTask):
     """SAMWISE on referring expressions (see the module docstring)."""
 
     model: Samwise
-    sample_by = "expression"
 
-    def wrap(self, clip: Clip, rng: np.random.Generator) -> TextClip:
-        return TextClip(clip, int(rng.integers(2**31)))
-
-    def sample_losses(self, sample: TextClip) -> dict[str, Tensor]:
+    def sample_losses(self, sample: Referred) -> dict[str, Tensor]:
         w = self.config.loss
         clip = sample.clip
         hooks = self.model.hooks(clip.expression.text)

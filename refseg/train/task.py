@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,8 +28,8 @@ def seeded(seed: int) -> Iterator[None]:
 
 class Task(nn.Module):
     """Subclasses set `sample_by` (what a sample is: "object" or "expression"), and give
-    `wrap(clip, rng)` (a drawn clip as one sample with a `seed`; or override `draw(sampler, rng)`)
-    and `sample_losses(sample)` (a dict of scalars with "loss"), or override `forward` to batch."""
+    `draw(sampler, rng)` (one sample with a `seed`) and `sample_losses(sample)` (a dict of
+    scalars with "loss"), or override `forward` to batch."""
 
     sample_by = "object"
 
@@ -42,22 +43,9 @@ class Task(nn.Module):
         return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
                            by=self.sample_by)
 
-    def wrap(self, clip: Clip, rng: np.random.Generator) -> object:
-        raise NotImplementedError(f"{type(self).__name__} draws its own samples")
-
-    def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> object:
-        return self.wrap(sampler.sample(), rng)
-
     def draw_batch(self, sampler: ClipSampler, rng: np.random.Generator, size: int) -> list:
-        """`size` samples: independent draws, or with `data.expressions_per_clip` K > 1, groups of
-        up to K expressions sharing a clip (the last group cut to fit)."""
-        k = self.config.data.expressions_per_clip
-        if k == 1:
-            return [self.draw(sampler, rng) for _ in range(size)]
-        batch: list = []
-        while len(batch) < size:
-            batch += [self.wrap(clip, rng) for clip in sampler.sample_group(k)]
-        return batch[:size]
+        """`size` independent samples."""
+        return [self.draw(sampler, rng) for _ in range(size)]  # type: ignore[attr-defined]
 
     def forward(self, batch: list) -> dict[str, Tensor]:
         terms = []
@@ -65,3 +53,31 @@ class Task(nn.Module):
             with seeded(sample.seed):
                 terms.append(self.sample_losses(sample))  # type: ignore[attr-defined]
         return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
+
+
+@dataclass
+class Referred:
+    """A referring-expression sample: its clip (frames, target mask, expression) and its seed."""
+
+    clip: Clip
+    seed: int
+
+
+class ExpressionTask(Task):
+    """A task whose samples are referring expressions (SAMWISE, EVF-SAM). With
+    `data.expressions_per_clip` K > 1 a batch is drawn in groups of up to K expressions that share
+    one clip and its augmentation (the last group cut to fit)."""
+
+    sample_by = "expression"
+
+    def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> Referred:
+        return Referred(sampler.sample(), int(rng.integers(2**31)))
+
+    def draw_batch(self, sampler: ClipSampler, rng: np.random.Generator, size: int) -> list[Referred]:
+        k = self.config.data.expressions_per_clip
+        if k == 1:
+            return super().draw_batch(sampler, rng, size)
+        batch: list[Referred] = []
+        while len(batch) < size:
+            batch += [Referred(clip, int(rng.integers(2**31))) for clip in sampler.sample_group(k)]
+        return batch[:size]
