@@ -66,6 +66,7 @@ class EvfTask(ExpressionTask):
     """EVF-SAM on referring expressions of single images (see the module docstring)."""
 
     model: EvfSam
+
     def __init__(self, model: EvfSam, config: TrainConfig) -> None:
         super().__init__(model, config)
         # image digest -> the frozen encoder's outputs for that image, float16 on the CPU
