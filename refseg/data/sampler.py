@@ -95,7 +95,7 @@ class ClipSampler:
         if size > 1:
             if self.by != "expression":
                 raise ValueError("ClipSampler.sample_group: several expressions per clip need by='expression'")
-            others = [e for e in video.expressions if e.text != expression.text]
+            others = list({e.text: e for e in video.expressions if e.text != expression.text}.values())
             picked = self.rng.permutation(len(others))[: size - 1]
             expressions += [others[int(i)] for i in picked]
         frames = np.stack([video.load_frame(t) for t in ts])
