@@ -1,8 +1,10 @@
 """SAMWISE component ablation on SynthRef, in the shape of the paper's Table 2.
 
 Every variant trains with the same budget (configs/samwise_synth.yaml, `--steps` overrides the
-step count) on the same frozen SAM 2 and text encoder, then is scored on SynthRef `valid_u`
-(MeViS layout): J&F over all expressions and on the tracking-bias subset.
+step count) on the same frozen SAM 2 and text encoder, from freshly initialised modules (the
+config's `model.init` is dropped: a stage-1 checkpoint holds the full model's names, which the
+reduced variants lack, and would give the full model a head start), then is scored on SynthRef
+`valid_u` (MeViS layout): J&F over all expressions and on the tracking-bias subset.
 
     python bench/samwise_ablation.py --steps 600 --out runs/ablation        # hours on a CPU
 
@@ -50,7 +52,8 @@ def main() -> None:
     rows = []
     for name, flags in VARIANTS.items():
         slug = name.replace("+", "plus").replace(" ", "_").lower()
-        config = {**base, "out": str(out / slug), "steps": args.steps,
+        model = {k: v for k, v in base.get("model", {}).items() if k != "init"}
+        config = {**base, "out": str(out / slug), "steps": args.steps, "model": model,
                   "samwise": {**base.get("samwise", {}), **flags}}
         path = out / f"{slug}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
