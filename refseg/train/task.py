@@ -74,9 +74,7 @@ class ExpressionTask(Task):
         return Referred(sampler.sample(), int(rng.integers(2**31)))
 
     def draw_batch(self, sampler: ClipSampler, rng: np.random.Generator, size: int) -> list[Referred]:
-        k = self.config.data.expressions_per_clip
-        if k == 1:
-            return super().draw_batch(sampler, rng, size)
+        k = self.config.data.expressions_per_clip  # K = 1: groups of one, drawn as `draw` draws them
         batch: list[Referred] = []
         while len(batch) < size:
             batch += [Referred(clip, int(rng.integers(2**31))) for clip in sampler.sample_group(k)]
