@@ -1,7 +1,8 @@
 """EVF-SAM fusion comparison on SynthRef referring images, in the shape of the paper's Table 3.
 
-The same BEiT-3 (configs/evf_synth.yaml) prompts the same frozen SAM 2 in three ways, each
-trained with the same budget (the config's `steps`, or `--steps`): text only (the text [CLS]),
+The same BEiT-3 (configs/evf_synth.yaml; pretrained by `--pretrain` first when the config's
+`evf.encoder_weights` names a run that is not there yet) prompts the same frozen SAM 2 in three
+ways, each trained with the same budget (the config's `steps`, or `--steps`): text only (the text [CLS]),
 late fusion (image [CLS] and text [CLS] encoded apart, concatenated) and early fusion (the
 image [CLS] of the joint encoding: EVF-SAM). Each is scored with `refseg eval --protocol ris`
 (cIoU, gIoU) on SynthRef `valid` and `unseen` (held-out colour, shape and paraphrase words),
@@ -35,6 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/evf_synth.yaml")
     parser.add_argument("--steps", type=int, help="training steps of each run (default: the config's)")
+    parser.add_argument("--pretrain", default="configs/beit3_synth.yaml",
+                        help="the BEiT-3 pretraining config that writes the config's evf.encoder_weights")
     parser.add_argument("--out", default="runs/evf_fusion")
     args = parser.parse_args()
     out = Path(args.out)
@@ -42,6 +45,9 @@ def main() -> None:
         if not (out / split).is_dir():
             refseg("synth", "--out", str(out / split), "--split", split, "--seed", "0", "--format", "refcoco")
     base = yaml.safe_load(Path(args.config).read_text())
+    pretrained = base.get("evf", {}).get("encoder_weights")
+    if pretrained and not Path(pretrained).exists():
+        refseg("train", args.pretrain, "--resume")
     steps = args.steps or base["steps"]
     rows = []
     for name, fusion in VARIANTS.items():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.nn import functional as F
 
-from refseg.encoders.fusion import Beit3, Beit3Config, beit3_config_from_state, convert_official_beit3
+from refseg.encoders.fusion import Beit3, Beit3Config, beit3_config_from_state, convert_official_beit3, load_beit3_weights
 
 TINY = Beit3Config(hidden_size=32, layers=2, heads=4, ffn_size=48, vocab_size=50, image_size=32, patch_size=16,
                    max_text_positions=12)
@@ -148,3 +150,15 @@ def test_a_fresh_encoder_starts_from_content_not_positions():
     positions = model.vision_positions.weight.norm(dim=-1).mean()
     assert content > 5 * positions
     assert all(float(m.bias.abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def test_a_published_beit3_checkpoint_file_loads_as_pretrained_weights(tmp_path):
+    model = tiny_beit3(seed=1)
+    published = {"beit3." + k.removeprefix("mm_extractor.beit3."): v for k, v in official_state(model).items()}
+    torch.save({"model": published}, tmp_path / "beit3.pth")
+    state = load_beit3_weights(tmp_path / "beit3.pth", model.config)
+    loaded = Beit3(model.config)
+    loaded.load_state_dict(state, strict=True)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(ValueError, match="has layers 2, the config asks for 3"):
+        load_beit3_weights(tmp_path / "beit3.pth", dataclasses.replace(model.config, layers=3))

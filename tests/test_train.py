@@ -277,3 +277,63 @@ def test_expression_tasks_draw_batches_in_groups_that_share_a_clip():
         build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"expressions_per_clip": 2}}))
     with pytest.raises(ValueError, match="at least 1"):
         build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"expressions_per_clip": 0}}))
+
+
+def test_masked_tokens_and_referred_boxes_are_what_pretraining_asks_for():
+    from refseg.train.beit3 import mask_tokens, target_boxes
+
+    masks = torch.zeros(2, 8, 10, dtype=torch.bool)
+    masks[0, 2:6, 1:4] = True  # rows 2..5, columns 1..3
+    boxes = target_boxes(masks)
+    assert torch.allclose(boxes[0], torch.tensor([2.5 / 10, 4 / 8, 3 / 10, 4 / 8]))
+    assert torch.equal(boxes[1], torch.zeros(4))  # nothing referred
+
+    torch.manual_seed(0)
+    ids = torch.arange(1, 41).reshape(4, 10)
+    special = torch.zeros(4, 10, dtype=torch.bool)
+    special[:, 0] = special[:, -1] = True  # [CLS], [SEP]
+    special[3, 3:] = True  # a short text: positions 1, 2 only
+    chosen = torch.tensor([True, False, True, True])
+    inputs, labels = mask_tokens(ids, special, chosen, mask_id=0, prob=0.5)
+    masked = inputs == 0
+    assert torch.equal(labels[masked], ids[masked]) and bool((labels[~masked] == -100).all())
+    assert not masked[1].any() and not (masked & special).any()  # unchosen rows and specials stay
+    assert all(masked[i].sum() >= 1 for i in (0, 2, 3))  # at least one token per chosen row
+    inputs, _ = mask_tokens(ids, special, chosen, mask_id=0, prob=0.0)
+    assert [int((inputs[i] == 0).sum()) for i in range(4)] == [1, 0, 1, 1]
+    many = mask_tokens(ids.repeat(250, 1), special.repeat(250, 1), chosen.repeat(250), 0, 0.5)[0] == 0
+    assert abs(float(many[::4].float().sum(1).mean()) / 8 - 0.5) < 0.05  # half of the 8 candidates
+
+
+def test_beit3_pretraining_trains_the_encoder_that_evf_sam_then_starts_from(tmp_path):
+    from conftest import random_sam2
+    from refseg.encoders.fusion import Beit3Config
+    from refseg.methods.evf_sam import EvfConfig, EvfSam
+
+    out = tmp_path / "beit3"
+    beit3 = {"hidden_size": 32, "layers": 1, "heads": 2, "ffn_size": 48, "vocab_size": 30522, "image_size": 32,
+             "max_text_positions": 34}
+    config = write_config(tmp_path / "b.yaml", out, task="beit3", steps=3, checkpoint_every=3, batch_size=6,
+                          data={"count": 3, "clip_len": 1, "image": True, "expressions_per_clip": 2},
+                          evf={"beit3": beit3, "text_embeddings": None},
+                          loss={"mlm": 1.0, "patch": 1.0, "box": 5.0, "object": 1.0}, pretrain={"mask_prob": 0.5, "mlm_share": 0.5})
+    result = run(["-m", "refseg", "train", str(config)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(r["mlm"] > 5 and 0 < r["box"] < 1 and r["object"] > 0 and r["patch"] > 0 for r in records)  # ln V = 10.3
+    exported = load_file(str(out / "final" / "model.safetensors"))
+    checkpoint = weights(out)
+    heads = {"mlm_bias", "ground.0.weight", "ground.0.bias", "ground.2.weight", "ground.2.bias", "patch.weight",
+             "patch.bias"}
+    assert set(checkpoint) == {f"encoder.{k}" for k in exported} | heads
+    assert all(torch.equal(exported[k], checkpoint[f"encoder.{k}"]) for k in exported)
+
+    sizes = Beit3Config(**beit3)
+    evf = EvfSam(random_sam2(), EvfConfig(beit3=sizes, text_embeddings=None, encoder_weights=str(out / "final")))
+    assert all(torch.equal(v, exported[k]) for k, v in evf.encoder.state_dict().items())
+    with pytest.raises(ValueError, match="has hidden_size 32, the config asks for 64"):
+        EvfSam(random_sam2(), EvfConfig(beit3=Beit3Config(**{**beit3, "hidden_size": 64}), text_embeddings=None,
+                                        encoder_weights=str(out / "final")))
+    with pytest.raises(ValueError, match="no such BEiT-3 folder or checkpoint file"):
+        EvfSam(random_sam2(), EvfConfig(beit3=sizes, text_embeddings=None, encoder_weights=str(tmp_path / "none")))

@@ -9,18 +9,25 @@ attention before its output projection and inside the FFN before its second laye
 layer scale; a final Multiway LayerNorm ends the encoder. Positions are learned per modality and
 counted from 2 (fairseq's convention): image [CLS] at 2, patches from 3; text tokens from 2.
 
-Official checkpoint names (torchscale's `BEiT3`, under `mm_extractor.beit3.` in EVF-SAM) load
-through `convert_official_beit3`: the experts `.A` (vision) and `.B` (language) become
-`.vision` / `.language`.
+Official checkpoint names (torchscale's `BEiT3`, under `mm_extractor.beit3.` in EVF-SAM, under
+`beit3.` in the published BEiT-3 `.pth` files) load through `convert_official_beit3`: the experts
+`.A` (vision) and `.B` (language) become `.vision` / `.language`. A pretrained encoder (a refseg
+folder from `save_beit3`, or a published `.pth`) starts EVF-SAM through `load_beit3_weights`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -214,3 +221,52 @@ def beit3_config_from_state(state: dict[str, Tensor], head_size: int = 64) -> Be
                        ffn_size=state["layers.0.fc1.vision.weight"].shape[0], vocab_size=vocab,
                        image_size=int(math.isqrt(patches)) * patch, patch_size=patch,
                        max_text_positions=state["text_positions.weight"].shape[0] - POSITION_OFFSET)
+
+
+def encoder_pixels(images: Tensor, side: int) -> Tensor:
+    """[B, H, W, 3] uint8 -> [B, 3, side, side]: squashed to the encoder's square (bicubic,
+    aspect ratio not kept, as EVF-SAM does) and normalised with mean = std = 0.5."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    return (x - 0.5) / 0.5
+
+
+def save_beit3(encoder: Beit3, directory: str | os.PathLike[str]) -> None:
+    """A pretrained encoder as a folder: config.json ({"beit3": sizes}) + model.safetensors,
+    written to a temporary folder first."""
+    final = Path(directory)
+    tmp = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps({"beit3": dataclasses.asdict(encoder.config)}, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def load_beit3_weights(source: str | os.PathLike[str], expected: Beit3Config) -> dict[str, Tensor]:
+    """`Beit3` weights (float32) of a pretrained encoder: a `save_beit3` folder, or a published
+    BEiT-3 checkpoint file (`.pth`: the state under "model" or "module", names `beit3.*`). Its
+    sizes must be `expected`'s (the head count, which weights do not show, is taken from it);
+    a difference fails naming the field."""
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise ValueError(f"{path}: not a BEiT-3 folder (needs config.json and model.safetensors)")
+        found = Beit3Config(**json.loads((path / "config.json").read_text())["beit3"])
+        state = load_file(str(path / "model.safetensors"))
+    elif path.is_file():
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = raw.get("model", raw.get("module", raw))
+        state = convert_official_beit3(raw, prefix="beit3." if any(k.startswith("beit3.") for k in raw) else "")
+        if not state:
+            raise ValueError(f"{path}: no BEiT-3 weights in this file")
+        found = dataclasses.replace(beit3_config_from_state(state), heads=expected.heads)
+    else:
+        raise ValueError(f"{path}: no such BEiT-3 folder or checkpoint file")
+    for name in (f.name for f in dataclasses.fields(Beit3Config)):
+        if getattr(found, name) != getattr(expected, name):
+            raise ValueError(f"{path}: the pretrained BEiT-3 has {name} {getattr(found, name)}, "
+                             f"the config asks for {getattr(expected, name)}")
+    return {k: v.float() for k, v in state.items()}

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.nn import functional as F
 from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, SamConfig, ViltConfig, ViltModel
 
-from refseg.encoders.fusion import Beit3, Beit3Config, beit3_config_from_state, convert_official_beit3
+from refseg.encoders.fusion import (Beit3, Beit3Config, beit3_config_from_state, convert_official_beit3, encoder_pixels,
+                                    load_beit3_weights)
 from refseg.encoders.text import MINILM, minilm_path
 from refseg.engine.hooks import MethodHooks
 from refseg.engine.session import FrameResult, ObjectResult, Session
@@ -77,6 +77,10 @@ class EvfConfig:
         checkpoint folder ships BEiT-3's XLM-R sentencepiece tokenizer).
     text_embeddings: "minilm" copies MiniLM's word embeddings into the text table at
         construction (the widths must match); None leaves them random.
+    encoder_weights: a pretrained BEiT-3 that a new model starts from (its sizes must be
+        `beit3`'s): a folder written by the `beit3` pretraining task (`refseg train
+        configs/beit3_synth.yaml`, its final/) or a published BEiT-3 `.pth`; the text table then
+        comes from it, not from `text_embeddings`.
     fusion_layers: run only the first k layers (BEiT-3), None: all.
     train_prompt_encoder, train_mask_decoder: unfreeze these SAM 2 parts.
     """
@@ -86,6 +90,7 @@ class EvfConfig:
     beit3: Beit3Config = field(default_factory=synth_beit3)
     tokenizer: str = MINILM
     text_embeddings: str | None = MINILM
+    encoder_weights: str | None = None
     fusion_layers: int | None = None
     max_text_tokens: int = 32
     train_prompt_encoder: bool = False
@@ -98,10 +103,31 @@ class EvfConfig:
             raise ValueError(f"evf.fusion: expected one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.encoder == "vilt" and self.fusion != "early":
             raise ValueError("evf: ViLT is an early-fusion encoder (fusion: early)")
+        if self.encoder == "vilt" and self.encoder_weights:
+            raise ValueError("evf.encoder_weights: a pretrained BEiT-3; ViLT starts from `transformers` weights")
 
 
 def load_tokenizer(source: str) -> object:
     return AutoTokenizer.from_pretrained(minilm_path() if source == MINILM else source)
+
+
+def tokenize(tokenizer: object, texts: Sequence[str], max_tokens: int,
+             device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """ids [B, L] and padding [B, L] (True = padding), padded to the longest text."""
+    if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise ValueError(f"text prompts must be non-empty strings, got {list(texts)!r}")
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device) == 0
+
+
+@torch.no_grad()
+def seed_text_table(table: Tensor) -> None:
+    """Copy MiniLM's word embeddings into an encoder's text table (`evf.text_embeddings: minilm`)."""
+    words = BertModel.from_pretrained(minilm_path()).embeddings.word_embeddings.weight
+    if table.shape != words.shape:
+        raise ValueError(f"evf.text_embeddings: MiniLM's table is {tuple(words.shape)}, the encoder's "
+                         f"{tuple(table.shape)} (set beit3.hidden_size 384 and vocab_size 30522, or None)")
+    table.copy_(words)
 
 
 def vilt_config(sizes: Beit3Config, max_text_tokens: int) -> ViltConfig:
@@ -131,8 +157,11 @@ class EvfSam(nn.Module):
             self.encoder: nn.Module = ViltModel(vilt_config(sizes, config.max_text_tokens), add_pooling_layer=False)
         else:
             self.encoder = Beit3(sizes)
-        if fresh and config.text_embeddings == MINILM:
-            self._copy_word_embeddings(BertModel.from_pretrained(minilm_path()).embeddings.word_embeddings.weight)
+        if fresh and config.encoder_weights:
+            self.encoder.load_state_dict(load_beit3_weights(config.encoder_weights, sizes))
+        elif fresh and config.text_embeddings == MINILM:
+            seed_text_table(self.encoder.embeddings.text_embeddings.word_embeddings.weight if config.encoder == "vilt"
+                            else self.encoder.text_embed.weight)
         width = sizes.hidden_size * (2 if config.fusion == "late" else 1)
         self.projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, sam.hidden_dim))
         for name, p in sam.named_parameters():
@@ -140,35 +169,17 @@ class EvfSam(nn.Module):
                          or (config.train_mask_decoder and name.startswith("mask_decoder.")))
             p.requires_grad_(trainable)
 
-    @torch.no_grad()
-    def _copy_word_embeddings(self, words: Tensor) -> None:
-        table = (self.encoder.embeddings.text_embeddings.word_embeddings.weight if self.config.encoder == "vilt"
-                 else self.encoder.text_embed.weight)
-        if table.shape != words.shape:
-            raise ValueError(f"evf.text_embeddings: MiniLM's table is {tuple(words.shape)}, the encoder's "
-                             f"{tuple(table.shape)} (set beit3.hidden_size 384 and vocab_size 30522, or None)")
-        table.copy_(words)
-
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- the prompt token --------------------------------------------------------------------
     def preprocess(self, images: Tensor) -> Tensor:
-        """[B, H, W, 3] uint8 -> [B, 3, s, s]: squashed to the encoder's square (bicubic, aspect
-        ratio not kept, as EVF-SAM does) and normalised with mean = std = 0.5."""
-        side = self.config.beit3.image_size
-        x = images.permute(0, 3, 1, 2).float() / 255.0
-        x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-        return (x - 0.5) / 0.5
+        """[B, H, W, 3] uint8 -> [B, 3, s, s] (`encoder_pixels` at the encoder's side s)."""
+        return encoder_pixels(images, self.config.beit3.image_size)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """ids [B, L] and padding [B, L] (True = padding), padded to the longest text."""
-        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-            raise ValueError(f"text prompts must be non-empty strings, got {list(texts)!r}")
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.config.max_text_tokens,
-                             return_tensors="pt")
-        device = self.projector[0].weight.device
-        return enc["input_ids"].to(device), enc["attention_mask"].to(device) == 0
+        return tokenize(self.tokenizer, texts, self.config.max_text_tokens, self.projector[0].weight.device)
 
     def fused(self, images: Tensor, texts: Sequence[str]) -> Tensor:
         """The multimodal embedding [B, D_in] of B (image, text) pairs; images [B, H, W, 3] uint8."""

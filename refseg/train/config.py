@@ -73,6 +73,9 @@ class LossConfig:
     iou: float = 1.0
     object: float = 1.0
     cme: float = 1.0  # SAMWISE's Conditional Memory Encoder decision
+    mlm: float = 1.0  # BEiT-3 pretraining: masked language modelling
+    box: float = 5.0  # BEiT-3 pretraining: L1 on the referred box
+    patch: float = 1.0  # BEiT-3 pretraining: each patch's covered fraction
 
 
 @dataclass
@@ -90,8 +93,19 @@ class PromptConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """BEiT-3 pretraining (task `beit3`, `refseg.train.beit3`): mask_prob is the share of a
+    masked sample's text tokens replaced by [MASK] (at least one; BEiT-3 masks 50 % of the text
+    of image-text pairs); mlm_share the share of samples trained by masked language modelling,
+    the others by referring-box grounding."""
+
+    mask_prob: float = 0.5
+    mlm_share: float = 0.5
+
+
+@dataclass
 class TrainConfig:
-    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), samwise, evf
+    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), samwise, evf, beit3 (EVF-SAM's encoder)
     out: str = "runs/train"
     steps: int = 100
     batch_size: int = 2  # clips per optimizer step, over all processes
@@ -105,7 +119,8 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     samwise: SamwiseConfig = field(default_factory=SamwiseConfig)
-    evf: EvfConfig = field(default_factory=EvfConfig)
+    evf: EvfConfig = field(default_factory=EvfConfig)  # also the encoder the beit3 task pretrains
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 def _build(cls: type, values: dict, where: str) -> object:

@@ -17,6 +17,7 @@ reproduces the uninterrupted one step for step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ from refseg.sam.config import synth_small_config
 from refseg.sam.sam1 import load_sam1
 from refseg.sam.checkpoint import load_sam2
 from refseg.train.config import TrainConfig, dump, to_dict
+from refseg.train.beit3 import Beit3Pretrainer, Beit3PretrainTask
 from refseg.train.evf import EvfTask
 from refseg.train.sam2_image import Sam2ImageTask
 from refseg.train.sam2_pvs import Sam2PvsTask
@@ -64,12 +66,12 @@ def build_sam2(config: TrainConfig) -> Sam2:
     return model
 
 
-def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask | EvfTask:
+def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask | EvfTask | Beit3PretrainTask:
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
     if config.data.expressions_per_clip < 1:
         raise ValueError(f"data.expressions_per_clip: expected at least 1, got {config.data.expressions_per_clip}")
-    if config.data.expressions_per_clip > 1 and config.task not in ("samwise", "evf"):
-        raise ValueError(f"data.expressions_per_clip: only the expression tasks (samwise, evf) group "
+    if config.data.expressions_per_clip > 1 and config.task not in ("samwise", "evf", "beit3"):
+        raise ValueError(f"data.expressions_per_clip: only the expression tasks (samwise, evf, beit3) group "
                          f"expressions; task {config.task!r} draws objects")
     if config.data.cache_features and config.task != "evf":
         raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
@@ -77,6 +79,8 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask
     if config.task == "evf":
         sam = load_sam1(config.model.sam1) if config.model.sam1 else build_sam2(config)
         return EvfTask(EvfSam(sam, config.evf), config)
+    if config.task == "beit3":
+        return Beit3PretrainTask(Beit3Pretrainer(config.evf), config)
     if config.task == "samwise":
         text = TextEncoder.from_pretrained(config.samwise.text_encoder)
         return SamwiseTask(Samwise(build_sam2(config), text, config.samwise), config)
@@ -84,7 +88,7 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask
         return Sam2ImageTask(build_sam2(config), config)
     if config.task == "sam2_pvs":
         return Sam2PvsTask(build_sam2(config), config)
-    raise ValueError(f"task: expected sam2_pvs, sam2_image, samwise or evf, got {config.task!r}")
+    raise ValueError(f"task: expected sam2_pvs, sam2_image, samwise, evf or beit3, got {config.task!r}")
 
 
 def load_samples(config: TrainConfig) -> list:
@@ -123,7 +127,7 @@ def _latest(run: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def _weights(model: Sam2 | Samwise | EvfSam) -> dict[str, torch.Tensor]:
+def _weights(model: Sam2 | Samwise | EvfSam | Beit3Pretrainer) -> dict[str, torch.Tensor]:
     """What a checkpoint stores: every tensor but a frozen text encoder's (rebuilt from its source)."""
     return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("text.")}
 
@@ -140,16 +144,19 @@ def _load_weights(model: nn.Module, path: Path) -> None:
         raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam, optimizer: torch.optim.Optimizer, scheduler: object,
+def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
     final = run / "checkpoints" / f"step_{step:07d}"
     tmp = final.with_name(f".{final.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(_weights(model), str(tmp / "model.safetensors"))
-    sam = model if isinstance(model, Sam2) else model.sam
-    backbone = "sam2" if isinstance(sam, Sam2) else "sam"
-    (tmp / "config.json").write_text(json.dumps({backbone: sam.config.to_dict(), "train": to_dict(config)}))
+    if isinstance(model, Beit3Pretrainer):
+        meta = {"beit3": dataclasses.asdict(model.encoder.config)}
+    else:
+        sam = model if isinstance(model, Sam2) else model.sam
+        meta = {"sam2" if isinstance(sam, Sam2) else "sam": sam.config.to_dict()}
+    (tmp / "config.json").write_text(json.dumps({**meta, "train": to_dict(config)}))
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
                 "sampler_rng": sampler_rng.bit_generator.state}, tmp / "state.pt")
