@@ -1,14 +1,16 @@
 """EVF-SAM fusion comparison on SynthRef referring images, in the shape of the paper's Table 3.
 
-The same BEiT-3 (configs/evf_synth.yaml; pretrained by `--pretrain` first when the config's
-`evf.encoder_weights` names a run that is not there yet) prompts the same frozen SAM 2 in three
-ways, each trained with the same budget (the config's `steps`, or `--steps`): text only (the text [CLS]),
+The same BEiT-3 (configs/evf_synth.yaml) prompts the same frozen SAM 2 in three ways, each
+trained with the same budget (the config's `steps`, or `--steps`): text only (the text [CLS]),
 late fusion (image [CLS] and text [CLS] encoded apart, concatenated) and early fusion (the
-image [CLS] of the joint encoding: EVF-SAM). Each is scored with `refseg eval --protocol ris`
+image [CLS] of the joint encoding: EVF-SAM). With `--pretrain CONFIG` (a `beit3` pretraining
+config, e.g. configs/beit3_synth.yaml) every row starts from the BEiT-3 that run writes to its
+final/ (trained first if it is not there), as the paper starts every row from a pretrained one. Each is scored with `refseg eval --protocol ris`
 (cIoU, gIoU) on SynthRef `valid` and `unseen` (held-out colour, shape and paraphrase words),
 RefCOCO layout.
 
     python bench/evf_fusion.py --out runs/evf_fusion
+    python bench/evf_fusion.py --pretrain configs/beit3_synth.yaml --out runs/evf_fusion_pretrained
 """
 
 from __future__ import annotations
@@ -36,8 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/evf_synth.yaml")
     parser.add_argument("--steps", type=int, help="training steps of each run (default: the config's)")
-    parser.add_argument("--pretrain", default="configs/beit3_synth.yaml",
-                        help="the BEiT-3 pretraining config that writes the config's evf.encoder_weights")
+    parser.add_argument("--pretrain", help="a beit3 pretraining config whose final/ starts every row")
     parser.add_argument("--out", default="runs/evf_fusion")
     args = parser.parse_args()
     out = Path(args.out)
@@ -45,9 +46,11 @@ def main() -> None:
         if not (out / split).is_dir():
             refseg("synth", "--out", str(out / split), "--split", split, "--seed", "0", "--format", "refcoco")
     base = yaml.safe_load(Path(args.config).read_text())
-    pretrained = base.get("evf", {}).get("encoder_weights")
-    if pretrained and not Path(pretrained).exists():
-        refseg("train", args.pretrain, "--resume")
+    if args.pretrain:
+        encoder = Path(yaml.safe_load(Path(args.pretrain).read_text())["out"]) / "final"
+        if not encoder.is_dir():
+            refseg("train", args.pretrain, "--resume")
+        base["evf"] = {**base.get("evf", {}), "encoder_weights": str(encoder)}
     steps = args.steps or base["steps"]
     rows = []
     for name, fusion in VARIANTS.items():

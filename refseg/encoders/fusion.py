@@ -264,7 +264,8 @@ def load_beit3_weights(source: str | os.PathLike[str], expected: Beit3Config) ->
             raise ValueError(f"{path}: no BEiT-3 weights in this file")
         found = dataclasses.replace(beit3_config_from_state(state), heads=expected.heads)
     else:
-        raise ValueError(f"{path}: no such BEiT-3 folder or checkpoint file")
+        raise ValueError(f"{path}: no such BEiT-3 folder or checkpoint file (a beit3 pretraining run's final/, e.g. "
+                         f"`refseg train configs/beit3_synth.yaml`, or a published BEiT-3 .pth)")
     for name in (f.name for f in dataclasses.fields(Beit3Config)):
         if getattr(found, name) != getattr(expected, name):
             raise ValueError(f"{path}: the pretrained BEiT-3 has {name} {getattr(found, name)}, "

@@ -17,7 +17,8 @@ two objectives, one per sample (`pretrain.mlm_share` of the samples for the firs
   the box of the targets (centre x, y, width, height in [0, 1] of the image; L1, weight
   `loss.box`, on samples with a target) and whether the expression names anything in the image
   (BCE, weight `loss.object`). The patch term gives every patch a word-to-pixels signal of its
-  own; with the box and presence alone the [CLS] ignored the image for 500 steps (docs/RESULTS.md).
+  own: with it the patches ground the text within 1000 steps, the [CLS] box not yet
+  (docs/RESULTS.md, `bench/beit3_grounding.py`).
 
 The encoder alone is exported (`save_beit3`); `evf.encoder_weights` starts EVF-SAM from it.
 """
