@@ -28,7 +28,7 @@ from torch import Tensor
 
 from refseg.data import synth
 from refseg.methods.evf_sam import tokenize
-from refseg.train.beit3 import Beit3Pretrainer, mask_tokens, target_boxes
+from refseg.train.beit3 import Beit3Pretrainer, mask_tokens, patch_coverage, special_positions, target_boxes
 from refseg.train.config import load_config
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     present = mask.flatten(1).any(dim=1)
     boxes = target_boxes(mask)
     shuffled = torch.roll(torch.arange(len(texts)), 7)
-    special = padding | torch.from_numpy(np.isin(ids.numpy(), model.tokenizer.all_special_ids))
+    special = special_positions(model.tokenizer, ids, padding)
     torch.manual_seed(0)
     masked, labels = mask_tokens(ids, special, torch.ones(len(texts), dtype=torch.bool), model.tokenizer.mask_token_id,
                                  config.pretrain.mask_prob)
@@ -80,7 +80,7 @@ def main() -> None:
             _, patches, predicted, _ = model(pixels[order], ids, padding)
             mlm = torch.nn.functional.cross_entropy(model(pixels[order], masked, padding)[0].flatten(0, 1),
                                                     labels.flatten())
-        covered = torch.nn.functional.adaptive_avg_pool2d(mask[:, None].float(), patches.shape[-2:])[:, 0]
+        covered = patch_coverage(mask, patches.shape[-1])
         rows = [i for i in range(len(texts)) if present[i] and (covered[i] >= 0.3).any() and (covered[i] < 0.3).any()]
         aucs = [auc(patches[i].flatten(), covered[i].flatten() >= 0.3) for i in rows]
         top = [bool(covered[i].flatten()[patches[i].flatten().argmax()] > 0) for i in rows]

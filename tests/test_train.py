@@ -280,13 +280,22 @@ def test_expression_tasks_draw_batches_in_groups_that_share_a_clip():
 
 
 def test_masked_tokens_and_referred_boxes_are_what_pretraining_asks_for():
-    from refseg.train.beit3 import mask_tokens, target_boxes
+    from refseg.methods.evf_sam import MINILM, load_tokenizer, tokenize
+    from refseg.train.beit3 import mask_tokens, patch_coverage, special_positions, target_boxes
 
     masks = torch.zeros(2, 8, 10, dtype=torch.bool)
     masks[0, 2:6, 1:4] = True  # rows 2..5, columns 1..3
     boxes = target_boxes(masks)
     assert torch.allclose(boxes[0], torch.tensor([2.5 / 10, 4 / 8, 3 / 10, 4 / 8]))
     assert torch.equal(boxes[1], torch.zeros(4))  # nothing referred
+    square = torch.zeros(1, 8, 8, dtype=torch.bool)
+    square[0, :4, :2] = True  # half of the top-left 4 x 4 patch
+    assert torch.equal(patch_coverage(square, 2), torch.tensor([[[0.5, 0.0], [0.0, 0.0]]]))
+
+    tokenizer = load_tokenizer(MINILM)
+    ids, padding = tokenize(tokenizer, ["the red circle", "a star"], 32)
+    assert special_positions(tokenizer, ids, padding).tolist() == [[True, False, False, False, True],
+                                                                    [True, False, False, True, True]]
 
     torch.manual_seed(0)
     ids = torch.arange(1, 41).reshape(4, 10)

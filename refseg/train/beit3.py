@@ -90,6 +90,16 @@ def target_boxes(masks: Tensor) -> Tensor:
     return out
 
 
+def patch_coverage(masks: Tensor, grid: int) -> Tensor:
+    """masks [B, H, W] bool -> [B, grid, grid]: the fraction of each patch the mask covers."""
+    return F.adaptive_avg_pool2d(masks[:, None].float(), (grid, grid))[:, 0]
+
+
+def special_positions(tokenizer: object, ids: Tensor, padding: Tensor) -> Tensor:
+    """[B, L] bool: the tokenizer's special tokens ([CLS], [SEP], ...) and the padding."""
+    return padding | torch.from_numpy(np.isin(ids.cpu().numpy(), tokenizer.all_special_ids)).to(padding.device)
+
+
 def mask_tokens(ids: Tensor, special: Tensor, chosen: Tensor, mask_id: int, prob: float) -> tuple[Tensor, Tensor]:
     """Masked language modelling inputs: in each row `chosen` [B] bool, `prob` of the positions
     that are not `special` [B, L] (nor padding, which counts as special) become `mask_id`, at
@@ -120,7 +130,7 @@ class Beit3PretrainTask(ExpressionTask):
         device = model.mlm_bias.device
         ids, padding = tokenize(model.tokenizer, [s.clip.expression.text for s in batch],
                                 model.config.max_text_tokens)
-        special = padding | torch.from_numpy(np.isin(ids.numpy(), model.tokenizer.all_special_ids))
+        special = special_positions(model.tokenizer, ids, padding)
         chosen = torch.rand(len(batch)) < p.mlm_share
         inputs, labels = mask_tokens(ids, special, chosen, model.tokenizer.mask_token_id, p.mask_prob)
         images = torch.from_numpy(np.stack([s.clip.frames[0] for s in batch]))
@@ -128,7 +138,7 @@ class Beit3PretrainTask(ExpressionTask):
         mlm, patches, boxes, presence = model(images.to(device), inputs.to(device), padding.to(device))
         present = masks.flatten(1).any(dim=1).to(device)
         grounded = ~chosen.to(device)
-        covered = F.adaptive_avg_pool2d(masks[:, None].float(), patches.shape[-2:])[:, 0].to(device)  # [B, g, g]
+        covered = patch_coverage(masks, patches.shape[-1]).to(device)  # [B, g, g]
         zero = torch.zeros((), device=device)
         terms = {
             "mlm": F.cross_entropy(mlm.flatten(0, 1).float(), labels.to(device).flatten()) if chosen.any() else zero,
