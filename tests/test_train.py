@@ -121,6 +121,14 @@ def test_samwise_trains_only_its_modules(tmp_path):
                   optim={**stage2["optim"], "lr": 0.0})
     continued = Samwise.from_pretrained(train(load_config(stage2), progress=False) / "final")
     assert all(torch.equal(continued.state_dict()[n], p) for n, p in trained.state_dict().items())
+    # or from a folder that names its SAM 2 instead of storing it, as the shipped default does
+    trained.save_pretrained(tmp_path / "shipped", sam2_source="tiny-test")
+    stage2.update(out=str(tmp_path / "stage2b"), model={**stage2["model"], "init": str(tmp_path / "shipped")})
+    continued = Samwise.from_pretrained(train(load_config(stage2), progress=False) / "final")
+    assert all(torch.equal(continued.state_dict()[n], p) for n, p in trained.state_dict().items())
+    stage2["model"]["sam2"] = "synth-small"
+    with pytest.raises(ValueError, match="its SAM 2 is 'tiny-test'.*set model.sam2: tiny-test"):
+        train(load_config(stage2), progress=False)
     stage2["model"]["init"] = str(tmp_path / "none")
     with pytest.raises(FileNotFoundError, match="none/model.safetensors"):
         train(load_config(stage2), progress=False)

@@ -24,7 +24,8 @@ class ModelConfig:
     re-initialises the memory attention's readout after loading (`Sam2.init_local_memory_readout`):
     for a checkpoint whose memory attention was never trained (image-only stage 1). `init`: the
     `final/` folder of an earlier run of the same task whose weights start this one (a stage-2
-    run from its stage 1; the names must match exactly)."""
+    run from its stage 1; the names must match exactly), or a shipped model folder such as
+    refseg/weights/samwise_synth, whose SAM 2 (`sam2_source`) must be `sam2`."""
 
     sam2: str = "tiny-test"
     image_size: int = 128

@@ -132,16 +132,29 @@ def _weights(model: Sam2 | Samwise | EvfSam | Beit3Pretrainer) -> dict[str, torc
     return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("text.")}
 
 
-def _load_weights(model: nn.Module, path: Path) -> None:
-    """Load a checkpoint's tensors (float32) into `model`; every name must match, but the frozen
-    text encoder's, which checkpoints do not store."""
+def _load_weights(model: nn.Module, path: Path, absent: tuple[str, ...] = ("text.",)) -> None:
+    """Load a checkpoint's tensors (float32) into `model`; every name must match, but those
+    under `absent` (the frozen text encoder's, which checkpoints do not store)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("text.")]
+    missing = [k for k in missing if not k.startswith(absent)]
     if missing or unexpected:
         raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _load_init(model: nn.Module, config: TrainConfig) -> None:
+    """Start from `model.init`: a run's final/ or a `save_pretrained` folder that references its
+    frozen SAM 2 by name instead of storing it (`sam2_source`, e.g. the shipped SAMWISE), which
+    must then be the SAM 2 this config builds (`model.sam2`)."""
+    folder = Path(config.model.init)
+    meta = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    source = meta.get("sam2_source")
+    if source is not None and source != config.model.sam2:
+        raise ValueError(f"model.init {folder}: its SAM 2 is {source!r} (referenced, not stored), "
+                         f"model.sam2 is {config.model.sam2!r}; set model.sam2: {source}")
+    _load_weights(model, folder / "model.safetensors", ("text.", "sam.") if source is not None else ("text.",))
 
 
 def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
@@ -192,7 +205,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
     task = build_task(config)
     model = task.model.train()
     if config.model.init:
-        _load_weights(model, Path(config.model.init) / "model.safetensors")
+        _load_init(model, config)
     freeze(model, config.freeze)
     ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
     params = [p for p in model.parameters() if p.requires_grad]
