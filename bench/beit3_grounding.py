@@ -78,8 +78,8 @@ def main() -> None:
     for name, order in (("right", torch.arange(len(texts))), ("shuffled", shuffled)):
         with torch.no_grad():
             _, patches, predicted, _ = model(pixels[order], ids, padding)
-            mlm = torch.nn.functional.cross_entropy(model(pixels[order], masked, padding)[0].flatten(0, 1),
-                                                    labels.flatten())
+            text = model(pixels[order], masked, padding)[0]
+            mlm = torch.nn.functional.cross_entropy(model.mlm_logits(text[labels >= 0]), labels[labels >= 0])
         covered = patch_coverage(mask, patches.shape[-1])
         rows = [i for i in range(len(texts)) if present[i] and (covered[i] >= 0.3).any() and (covered[i] < 0.3).any()]
         aucs = [auc(patches[i].flatten(), covered[i].flatten() >= 0.3) for i in rows]

@@ -2,8 +2,9 @@
 expression) pairs.
 
 EVF-SAM's early-fusion prompt relies on an encoder already pretrained on image-text data (BEiT-3,
-Wang et al. 2022), so its image [CLS] reads the text from the first fine-tuning step; trained from
-scratch on SynthRef the fused encoder learned to ignore the image (docs/RESULTS.md). The published
+Wang et al. 2022), whose image [CLS] reads image and text together from the first fine-tuning
+step; trained from scratch on SynthRef the fused encoder learned to ignore the image
+(docs/RESULTS.md). The published
 weights cannot be fetched offline, so refseg pretrains its small BEiT-3 on SynthRef `train` with
 two objectives, one per sample (`pretrain.mlm_share` of the samples for the first):
 
@@ -41,7 +42,7 @@ from refseg.train.task import ExpressionTask, Referred, seeded
 
 class Beit3Pretrainer(nn.Module):
     """A `Beit3` (sizes, tokenizer and text table per `EvfConfig`) with its pretraining heads:
-    `mlm_bias` [V] (the MLM logits are the text positions' outputs against the text table),
+    `mlm_bias` [V] (`mlm_logits`: text outputs against the text table, plus this bias),
     `ground` (image [CLS] -> 4 box numbers + 1 presence logit) and `patch` (a patch's output ->
     the logit of its covered fraction)."""
 
@@ -60,15 +61,18 @@ class Beit3Pretrainer(nn.Module):
         self.patch = nn.Linear(d, 1)
 
     def forward(self, images: Tensor, ids: Tensor, padding: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """images [B, H, W, 3] uint8, ids / padding [B, L] -> MLM logits [B, L, V], patch logits
-        [B, g, g] (g = image_size / patch_size), boxes [B, 4] (cx, cy, w, h in [0, 1]) and
-        presence logits [B]."""
+        """images [B, H, W, 3] uint8, ids / padding [B, L] -> the text outputs [B, L, C] (for
+        `mlm_logits`), patch logits [B, g, g] (g = image_size / patch_size), boxes [B, 4] (cx,
+        cy, w, h in [0, 1]) and presence logits [B]."""
         x, split = self.encoder(encoder_pixels(images, self.config.beit3.image_size), ids, padding)
-        mlm = x[:, split:] @ self.encoder.text_embed.weight.T + self.mlm_bias
         g = self.config.beit3.image_size // self.config.beit3.patch_size
         patches = self.patch(x[:, 1:split])[..., 0].unflatten(1, (g, g))
         ground = self.ground(x[:, 0])
-        return mlm, patches, ground[:, :4].sigmoid(), ground[:, 4]
+        return x[:, split:], patches, ground[:, :4].sigmoid(), ground[:, 4]
+
+    def mlm_logits(self, text: Tensor) -> Tensor:
+        """Text outputs [..., C] -> vocabulary logits [..., V] (tied to the text table)."""
+        return text @ self.encoder.text_embed.weight.T + self.mlm_bias
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """The encoder alone (`save_beit3`): what EVF-SAM starts from."""
@@ -135,13 +139,15 @@ class Beit3PretrainTask(ExpressionTask):
         inputs, labels = mask_tokens(ids, special, chosen, model.tokenizer.mask_token_id, p.mask_prob)
         images = torch.from_numpy(np.stack([s.clip.frames[0] for s in batch]))
         masks = torch.from_numpy(np.stack([s.clip.mask[0] for s in batch]))
-        mlm, patches, boxes, presence = model(images.to(device), inputs.to(device), padding.to(device))
+        text, patches, boxes, presence = model(images.to(device), inputs.to(device), padding.to(device))
+        labels = labels.to(device)
+        masked = labels >= 0  # the vocabulary logits only where a token is to be predicted
         present = masks.flatten(1).any(dim=1).to(device)
         grounded = ~chosen.to(device)
         covered = patch_coverage(masks, patches.shape[-1]).to(device)  # [B, g, g]
         zero = torch.zeros((), device=device)
         terms = {
-            "mlm": F.cross_entropy(mlm.flatten(0, 1).float(), labels.to(device).flatten()) if chosen.any() else zero,
+            "mlm": F.cross_entropy(model.mlm_logits(text[masked]).float(), labels[masked]) if chosen.any() else zero,
             "patch": (F.binary_cross_entropy_with_logits(patches[grounded].float(), covered[grounded])
                       if grounded.any() else zero),
             "box": (F.l1_loss(boxes[grounded & present], target_boxes(masks).to(device)[grounded & present])
