@@ -5,9 +5,9 @@ trained with the same budget (the config's `steps`, or `--steps`): text only (th
 late fusion (image [CLS] and text [CLS] encoded apart, concatenated) and early fusion (the
 image [CLS] of the joint encoding: EVF-SAM). With `--pretrain CONFIG` (a `beit3` pretraining
 config, e.g. configs/beit3_synth.yaml) every row starts from the BEiT-3 that run writes to its
-final/ (trained first if it is not there), as the paper starts every row from a pretrained one. Each is scored with `refseg eval --protocol ris`
-(cIoU, gIoU) on SynthRef `valid` and `unseen` (held-out colour, shape and paraphrase words),
-RefCOCO layout.
+final/ (trained first if it is not there), as the paper starts every row from a pretrained one.
+Each is scored with `refseg eval --protocol ris` (cIoU, gIoU) on SynthRef `valid` and `unseen`
+(held-out colour, shape and paraphrase words), RefCOCO layout.
 
     python bench/evf_fusion.py --out runs/evf_fusion
     python bench/evf_fusion.py --pretrain configs/beit3_synth.yaml --out runs/evf_fusion_pretrained
