@@ -181,6 +181,30 @@ def test_a_group_shares_one_augmented_clip_across_different_texts(videos):
         objects.sample_group(2)
 
 
+def test_phenomenon_weights_draw_expressions_in_proportion():
+    from refseg.data.sample import Expression, VideoSample, in_memory
+
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    masks = {1: np.ones((2, 16, 16), bool)}
+    expressions = [Expression("0", "a", (1,), ("appearance",)), Expression("1", "b", (), ("null",)),
+                   Expression("2", "c", (1,), ("tracking_bias", "lookalike_motion")), Expression("3", "d", (1,))]
+    video = VideoSample("v", ["0", "1"], in_memory(frames), masks, expressions)
+    weights = {"null": 4.0, "lookalike_motion": 2.0, "tracking_bias": 3.0}
+    sampler = ClipSampler([video], clip_len=1, size=16, seed=0, weights=weights)
+    draws = 4000
+    counts = {e.exp_id: 0 for e in expressions}
+    for _ in range(draws):
+        counts[sampler.sample().expression.exp_id] += 1
+    # weight 1 (appearance), 4 (null), max(3, 2) (two phenomena), 1 (none): out of 9
+    for exp_id, weight in {"0": 1, "1": 4, "2": 3, "3": 1}.items():
+        p = weight / 9
+        assert abs(counts[exp_id] / draws - p) < 4 * (p * (1 - p) / draws) ** 0.5, (exp_id, counts)
+    with pytest.raises(ValueError, match="must be positive"):
+        ClipSampler([video], weights={"null": 0.0})
+    with pytest.raises(ValueError, match="need by='expression'"):
+        ClipSampler([video], by="object", weights={"null": 2.0})
+
+
 def test_synth_command_refuses_to_overwrite(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "x").write_text("keep")

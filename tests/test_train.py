@@ -48,6 +48,11 @@ def test_config_rejects_unknown_keys():
         load_config({"optim": {"lrr": 1}})
     with pytest.raises(ValueError, match="steps: expected int"):
         load_config({"steps": "ten"})
+    assert load_config({"data": {"phenomenon_weights": {"null": 4}}}).data.phenomenon_weights == {"null": 4.0}
+    with pytest.raises(ValueError, match=r"data.phenomenon_weights.null: expected float, got 'many'"):
+        load_config({"data": {"phenomenon_weights": {"null": "many"}}})
+    with pytest.raises(ValueError, match="data.phenomenon_weights key .*expected str, got None"):
+        load_config({"data": {"phenomenon_weights": {None: 4}}})  # YAML reads an unquoted null key as None
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):

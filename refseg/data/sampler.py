@@ -4,7 +4,7 @@ consistent (a horizontal flip swaps the words "left" and "right")."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,11 +50,15 @@ class ClipSampler:
             a clip that starts on a frame where the object is visible.
         objects: also give every object's mask, augmented alike (`Clip.objects`), for training
             several prompts per image.
+        weights: phenomenon -> how many times more often an expression exercising it is drawn
+            (`Expression.phenomena`; one with several takes the largest of their weights, one
+            with none or unlisted ones weighs 1), to train on what a split holds little of.
     """
 
     def __init__(self, samples: Sequence[VideoSample], clip_len: int = 8, size: int = 256, flip_p: float = 0.5,
                  crop_scale: tuple[float, float] = (0.7, 1.0), brightness: float = 0.15, contrast: float = 0.15,
-                 seed: int = 0, by: str = "expression", objects: bool = False) -> None:
+                 seed: int = 0, by: str = "expression", objects: bool = False,
+                 weights: Mapping[str, float] | None = None) -> None:
         if by == "expression":
             self.items = [(i, e) for i, s in enumerate(samples) for e in s.expressions]
         elif by == "object":
@@ -67,9 +71,22 @@ class ClipSampler:
         if not self.items:
             raise ValueError(f"ClipSampler: the samples have no {by}")
         self.samples = samples
+        self.probs = self._probabilities(weights or {})
         self.clip_len, self.size, self.flip_p = clip_len, size, flip_p
         self.crop_scale, self.brightness, self.contrast = crop_scale, brightness, contrast
         self.rng = np.random.default_rng(seed)
+
+    def _probabilities(self, weights: Mapping[str, float]) -> np.ndarray | None:
+        """Draw probability of each item under `weights` (None: uniform)."""
+        if not weights:
+            return None
+        bad = {p: w for p, w in weights.items() if not w > 0}
+        if bad:
+            raise ValueError(f"ClipSampler: phenomenon weights must be positive, got {bad}")
+        if self.by != "expression":
+            raise ValueError("ClipSampler: phenomenon weights need by='expression'")
+        w = np.array([max((weights.get(p, 1.0) for p in e.phenomena), default=1.0) for _, e in self.items])
+        return w / w.sum()
 
     def __iter__(self) -> Iterator[Clip]:
         while True:
@@ -83,7 +100,8 @@ class ClipSampler:
         a different expression text: the first drawn as `sample` draws it, the others at random
         among the video's other texts (fewer when the video has fewer). On the same image, a
         prompt that ignores the text cannot fit them all."""
-        index, expression = self.items[int(self.rng.integers(len(self.items)))]
+        pick = self.rng.integers(len(self.items)) if self.probs is None else self.rng.choice(len(self.items), p=self.probs)
+        index, expression = self.items[int(pick)]
         video = self.samples[index]
         starts = np.arange(max(len(video) - self.clip_len, 0) + 1)
         if self.by == "object":

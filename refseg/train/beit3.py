@@ -123,7 +123,8 @@ class Beit3PretrainTask(ExpressionTask):
     model: Beit3Pretrainer
 
     def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
-        return ClipSampler(samples, clip_len=1, size=self.model.config.beit3.image_size, seed=seed, by="expression")
+        return ClipSampler(samples, clip_len=1, size=self.model.config.beit3.image_size, seed=seed, by="expression",
+                           weights=self.config.data.phenomenon_weights)
 
     def forward(self, batch: list[Referred]) -> dict[str, Tensor]:
         with seeded(batch[0].seed):

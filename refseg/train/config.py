@@ -54,6 +54,9 @@ class DataConfig:
     # expression tasks (samwise, evf): a batch is drawn in groups of up to this many expressions
     # that share one clip and its augmentation (`ClipSampler.sample_group`); 1: independent draws
     expressions_per_clip: int = 1
+    # expression tasks: phenomenon -> draw weight (`ClipSampler` weights), e.g. {null: 4}: an
+    # expression that exercises it is drawn four times as often; empty: uniform over expressions
+    phenomenon_weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -151,6 +154,10 @@ def _check(hint: object, value: object, path: str) -> object:
         if typing.get_origin(option) is list and isinstance(value, list):
             (item,) = typing.get_args(option)
             return [_check(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if typing.get_origin(option) is dict and isinstance(value, dict):
+            key, item = typing.get_args(option)
+            return {_check(key, k, f"{path} key (quote YAML words such as null)"): _check(item, v, f"{path}.{k}")
+                    for k, v in value.items()}
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if option in (int, str, bool) and type(value) is option:
