@@ -172,10 +172,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    import os
-    import shutil
-
     from refseg.data import formats, synth
+    from refseg.io.atomic import atomic_dir
 
     if args.split not in synth.SPLITS:
         raise ValueError(f"--split: expected one of {', '.join(synth.SPLITS)}, got {args.split!r}")
@@ -193,19 +191,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; remove it or choose another --out")
     image = args.format == "refcoco"
-    stage = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
     samples = tqdm(synth.split_samples(args.split, args.seed, count, args.size, args.size, image=image),
                    total=count, desc=f"synth {args.split}", unit="image" if image else "video")
     options = {"split": args.split} if args.format in ("refdavis", "refcoco", "refavs") else {}
-    try:
+    with atomic_dir(out) as stage:
         formats.write(args.format, samples, stage, frame_ext=args.frame_ext, **options)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    if out.exists():
-        out.rmdir()
-    os.replace(stage, out)
     log.info("wrote %d %s of SynthRef %s (seed %d) in the %s layout to %s", count, "images" if image else "videos",
              args.split, args.seed, args.format, out)
     return 0

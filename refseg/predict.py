@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from refseg.data.sample import VideoSample
+from refseg.io.atomic import atomic_dir
 from refseg.io.masks import write_mask_png
 from refseg.methods.evf_sam import EvfSam
 from refseg.methods.samwise import Samwise
@@ -27,12 +26,8 @@ def predict_expressions(model: Samwise | EvfSam, samples: Sequence[VideoSample],
     """Segment each video (or image) once for all its expressions, streamed together; writes
     `OUT/<video>/<expression id>/<frame>.png`, or `OUT/<expression id>.png` with `images`, and
     returns the number of expressions written. The folder appears only when all are done."""
-    final = Path(out)
-    stage = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
     count = 0
-    with torch.inference_mode():
+    with atomic_dir(out) as stage, torch.inference_mode():
         for sample in tqdm(samples, desc="predict", unit="image" if images else "video"):
             if not sample.expressions:
                 continue
@@ -46,8 +41,5 @@ def predict_expressions(model: Samwise | EvfSam, samples: Sequence[VideoSample],
                         write_mask_png(stage / sample.video_id / expression.exp_id / f"{name}.png",
                                        result.objects[obj_id].mask)
                 count += 1
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(stage, final)
-    log.info("wrote %d expressions to %s", count, final)
+    log.info("wrote %d expressions to %s", count, out)
     return count

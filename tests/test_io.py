@@ -90,3 +90,28 @@ def test_mask_png_round_trip_and_overlay(tmp_path):
     blended = overlay(frame, {1: mask})
     assert np.array_equal(blended[~mask], frame[~mask])
     assert tuple(blended[3, 4]) == (165, 62, 88)  # halfway between grey 100 and (230, 25, 75); 62.5 -> 62
+
+
+def test_atomic_writes_replace_on_success_and_leave_the_old_on_failure(tmp_path):
+    from refseg.io.atomic import atomic_dir, atomic_file
+
+    target = tmp_path / "sub" / "a.txt"
+    with atomic_file(target) as tmp:
+        tmp.write_text("one")
+        assert not target.exists()  # nothing at the name until the block ends
+    assert target.read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "one" and sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]
+
+    folder = tmp_path / "model"
+    for content in ("first", "second"):
+        with atomic_dir(folder) as tmp:
+            (tmp / content).write_text(content)
+    assert [p.name for p in folder.iterdir()] == ["second"]  # replaced whole, not merged
+    with pytest.raises(RuntimeError), atomic_dir(folder) as tmp:
+        (tmp / "third").write_text("third")
+        raise RuntimeError("killed")
+    assert [p.name for p in folder.iterdir()] == ["second"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "sub"]

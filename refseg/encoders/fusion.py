@@ -22,7 +22,6 @@ import json
 import math
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from refseg.io.atomic import atomic_dir
 
 POSITION_OFFSET = 2  # fairseq-style learned positions start at index 2
 
@@ -234,15 +235,9 @@ def encoder_pixels(images: Tensor, side: int) -> Tensor:
 def save_beit3(encoder: Beit3, directory: str | os.PathLike[str]) -> None:
     """A pretrained encoder as a folder: config.json ({"beit3": sizes}) + model.safetensors,
     written to a temporary folder first."""
-    final = Path(directory)
-    tmp = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps({"beit3": dataclasses.asdict(encoder.config)}, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_dir(directory) as tmp:
+        save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps({"beit3": dataclasses.asdict(encoder.config)}, indent=1))
 
 
 def load_beit3_weights(source: str | os.PathLike[str], expected: Beit3Config) -> dict[str, Tensor]:

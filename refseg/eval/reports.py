@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from refseg.eval.protocols import EvalResult  # noqa: E402
+from refseg.io.atomic import atomic_file
 
 
 def _fmt(value: object) -> str:
@@ -37,13 +38,6 @@ def summary_table(result: EvalResult) -> str:
         xs, ys = list(result.curve.values())[:2]
         lines.append("  " + "  ".join(f"{x:g}:{_fmt(y)}" for x, y in zip(xs, ys)))
     return "\n".join(lines)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _markdown(result: EvalResult) -> str:
@@ -107,5 +101,6 @@ def write_reports(result: EvalResult, out: str | os.PathLike[str]) -> list[Path]
         base.with_suffix(".png"): _plot(result),
     }
     for path, data in files.items():
-        _atomic_write(path, data)
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(data)
     return list(files)

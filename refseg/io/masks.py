@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from refseg.io.atomic import atomic_file
 
 # Distinct colours for object ids 1, 2, ... (id 0 is never drawn).
 PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -20,11 +21,8 @@ def object_colour(obj_id: int) -> np.ndarray:
 
 def write_png_atomic(path: str | os.PathLike[str], image: np.ndarray) -> None:
     """Write a uint8 image (H x W or H x W x 3) as PNG via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def write_mask_png(path: str | os.PathLike[str], mask: np.ndarray) -> None:

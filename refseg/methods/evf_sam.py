@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from refseg.encoders.fusion import (Beit3, Beit3Config, beit3_config_from_state,
 from refseg.encoders.text import MINILM, minilm_path
 from refseg.engine.hooks import MethodHooks
 from refseg.engine.session import FrameResult, ObjectResult, Session
+from refseg.io.atomic import atomic_dir
 from refseg.prompts import Box, Points, Prompt
 from refseg.sam.checkpoint import config_for_official, convert_official_state_dict
 from refseg.sam.image_encoder import ImageFeatures
@@ -220,19 +220,13 @@ class EvfSam(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
         """config.json + model.safetensors (SAM 2, encoder, projector), written to a temporary
         folder first; the tokenizer is referenced by `config.tokenizer`."""
-        final = Path(directory)
-        tmp = final.with_name(f".{final.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
                  for k, v in self.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
         backbone = "sam" if isinstance(self.sam, Sam1) else "sam2"
-        (tmp / "config.json").write_text(json.dumps({"evf": dataclasses.asdict(self.config),
-                                                     backbone: self.sam.config.to_dict()}, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_dir(directory) as tmp:
+            save_file(state, str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps({"evf": dataclasses.asdict(self.config),
+                                                         backbone: self.sam.config.to_dict()}, indent=1))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str]) -> EvfSam:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from refseg.io.atomic import atomic_file
 from refseg.methods.evf_sam import EvfConfig
 from refseg.methods.samwise.model import SamwiseConfig
 
@@ -184,6 +185,5 @@ def to_dict(config: TrainConfig) -> dict:
 
 def dump(config: TrainConfig, path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(to_dict(config))), sort_keys=False))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(yaml.safe_dump(json.loads(json.dumps(to_dict(config))), sort_keys=False))

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from refseg.data import formats, synth
 from refseg.encoders.text import TextEncoder
+from refseg.io.atomic import atomic_dir
 from refseg.methods.evf_sam import EvfSam
 from refseg.methods.samwise import Samwise
 from refseg.sam import Sam2, sam2_config, tiny_test_config
@@ -162,21 +162,17 @@ def _load_init(model: nn.Module, config: TrainConfig) -> None:
 
 def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
-    final = run / "checkpoints" / f"step_{step:07d}"
-    tmp = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_weights(model), str(tmp / "model.safetensors"))
     if isinstance(model, Beit3Pretrainer):
         meta = {"beit3": dataclasses.asdict(model.encoder.config)}
     else:
         sam = model if isinstance(model, Sam2) else model.sam
         meta = {"sam2" if isinstance(sam, Sam2) else "sam": sam.config.to_dict()}
-    (tmp / "config.json").write_text(json.dumps({**meta, "train": to_dict(config)}))
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
-                "sampler_rng": sampler_rng.bit_generator.state}, tmp / "state.pt")
-    os.replace(tmp, final)
+    with atomic_dir(run / "checkpoints" / f"step_{step:07d}") as tmp:
+        save_file(_weights(model), str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps({**meta, "train": to_dict(config)}))
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
+                    "sampler_rng": sampler_rng.bit_generator.state}, tmp / "state.pt")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import wave
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from refseg.data.formats.davis import read_index_png, write_index_png
+from refseg.io.atomic import atomic_file
 from refseg.io.video import read_image
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png")
@@ -22,10 +22,8 @@ def write_frames(folder: Path, names: list[str], frames: list[np.ndarray] | np.n
         raise ValueError(f"frame extension must be one of {FRAME_EXTS}, got {ext!r}")
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in zip(names, frames):
-        path = folder / f"{name}{ext}"
-        tmp = path.with_name(f".{path.name}.partial")
-        Image.fromarray(frame).save(tmp, format="PNG" if ext == ".png" else "JPEG", quality=95)
-        os.replace(tmp, path)
+        with atomic_file(folder / f"{name}{ext}") as tmp:
+            Image.fromarray(frame).save(tmp, format="PNG" if ext == ".png" else "JPEG", quality=95)
 
 
 def frame_path(folder: Path, name: str) -> Path:
@@ -50,15 +48,12 @@ def frame_stems(folder: Path) -> list[str]:
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """Mono 16-bit PCM WAV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     pcm = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
-    tmp = path.with_name(f".{path.name}.partial")
-    with wave.open(str(tmp), "wb") as fh:
+    with atomic_file(path) as tmp, wave.open(str(tmp), "wb") as fh:
         fh.setnchannels(1)
         fh.setsampwidth(2)
         fh.setframerate(sample_rate)
         fh.writeframes(pcm.tobytes())
-    os.replace(tmp, path)
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -72,10 +67,8 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload))
 
 
 def write_id_pngs(folder: Path, names: list[str], masks: dict[int, np.ndarray]) -> None:

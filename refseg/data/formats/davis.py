@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from refseg.io.atomic import atomic_file
+
 VOID = 255
 
 
@@ -43,13 +45,10 @@ def read_sequence(folder: str | os.PathLike[str], names: list[str] | None = None
 
 def write_index_png(path: str | os.PathLike[str], ids: np.ndarray) -> None:
     """[H, W] object ids as an indexed PNG with the DAVIS palette (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(np.asarray(ids, dtype=np.uint8), mode="P")
     image.putpalette(davis_palette())
-    tmp = path.with_name(f".{path.name}.partial")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def davis_palette() -> list[int]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from transformers import Sam2VideoConfig
 from refseg.encoders.text import MINILM, TextEncoder
 from refseg.engine.hooks import MethodHooks
 from refseg.engine.session import FrameResult, Session
+from refseg.io.atomic import atomic_dir
 from refseg.methods.samwise.adapter import CrossModalTemporalAdapter
 from refseg.methods.samwise.cme import ConditionalMemoryEncoder, fuse_masks, memory_less_token, switch_labels
 from refseg.methods.samwise.prompt import TextPrompt, verb_token_mask
@@ -109,20 +109,14 @@ class Samwise(nn.Module):
         encoder is referenced by `config.text_encoder`, not copied; so is the frozen SAM 2 when
         `sam2_source` names where it loads from (`load_sam2`, e.g. "synth": the embedded default
         stores only SAMWISE's own modules), otherwise its weights are stored too."""
-        final = Path(directory)
-        tmp = final.with_name(f".{final.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         skip = ("text.", "sam.") if sam2_source else ("text.",)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
                  for k, v in self.state_dict().items() if not k.startswith(skip)}
-        save_file(state, str(tmp / "model.safetensors"))
         meta = {"samwise": dataclasses.asdict(self.config)}
         meta.update({"sam2_source": sam2_source} if sam2_source else {"sam2": self.sam.config.to_dict()})
-        (tmp / "config.json").write_text(json.dumps(meta, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_dir(directory) as tmp:
+            save_file(state, str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], text: TextEncoder | None = None) -> Samwise:
