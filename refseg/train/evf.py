@@ -73,12 +73,10 @@ class EvfTask(ExpressionTask):
         self.cache: dict[bytes, tuple[Tensor, ...]] | None = {} if config.data.cache_features else None
 
     def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
-        weights = self.config.data.phenomenon_weights
-        if self.cache is not None:  # the same image must give the same features: flips only
-            return ClipSampler(samples, clip_len=1, size=self.model.sam.image_size, seed=seed, by="expression",
-                               crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0, weights=weights)
+        # with the cache, the same image must give the same features: flips only
+        fixed = dict(crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0) if self.cache is not None else {}
         return ClipSampler(samples, clip_len=1, size=self.model.sam.image_size, seed=seed, by="expression",
-                           weights=weights)
+                           weights=self.config.data.phenomenon_weights, **fixed)
 
     def forward(self, batch: list[Referred]) -> dict[str, Tensor]:
         with seeded(batch[0].seed):

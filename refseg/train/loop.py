@@ -70,12 +70,12 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
     if config.data.expressions_per_clip < 1:
         raise ValueError(f"data.expressions_per_clip: expected at least 1, got {config.data.expressions_per_clip}")
-    if config.data.expressions_per_clip > 1 and config.task not in ("samwise", "evf", "beit3"):
-        raise ValueError(f"data.expressions_per_clip: only the expression tasks (samwise, evf, beit3) group "
-                         f"expressions; task {config.task!r} draws objects")
-    if config.data.phenomenon_weights and config.task not in ("samwise", "evf", "beit3"):
-        raise ValueError(f"data.phenomenon_weights: only the expression tasks (samwise, evf, beit3) draw "
-                         f"expressions by phenomenon; task {config.task!r} draws objects")
+    expression_options = {"expressions_per_clip": config.data.expressions_per_clip > 1,
+                          "phenomenon_weights": bool(config.data.phenomenon_weights)}
+    for name, used in expression_options.items():
+        if used and config.task not in ("samwise", "evf", "beit3"):
+            raise ValueError(f"data.{name}: only the expression tasks (samwise, evf, beit3) draw expressions; "
+                             f"task {config.task!r} draws objects")
     if config.data.cache_features and config.task != "evf":
         raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
                          f"frozen); task {config.task!r} does not")
