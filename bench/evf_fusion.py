@@ -62,10 +62,11 @@ def main() -> None:
         scores = []
         for split in SPLITS:
             pred, report = out / fusion / f"pred_{split}", out / fusion / f"{split}.json"
-            refseg("predict", "--data", str(out / split), "--format", "refcoco", "--model", str(out / fusion / "final"),
-                   "--out", str(pred))
-            refseg("eval", "--protocol", "ris", "--gt", str(out / split), "--pred", str(pred), "--split", split,
-                   "--out", str(report))
+            if not report.is_file():  # a scored row is not scored again
+                refseg("predict", "--data", str(out / split), "--format", "refcoco", "--model",
+                       str(out / fusion / "final"), "--out", str(pred))
+                refseg("eval", "--protocol", "ris", "--gt", str(out / split), "--pred", str(pred), "--split", split,
+                       "--out", str(report))
             summary = json.loads(report.read_text())["summary"]
             scores += [summary["cIoU"], summary["gIoU"]]
         rows.append((name, scores))

@@ -8,6 +8,9 @@ reduced variants lack, and would give the full model a head start), then is scor
 
     python bench/samwise_ablation.py --steps 600 --out runs/ablation        # hours on a CPU
 
+A stopped run continues where it stopped when started again with the same arguments (each
+variant resumes from its last checkpoint; a scored variant is not run again).
+
 Variants: MLP-only (no adapter), + TVA, + VTA, + TVA + VTA, + HSA (full adapter), + CME.
 """
 
@@ -58,11 +61,13 @@ def main() -> None:
         path = out / f"{slug}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        if not (out / slug / "final").is_dir():
-            refseg("train", str(path), "--resume")
-        refseg("predict", "--data", str(data), "--model", str(out / slug / "final"), "--out", str(out / slug / "pred"))
         report = out / slug / "valid_u.json"
-        refseg("eval", "--protocol", "mevis", "--gt", str(data), "--pred", str(out / slug / "pred"), "--out", str(report))
+        if not report.is_file():  # a finished variant is not trained or scored again
+            if not (out / slug / "final").is_dir():
+                refseg("train", str(path), "--resume")
+            pred = out / slug / "pred"
+            refseg("predict", "--data", str(data), "--model", str(out / slug / "final"), "--out", str(pred))
+            refseg("eval", "--protocol", "mevis", "--gt", str(data), "--pred", str(pred), "--out", str(report))
         result = json.loads(report.read_text())
         rows.append((name, result["summary"]["J&F"], result["summary"].get("J&F tracking_bias", float("nan"))))
     print(f"SAMWISE ablation, SynthRef valid_u, {args.steps} steps each")
