@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--text", action="append", help='referring expression of one object (repeat for more)')
     seg.add_argument("--semantic", action="store_true",
                      help="EVF-SAM: each --text is a category; ask for its semantic / part-level mask")
-    seg.add_argument("--model", default="default", help="text model: default (embedded) or a model folder")
+    seg.add_argument("--model", default="default",
+                     help="text model: default (embedded) or a model folder (refseg's, or a published EVF-SAM checkpoint)")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
     seg.add_argument("--box", action=_AddPrompt, help="box of one object: X0,Y0,X1,Y1")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from refseg.methods.evf_sam import EvfSam
 from refseg.methods.samwise import Samwise
@@ -22,13 +23,27 @@ def ships(name: str) -> bool:
     return (WEIGHTS / NAMES[name]).is_dir()
 
 
+def _official_evf(path: Path) -> bool:
+    """Whether folder `path` holds a published EVF-SAM / EVF-SAM2 checkpoint: safetensors weights
+    with `mm_extractor.*` names (only their headers are read), or `pytorch_model*.bin` files."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return any(path.glob("pytorch_model*.bin"))
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            if any(k.startswith("mm_extractor.") for k in f.keys()):
+                return True
+    return False
+
+
 def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str] | None = None,
          device: str | torch.device = "cpu") -> Samwise | EvfSam:
     """A text-prompted model ready to `.stream(texts)` (push frames, get `FrameResult`s).
 
     name: "default" / "samwise" (SAMWISE on the SynthRef SAM 2 and MiniLM) or "evf-sam", from
         refseg/weights/ when this installation ships them; or a folder written by
-        `save_pretrained` / `refseg train`'s final/ (the kind is read from its config.json).
+        `save_pretrained` / `refseg train`'s final/ (the kind is read from its config.json), or
+        a published EVF-SAM / EVF-SAM2 checkpoint folder (told by its weight names).
     source: with "evf-sam", a folder to load instead: a refseg EVF-SAM folder or a published
         EVF-SAM / EVF-SAM2 checkpoint folder (`EvfSam.from_official`).
     """
@@ -50,11 +65,13 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
             raise ValueError(f"model {name!r}: this installation ships no weights at {path}; {hint}")
         raise ValueError(f"model {name!r}: no such model folder: {path}")
     meta_file = path / "config.json"
-    if not meta_file.is_file():
-        raise ValueError(f"{path}: not a model folder (no config.json)")
-    meta = json.loads(meta_file.read_text())
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     kind = next((k for k in KINDS if k in meta), None)
     if kind is None:
+        if _official_evf(path):
+            return EvfSam.from_official(path).to(device)
+        if not meta_file.is_file():
+            raise ValueError(f"{path}: not a model folder (no config.json)")
         raise ValueError(f"{path}: config.json describes none of {', '.join(KINDS)} (a SAM 2 folder? use --sam2)")
     try:
         model = KINDS[kind].from_pretrained(path)

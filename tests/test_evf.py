@@ -201,6 +201,13 @@ def test_official_layout_loads_with_no_missing_or_unexpected_keys(tmp_path):
 
     with pytest.raises(CheckpointError, match="unknown SAM 2 size"):  # published sizes are recognised
         load("evf-sam", folder)
+    with pytest.raises(CheckpointError, match="unknown SAM 2 size"):  # the folder alone is told by its weight names
+        load(folder)
+    other = tmp_path / "other"
+    other.mkdir()
+    save_file({"image_encoder.weight": torch.zeros(1)}, str(other / "model.safetensors"))
+    with pytest.raises(ValueError, match="not a model folder"):
+        load(other)
     frame = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     with torch.no_grad():
         torch.testing.assert_close(loaded.segment(frame, ["the dog"]).objects[1].logits,
