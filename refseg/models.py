@@ -53,10 +53,10 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
         path = Path(source)
         if not path.is_dir():
             raise ValueError(f"evf-sam: no such model folder: {path}")
-        meta = path / "config.json"
-        if meta.is_file() and "evf" in json.loads(meta.read_text()):
-            return EvfSam.from_pretrained(path).to(device)
-        return EvfSam.from_official(path).to(device)
+        model = _load_folder(path)
+        if not isinstance(model, EvfSam):
+            raise ValueError(f"evf-sam: {path} holds a {type(model).__name__} model, not EVF-SAM")
+        return model.to(device)
     known = str(name) in NAMES
     path = WEIGHTS / NAMES[str(name)] if known else Path(name)
     if not path.is_dir():
@@ -64,17 +64,22 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
             hint = f"train it with `refseg train {TRAINED_BY[NAMES[str(name)]]}` and pass the run's final/ folder"
             raise ValueError(f"model {name!r}: this installation ships no weights at {path}; {hint}")
         raise ValueError(f"model {name!r}: no such model folder: {path}")
+    return _load_folder(path).to(device)
+
+
+def _load_folder(path: Path) -> Samwise | EvfSam:
+    """The model in folder `path`: a refseg folder (its kind read from config.json) or a
+    published EVF-SAM / EVF-SAM2 checkpoint."""
     meta_file = path / "config.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     kind = next((k for k in KINDS if k in meta), None)
     if kind is None:
         if _official_evf(path):
-            return EvfSam.from_official(path).to(device)
+            return EvfSam.from_official(path)
         if not meta_file.is_file():
             raise ValueError(f"{path}: not a model folder (no config.json)")
         raise ValueError(f"{path}: config.json describes none of {', '.join(KINDS)} (a SAM 2 folder? use --sam2)")
     try:
-        model = KINDS[kind].from_pretrained(path)
+        return KINDS[kind].from_pretrained(path)
     except FileNotFoundError as err:
         raise ValueError(str(err)) from err
-    return model.to(device)
