@@ -115,3 +115,24 @@ def test_atomic_writes_replace_on_success_and_leave_the_old_on_failure(tmp_path)
         raise RuntimeError("killed")
     assert [p.name for p in folder.iterdir()] == ["second"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "sub"]
+
+
+def test_atomic_dir_gives_files_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from refseg.io.atomic import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "model") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))  # 0600 on its own
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "sub/config.json"):
+        assert stat.S_IMODE((tmp_path / "model" / name).stat().st_mode) == 0o644, name

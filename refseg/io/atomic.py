@@ -32,13 +32,19 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder to fill; it replaces `path` (and whatever was there) when
-    the block ends without an error."""
+    the block ends without an error. Files in it get the permissions the user's umask gives a
+    new file (safetensors' `save_file` alone writes 0600, unreadable to others on a shared
+    machine); the folder's own mode, made under the same umask, says which."""
     final = Path(path)
     tmp = _staging(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        mode = tmp.stat().st_mode & 0o666
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                file.chmod(mode)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
