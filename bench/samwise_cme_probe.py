@@ -1,0 +1,72 @@
+"""What the Conditional Memory Encoder does on SynthRef's tracking-bias expressions.
+
+For each SAMWISE model folder given, streams every `valid_u` expression that exercises tracking
+bias twice: as trained, and with the CME removed (`model.cme = None`, so the memory encoder
+always sees the memory-conditioned mask). Prints J for both and how many frames the CME fused
+the memory-less mask on (Eq. 10). Equal J and zero switches mean the CME's decisions play no
+part in that model's result on the subset.
+
+    python bench/samwise_cme_probe.py runs/ablation/plus_cme/final refseg/weights/samwise_synth
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import refseg.methods.samwise.model as samwise_model
+from refseg.data.sample import Expression, VideoSample
+from refseg.data.synth import split_samples
+from refseg.eval.metrics import jaccard_frames
+from refseg.methods.samwise import Samwise
+
+
+def stream(model: Samwise, sample: VideoSample, expression: Expression) -> np.ndarray:
+    """[T, H, W] bool masks of one expression, streamed clip by clip."""
+    results = []
+    with torch.no_grad(), model.stream([expression.text]) as s:
+        for frame in sample.frames():
+            results += s.push(frame)
+        results += s.flush()
+    return np.stack([r.objects[1].mask for r in results])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="SAMWISE model folders")
+    parser.add_argument("--seed", type=int, default=0, help="SynthRef valid_u seed (as `refseg synth`)")
+    args = parser.parse_args()
+    cases = [(s, e) for s in split_samples("valid_u", args.seed) for e in s.expressions
+             if "tracking_bias" in e.phenomena]
+    switches = 0
+    fuse = samwise_model.fuse_masks
+
+    def counted(memory: Tensor, alone: Tensor, weight: float) -> Tensor:
+        nonlocal switches
+        switches += 1
+        return fuse(memory, alone, weight)
+
+    samwise_model.fuse_masks = counted
+    print("| model | video | expression | J | J without CME | CME switches |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for folder in args.models:
+        model = Samwise.from_pretrained(folder)
+        cme = model.cme
+        for sample, expression in cases:
+            switches = 0
+            with_cme = jaccard_frames(sample.target_mask(expression), stream(model, sample, expression)).mean()
+            fused = switches
+            model.cme = None
+            without = jaccard_frames(sample.target_mask(expression), stream(model, sample, expression)).mean()
+            model.cme = cme
+            print(f"| {folder} | {sample.video_id} | {expression.text} | {with_cme:.3f} | {without:.3f} | {fused} |")
+
+
+if __name__ == "__main__":
+    main()
