@@ -18,23 +18,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from torch import Tensor
 
-import refseg.methods.samwise.model as samwise_model
 from refseg.data.sample import Expression, VideoSample
 from refseg.data.synth import split_samples
 from refseg.eval.metrics import jaccard_frames
 from refseg.methods.samwise import Samwise
 
 
-def stream(model: Samwise, sample: VideoSample, expression: Expression) -> np.ndarray:
-    """[T, H, W] bool masks of one expression, streamed clip by clip."""
+def stream(model: Samwise, sample: VideoSample, expression: Expression) -> tuple[np.ndarray, int]:
+    """[T, H, W] bool masks of one expression, streamed clip by clip, and the CME's switches."""
     results = []
     with torch.no_grad(), model.stream([expression.text]) as s:
         for frame in sample.frames():
             results += s.push(frame)
         results += s.flush()
-    return np.stack([r.objects[1].mask for r in results])
+    return np.stack([r.objects[1].mask for r in results]), s.sessions[1].hooks.switches
 
 
 def main() -> None:
@@ -44,28 +42,19 @@ def main() -> None:
     args = parser.parse_args()
     cases = [(s, e) for s in split_samples("valid_u", args.seed) for e in s.expressions
              if "tracking_bias" in e.phenomena]
-    switches = 0
-    fuse = samwise_model.fuse_masks
-
-    def counted(memory: Tensor, alone: Tensor, weight: float) -> Tensor:
-        nonlocal switches
-        switches += 1
-        return fuse(memory, alone, weight)
-
-    samwise_model.fuse_masks = counted
     print("| model | video | expression | J | J without CME | CME switches |")
     print("| --- | --- | --- | --- | --- | --- |")
     for folder in args.models:
         model = Samwise.from_pretrained(folder)
         cme = model.cme
         for sample, expression in cases:
-            switches = 0
-            with_cme = jaccard_frames(sample.target_mask(expression), stream(model, sample, expression)).mean()
-            fused = switches
+            truth = sample.target_mask(expression)
+            masks, switches = stream(model, sample, expression)
             model.cme = None
-            without = jaccard_frames(sample.target_mask(expression), stream(model, sample, expression)).mean()
+            masks_off, _ = stream(model, sample, expression)
             model.cme = cme
-            print(f"| {folder} | {sample.video_id} | {expression.text} | {with_cme:.3f} | {without:.3f} | {fused} |")
+            with_cme, without = jaccard_frames(truth, masks).mean(), jaccard_frames(truth, masks_off).mean()
+            print(f"| {folder} | {sample.video_id} | {expression.text} | {with_cme:.3f} | {without:.3f} | {switches} |")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ def test_cme_decides_and_fuses_into_memory_only():
     assert len(hooks.cme_records) >= 2
     logits, labels = hooks.cme_records[0]
     assert logits.shape == (1, 2) and labels.shape == (1,) and int(labels) in (-1, 0, 1)
+    assert hooks.switches == sum(int(r[0].softmax(-1)[0, 1] > 0.5) for r in hooks.cme_records)
 
 
 @pytest.mark.parametrize("flags", [dict(adapters=False), dict(hsa=False), dict(vta=False, hsa=False),

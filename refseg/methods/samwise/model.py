@@ -138,8 +138,9 @@ class Samwise(nn.Module):
 
 
 class SamwiseHooks(MethodHooks):
-    """The engine hooks of one expression. Set `train_cme` to record the CME's decisions and
-    their self-supervised labels in `cme_records` (training)."""
+    """The engine hooks of one expression. `switches` counts the frames on which the CME fused
+    the memory-less mask (Eq. 10). Set `train_cme` to record the CME's decisions and their
+    self-supervised labels in `cme_records` (training)."""
 
     multimask = False
 
@@ -155,6 +156,7 @@ class SamwiseHooks(MethodHooks):
         self._bias: Tensor | None = None
         self._done = 0
         self.last_switch = 0
+        self.switches = 0
         self.train_cme = False
         self.cme_records: list[tuple[Tensor, Tensor]] = []
 
@@ -205,6 +207,7 @@ class SamwiseHooks(MethodHooks):
             self.cme_records.append((logits, labels))
         if switch:
             self.last_switch = frame
+            self.switches += 1
             return fuse_masks(output.high_res, alone.high_res, m.config.cme_weight)
         return output.high_res
 
