@@ -205,12 +205,24 @@ class _Builder:
         return obj
 
     def free_spot(self, margin: int = 40) -> tuple[float, float]:
+        """A start at least 60 px from every placed object (a random one if 50 draws find none),
+        never where the wall could hide a whole object: a static one there would be named by
+        expressions yet never seen."""
+        def draw() -> tuple[float, float]:
+            return (float(self.rng.uniform(margin, self.width - margin)),
+                    float(self.rng.uniform(margin, self.height - margin)))
+
+        def behind_wall(x: float) -> bool:
+            reach = max(SIZES.values())
+            return self.wall is not None and self.wall[0] - reach < x < self.wall[1] + reach
+
         for _ in range(50):
-            x = float(self.rng.uniform(margin, self.width - margin))
-            y = float(self.rng.uniform(margin, self.height - margin))
-            if all(math.hypot(x - o.start[0], y - o.start[1]) > 60 for o in self.objects):
+            x, y = draw()
+            if not behind_wall(x) and all(math.hypot(x - o.start[0], y - o.start[1]) > 60 for o in self.objects):
                 return x, y
-        return float(self.rng.uniform(margin, self.width - margin)), float(self.rng.uniform(margin, self.height - margin))
+        while behind_wall((spot := draw())[0]):
+            pass
+        return spot
 
     def say(self, text: str, targets: list[SceneObject], matches: Callable[[SceneObject], bool],
             *phenomena: str) -> None:
