@@ -79,10 +79,12 @@ def main() -> None:
                 elif first == target and obj not in (0, None, target) and switched is None:
                     switched = obj
             scored += 1
-            if first not in (0, None, target):
+            if first == 0:
+                starts["empty mask"] += 1
+            elif first is None:
+                starts["no object matched"] += 1
+            elif first != target:
                 starts[relation(objects[target], objects[first])] += 1
-            elif first in (0, None):
-                starts["empty or no object"] += 1
             if switched is not None:
                 later[relation(objects[target], objects[switched])] += 1
             print(f"{sample.video_id} {expression.exp_id:>2} {expression.text:<34} {''.join(strip)}")
