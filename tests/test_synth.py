@@ -78,7 +78,7 @@ def test_expressions_fit_exactly_their_targets(videos):
 
 
 def test_no_object_of_an_occlusion_scene_is_hidden_all_along():
-    # before distractors were kept off the wall, 7 of these 26 scenes held an object the wall hid
+    # before distractors were kept off the wall, 6 of these 26 scenes held an object the wall hid
     # on every frame, 3 of them named by an appearance expression (valid_u 4, test 22, train 166)
     scenes = [make_scene(split, 0, i) for split in ("train", "valid_u", "test")
               for i in range(4, min(synth.SPLIT_SIZES[split], 180), 9)]
