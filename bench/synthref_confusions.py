@@ -21,10 +21,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from refseg.data.formats.davis import read_index_png
 from refseg.data.formats.mevis import read_mevis
 from refseg.data.synth import SceneObject, make_scene
+from refseg.eval.metrics import jaccard
 
 MIN_IOU = 0.3
 
@@ -34,21 +35,16 @@ def follow(pred: np.ndarray, masks: dict[int, np.ndarray]) -> int | None:
     empty prediction, None when it overlaps no object enough."""
     if not pred.any():
         return 0
-    best, best_iou = None, MIN_IOU
-    for obj_id, mask in masks.items():
-        union = (pred | mask).sum()
-        iou = (pred & mask).sum() / union if union else 0.0
-        if iou > best_iou:
-            best, best_iou = obj_id, iou
-    return best
+    ious = {obj_id: jaccard(mask, pred) for obj_id, mask in masks.items()}
+    best = max(ious, key=ious.get, default=None)
+    return best if best is not None and ious[best] > MIN_IOU else None
 
 
 def relation(target: SceneObject, other: SceneObject) -> str:
-    if target.colour == other.colour and target.shape != other.shape:
-        return "same colour, other shape"
-    if target.shape == other.shape and target.colour != other.colour:
-        return "same shape, other colour"
-    return "other colour and shape" if target.shape != other.shape else "same colour and shape"
+    same_colour, same_shape = other.colour == target.colour, other.shape == target.shape
+    if same_colour != same_shape:
+        return "same colour, other shape" if same_colour else "same shape, other colour"
+    return "same colour and shape" if same_colour else "other colour and shape"
 
 
 def main() -> None:
@@ -70,7 +66,7 @@ def main() -> None:
             strip, first, switched = [], None, None
             for t, name in enumerate(sample.frame_names):
                 png = args.pred / sample.video_id / expression.exp_id / f"{name}.png"
-                pred = np.array(Image.open(png)) > 0
+                pred = read_index_png(png) > 0
                 frame_masks = {o: m[t] for o, m in sample.masks.items() if m[t].any()}
                 obj = follow(pred, frame_masks)
                 strip.append({0: ".", None: "?", target: "T"}.get(obj, str(obj)))
