@@ -77,6 +77,26 @@ def test_expressions_fit_exactly_their_targets(videos):
     assert len(lookalike) >= 2 and target.motion.kind == "starting"
 
 
+def test_extra_colours_are_drawn_named_and_painted_only_when_asked():
+    extra = ["black", "pink"]
+    plain = [make_scene("train", 0, i) for i in range(30)]
+    widened = [make_scene("train", 0, i, extra_colours=extra) for i in range(30)]
+    assert not {o.colour for s in plain for o in s.objects} & set(synth.EXTRA_COLOURS)
+    assert {o.colour for s in widened for o in s.objects} >= {*synth.SEEN_COLOURS, *extra}
+    assert not set(synth.EXTRA_COLOURS) & set(UNSEEN_COLOURS)
+    named = [(s, e) for s in widened for e in s.expressions if "pink" in e.text.split() and e.target_ids]
+    assert named
+    for scene, exp in named[:3]:  # a pink plain target is painted in pink where it is visible
+        frames, masks = render(scene)
+        obj = next(o for o in scene.objects if o.obj_id == exp.target_ids[0])
+        assert obj.colour == "pink"
+        t = int(np.flatnonzero(masks[obj.obj_id].any(axis=(1, 2)))[0])
+        painted = frames[t][masks[obj.obj_id][t]]
+        assert (np.abs(painted.astype(int).max(axis=0) - synth.EXTRA_COLOURS["pink"]) <= 1).all()
+    with pytest.raises(ValueError, match="orange"):
+        make_scene("train", 0, 0, extra_colours=["orange"])
+
+
 def test_no_object_of_an_occlusion_scene_is_hidden_all_along():
     # before distractors were kept off the wall, 6 of these 26 scenes held an object the wall hid
     # on every frame, 3 of them named by an appearance expression (valid_u 4, test 22, train 166)

@@ -23,7 +23,7 @@ sound timbre), the generalisation test of Ref-AVS "unseen".
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +42,9 @@ SAMPLE_RATE = 16000
 SEEN_COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
                 "white": (240, 240, 240)}
 UNSEEN_COLOURS = {"purple": (150, 50, 190), "orange": (245, 140, 20)}
+# Basic colour terms no split uses unless asked (`make_scene(extra_colours=...)`, a training run's
+# `data.extra_colours`): more colour words to ground in `train`, never the ones `unseen` holds out.
+EXTRA_COLOURS = {"black": (30, 30, 30), "brown": (140, 85, 40), "pink": (245, 130, 180)}
 SEEN_SHAPES = ("circle", "square", "triangle", "diamond")
 UNSEEN_SHAPES = ("star", "hexagon")
 SIZES = {"small": 12, "medium": 18, "large": 26}
@@ -124,9 +127,10 @@ class Scene:
 class Vocabulary:
     """The words a split may use: seen words everywhere, held-out words only in `unseen`."""
 
-    def __init__(self, unseen: bool) -> None:
+    def __init__(self, unseen: bool, extra_colours: Sequence[str] = ()) -> None:
         self.unseen = unseen
-        self.colours = {**SEEN_COLOURS, **(UNSEEN_COLOURS if unseen else {})}
+        self.colours = {**SEEN_COLOURS, **(UNSEEN_COLOURS if unseen else {}),
+                        **{c: EXTRA_COLOURS[c] for c in extra_colours}}
         self.shapes = SEEN_SHAPES + (UNSEEN_SHAPES if unseen else ())
         self.timbres = {**SEEN_TIMBRES, **(UNSEEN_TIMBRES if unseen else {})}
 
@@ -157,16 +161,21 @@ def scene_rng(split: str, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
-def make_scene(split: str, seed: int, index: int, height: int = 256, width: int = 256, image: bool = False) -> Scene:
+def make_scene(split: str, seed: int, index: int, height: int = 256, width: int = 256, image: bool = False,
+               extra_colours: Sequence[str] = ()) -> Scene:
     """The `index`-th scene of `split` (deterministic); `image`: a still single-frame scene for
-    referring image segmentation, from `IMAGE_SCENARIOS`."""
+    referring image segmentation, from `IMAGE_SCENARIOS`; `extra_colours`: names of
+    `EXTRA_COLOURS` objects may also take (and expressions name), beside the split's own."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    unknown = [c for c in extra_colours if c not in EXTRA_COLOURS]
+    if unknown:
+        raise ValueError(f"unknown extra colour(s) {unknown}; expected some of {sorted(EXTRA_COLOURS)}")
     if min(height, width) < MIN_SIDE:
         raise ValueError(f"SynthRef frames must be at least {MIN_SIDE} px on each side (objects up to "
                          f"{max(SIZES.values())} px radius, placed 40 px from the border), got {height}x{width}")
     rng = scene_rng(split, seed + (1 << 20 if image else 0), index)
-    vocab = Vocabulary(unseen=split == "unseen")
+    vocab = Vocabulary(unseen=split == "unseen", extra_colours=extra_colours)
     scenarios = IMAGE_SCENARIOS if image else SCENARIOS
     scenario = scenarios[index % len(scenarios)]
     num_frames = 1 if image else int(rng.integers(24, 49))
@@ -434,7 +443,7 @@ def render(scene: Scene) -> tuple[np.ndarray, dict[int, np.ndarray]]:
 
 
 def scene_colour(name: str) -> tuple[int, int, int]:
-    return {**SEEN_COLOURS, **UNSEEN_COLOURS}[name]
+    return {**SEEN_COLOURS, **UNSEEN_COLOURS, **EXTRA_COLOURS}[name]
 
 
 def render_audio(scene: Scene) -> np.ndarray:
@@ -470,10 +479,10 @@ def generate(scene: Scene) -> VideoSample:
 
 
 def split_samples(split: str, seed: int, count: int | None = None, height: int = 256, width: int = 256,
-                  image: bool = False) -> Iterator[VideoSample]:
+                  image: bool = False, extra_colours: Sequence[str] = ()) -> Iterator[VideoSample]:
     """The samples of a split (videos, or single-frame images), generated one by one."""
     for index in range(SPLIT_SIZES[split] if count is None else count):
-        yield generate(make_scene(split, seed, index, height, width, image))
+        yield generate(make_scene(split, seed, index, height, width, image, extra_colours))
 
 
 def phenomenon_shares(split: str, seed: int, count: int | None = None) -> dict[str, float]:

@@ -97,7 +97,10 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask
 def load_samples(config: TrainConfig) -> list:
     data = config.data
     if data.source == "synthref":
-        return list(synth.split_samples(data.split, data.seed, data.count, image=data.image))
+        return list(synth.split_samples(data.split, data.seed, data.count, image=data.image,
+                                        extra_colours=data.extra_colours))
+    if data.extra_colours:
+        raise ValueError(f"data.extra_colours: only SynthRef (source: synthref) renders them; source is {data.source!r}")
     if data.root is None:
         raise ValueError(f"data.source {data.source!r} needs data.root")
     return list(formats.reader(data.source)(Path(data.root)))
