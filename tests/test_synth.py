@@ -97,6 +97,25 @@ def test_extra_colours_are_drawn_named_and_painted_only_when_asked():
         make_scene("train", 0, 0, extra_colours=["orange"])
 
 
+def test_null_shapes_names_present_colours_with_absent_shapes_and_changes_only_null_scenes():
+    indices = range(0, 120)
+    plain = [make_scene("train", 0, i) for i in indices]
+    varied = [make_scene("train", 0, i, null_shapes=True) for i in indices]
+    for p, v in zip(plain, varied):
+        if p.scenario != "null":
+            assert (p.objects, p.expressions) == (v.objects, v.expressions)
+    kinds = []
+    for scene in (v for v in varied if v.scenario == "null"):
+        first = scene.objects[0]  # the object the null expression is written around
+        for exp in (e for e in scene.expressions if "null" in e.phenomena):
+            assert exp.target_ids == ()
+            words = set(exp.text.split())
+            colour, shape = first.colour in words, first.shape in words
+            assert colour != shape  # exactly one of its two words is the object's
+            kinds.append("colour kept" if colour else "shape kept")
+    assert {"colour kept", "shape kept"} <= set(kinds), kinds
+
+
 def test_no_object_of_an_occlusion_scene_is_hidden_all_along():
     # before distractors were kept off the wall, 6 of these 26 scenes held an object the wall hid
     # on every frame, 3 of them named by an appearance expression (valid_u 4, test 22, train 166)

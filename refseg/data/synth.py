@@ -162,10 +162,12 @@ def scene_rng(split: str, seed: int, index: int) -> np.random.Generator:
 
 
 def make_scene(split: str, seed: int, index: int, height: int = 256, width: int = 256, image: bool = False,
-               extra_colours: Sequence[str] = ()) -> Scene:
+               extra_colours: Sequence[str] = (), null_shapes: bool = False) -> Scene:
     """The `index`-th scene of `split` (deterministic); `image`: a still single-frame scene for
     referring image segmentation, from `IMAGE_SCENARIOS`; `extra_colours`: names of
-    `EXTRA_COLOURS` objects may also take (and expressions name), beside the split's own."""
+    `EXTRA_COLOURS` objects may also take (and expressions name), beside the split's own;
+    `null_shapes`: half the null expressions name an object's colour with another shape (by
+    default they all name its shape in another colour)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     unknown = [c for c in extra_colours if c not in EXTRA_COLOURS]
@@ -179,7 +181,7 @@ def make_scene(split: str, seed: int, index: int, height: int = 256, width: int 
     scenarios = IMAGE_SCENARIOS if image else SCENARIOS
     scenario = scenarios[index % len(scenarios)]
     num_frames = 1 if image else int(rng.integers(24, 49))
-    builder = _Builder(rng, vocab, height, width, num_frames)
+    builder = _Builder(rng, vocab, height, width, num_frames, null_shapes)
     getattr(builder, scenario)()
     builder.fill(int(rng.integers(2, 7)), still=image)
     builder.appearance_expressions()
@@ -192,8 +194,9 @@ def make_scene(split: str, seed: int, index: int, height: int = 256, width: int 
 class _Builder:
     """Places objects and writes expressions for one scene."""
 
-    def __init__(self, rng: np.random.Generator, vocab: Vocabulary, height: int, width: int, num_frames: int):
-        self.rng, self.vocab = rng, vocab
+    def __init__(self, rng: np.random.Generator, vocab: Vocabulary, height: int, width: int, num_frames: int,
+                 null_shapes: bool = False):
+        self.rng, self.vocab, self.null_shapes = rng, vocab, null_shapes
         self.height, self.width, self.num_frames = height, width, num_frames
         self.objects: list[SceneObject] = []
         self.expressions: list[Expression] = []
@@ -311,9 +314,13 @@ class _Builder:
 
     def null(self) -> None:
         obj = self.add()
-        colour = self.vocab.pick_colour(self.rng, exclude={obj.colour})
-        self.say(self.vocab.phrase(self.rng, NAME, colour=colour, shape=obj.shape), [],
-                 lambda o: o.colour == colour and o.shape == obj.shape, "null")
+        colour, shape = obj.colour, obj.shape
+        if self.null_shapes and self.rng.random() < 0.5:
+            shape = self.vocab.pick_shape(self.rng, exclude={obj.shape})
+        else:
+            colour = self.vocab.pick_colour(self.rng, exclude={obj.colour})
+        self.say(self.vocab.phrase(self.rng, NAME, colour=colour, shape=shape), [],
+                 lambda o: o.colour == colour and o.shape == shape, "null")
 
     def multi_target(self) -> None:
         colour = self.vocab.pick_colour(self.rng)
@@ -479,10 +486,11 @@ def generate(scene: Scene) -> VideoSample:
 
 
 def split_samples(split: str, seed: int, count: int | None = None, height: int = 256, width: int = 256,
-                  image: bool = False, extra_colours: Sequence[str] = ()) -> Iterator[VideoSample]:
+                  image: bool = False, extra_colours: Sequence[str] = (),
+                  null_shapes: bool = False) -> Iterator[VideoSample]:
     """The samples of a split (videos, or single-frame images), generated one by one."""
     for index in range(SPLIT_SIZES[split] if count is None else count):
-        yield generate(make_scene(split, seed, index, height, width, image, extra_colours))
+        yield generate(make_scene(split, seed, index, height, width, image, extra_colours, null_shapes))
 
 
 def phenomenon_shares(split: str, seed: int, count: int | None = None) -> dict[str, float]:

@@ -50,6 +50,7 @@ class DataConfig:
     image: bool = False  # SynthRef: still single-frame scenes (referring image segmentation)
     # SynthRef: colour words beyond the split's own (names of `synth.EXTRA_COLOURS`), e.g. [black, brown, pink]
     extra_colours: list[str] = field(default_factory=list)
+    null_shapes: bool = False  # SynthRef: half the null expressions name a present colour with an absent shape
     # EVF-SAM: keep the frozen image encoder's features of every distinct training image in memory
     # (float16, about 0.5 MB per image at 256 px) and encode each once; crops and colour jitter
     # are then off (they would change the image), horizontal flips stay.

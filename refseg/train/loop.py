@@ -98,9 +98,10 @@ def load_samples(config: TrainConfig) -> list:
     data = config.data
     if data.source == "synthref":
         return list(synth.split_samples(data.split, data.seed, data.count, image=data.image,
-                                        extra_colours=data.extra_colours))
-    if data.extra_colours:
-        raise ValueError(f"data.extra_colours: only SynthRef (source: synthref) renders them; source is {data.source!r}")
+                                        extra_colours=data.extra_colours, null_shapes=data.null_shapes))
+    if data.extra_colours or data.null_shapes:
+        option = "extra_colours" if data.extra_colours else "null_shapes"
+        raise ValueError(f"data.{option}: only SynthRef (source: synthref) generates scenes; source is {data.source!r}")
     if data.root is None:
         raise ValueError(f"data.source {data.source!r} needs data.root")
     return list(formats.reader(data.source)(Path(data.root)))
