@@ -45,6 +45,7 @@ UNSEEN_COLOURS = {"purple": (150, 50, 190), "orange": (245, 140, 20)}
 # Basic colour terms no split uses unless asked (`make_scene(extra_colours=...)`, a training run's
 # `data.extra_colours`): more colour words to ground in `train`, never the ones `unseen` holds out.
 EXTRA_COLOURS = {"black": (30, 30, 30), "brown": (140, 85, 40), "pink": (245, 130, 180)}
+COLOURS = {**SEEN_COLOURS, **UNSEEN_COLOURS, **EXTRA_COLOURS}  # every colour a scene may paint
 SEEN_SHAPES = ("circle", "square", "triangle", "diamond")
 UNSEEN_SHAPES = ("star", "hexagon")
 SIZES = {"small": 12, "medium": 18, "large": 26}
@@ -431,7 +432,7 @@ def render(scene: Scene) -> tuple[np.ndarray, dict[int, np.ndarray]]:
                 continue
             cx, cy = paths[obj.obj_id][t]
             region = shape_mask(obj.shape, cx, cy, SIZES[obj.size], h, w)
-            colour = np.array(scene_colour(obj.colour), dtype=np.float64)
+            colour = np.array(COLOURS[obj.colour], dtype=np.float64)
             paint = np.broadcast_to(colour, (h, w, 3)).copy()
             if obj.texture == "striped":
                 paint[stripes] *= 0.6
@@ -447,10 +448,6 @@ def render(scene: Scene) -> tuple[np.ndarray, dict[int, np.ndarray]]:
                 m[t] &= ~wall
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
     return frames, masks
-
-
-def scene_colour(name: str) -> tuple[int, int, int]:
-    return {**SEEN_COLOURS, **UNSEEN_COLOURS, **EXTRA_COLOURS}[name]
 
 
 def render_audio(scene: Scene) -> np.ndarray:
