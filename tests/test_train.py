@@ -107,6 +107,10 @@ def test_samwise_trains_only_its_modules(tmp_path):
     saved = weights(out)
     assert not any(k.startswith("text.") for k in saved)  # the frozen text encoder is not copied
     trained = Samwise.from_pretrained(out / "final")
+    from refseg.models import load
+
+    checkpoint = load(out / "checkpoints" / "step_0000003")  # a checkpoint loads as a model too
+    assert all(torch.equal(checkpoint.state_dict()[n], p) for n, p in trained.state_dict().items())
     torch.manual_seed(3)  # the loop seeds like this before building the model
     from refseg.train.loop import build_task
 
@@ -211,6 +215,10 @@ def test_evf_trains_encoder_and_projector_on_images_with_sam2_frozen(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 and "bce" in r for r in records)
     trained = EvfSam.from_pretrained(out / "final")
+    from refseg.models import load
+
+    checkpoint = load(out / "checkpoints" / "step_0000002")  # a checkpoint loads as a model too
+    assert all(torch.equal(checkpoint.state_dict()[n], p) for n, p in trained.state_dict().items())
     from refseg.train.loop import build_task
 
     torch.manual_seed(3)

@@ -4,7 +4,8 @@ Run directory (`config.out`):
     config.yaml                   the resolved config
     metrics.jsonl                 one line per logged step (losses, lr, samples/s)
     checkpoints/step_<N>/         config.json + model.safetensors + state.pt (optimizer,
-                                  scheduler, RNG states), written to a temporary folder and renamed
+                                  scheduler, RNG states), written to a temporary folder and renamed;
+                                  a SAMWISE or EVF-SAM checkpoint loads as a model (`refseg.load`)
     final/                        `save_pretrained` of the trained model
 
 Data parallelism: every process draws the same global batch of `batch_size` samples from
@@ -37,6 +38,7 @@ from refseg.encoders.text import TextEncoder
 from refseg.io.atomic import atomic_dir
 from refseg.methods.evf_sam import EvfSam
 from refseg.methods.samwise import Samwise
+from refseg.models import KINDS
 from refseg.sam import Sam2, sam2_config, tiny_test_config
 from refseg.sam.config import synth_small_config
 from refseg.sam.sam1 import load_sam1
@@ -171,6 +173,8 @@ def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | Beit3Pretrainer
     else:
         sam = model if isinstance(model, Sam2) else model.sam
         meta = {"sam2" if isinstance(sam, Sam2) else "sam": sam.config.to_dict()}
+        # a text-prompted model's checkpoint is also a model folder (`refseg.load`, `--model`)
+        meta.update({kind: dataclasses.asdict(model.config) for kind, cls in KINDS.items() if isinstance(model, cls)})
     with atomic_dir(run / "checkpoints" / f"step_{step:07d}") as tmp:
         save_file(_weights(model), str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps({**meta, "train": to_dict(config)}))
