@@ -42,8 +42,9 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
 
     name: "default" / "samwise" (SAMWISE on the SynthRef SAM 2 and MiniLM) or "evf-sam", from
         refseg/weights/ when this installation ships them; or a folder written by
-        `save_pretrained` / `refseg train`'s final/ or checkpoints/step_N/ (the kind is read from its config.json), or
-        a published EVF-SAM / EVF-SAM2 checkpoint folder (told by its weight names).
+        `save_pretrained` / `refseg train`'s final/ or checkpoints/step_N/ (the kind is read
+        from its config.json), or a published EVF-SAM / EVF-SAM2 checkpoint folder (told by
+        its weight names).
     source: with "evf-sam", a folder to load instead: a refseg EVF-SAM folder or a published
         EVF-SAM / EVF-SAM2 checkpoint folder (`EvfSam.from_official`).
     """
