@@ -4,7 +4,8 @@
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
     refseg train CONFIG.yaml [--resume]
     refseg predict --data DIR --format mevis|ytvos|refcoco --model default|evf-sam|DIR --out PRED
-    refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--stats]
+    refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--count N]
+                 [--scenario PHENOMENON] [--stats]
     refseg segment INPUT --text "..." [--text "..."]... [--model default|evf-sam|DIR] [--frame N] [--semantic]
                    [--out DIR] [--device cpu|cuda]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
@@ -177,10 +178,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if args.split not in synth.SPLITS:
         raise ValueError(f"--split: expected one of {', '.join(synth.SPLITS)}, got {args.split!r}")
-    count = args.count if args.count is not None else synth.SPLIT_SIZES[args.split]
+    image = args.format == "refcoco"
+    count = len(synth.scene_indices(args.split, args.count, args.scenario, image))
+    what = f"{args.split}, {args.scenario} scenes" if args.scenario else args.split
     if args.stats:
-        shares = synth.phenomenon_shares(args.split, args.seed, count)
-        print(f"SynthRef {args.split} (seed {args.seed}, {count} scenes): share of expressions per phenomenon")
+        shares = synth.phenomenon_shares(args.split, args.seed, count, args.scenario)
+        print(f"SynthRef {what} (seed {args.seed}, {count} scenes): share of expressions per phenomenon")
         for name, share in shares.items():
             print(f"  {name:<17} {share:6.1%}")
     if args.out is None:
@@ -190,14 +193,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; remove it or choose another --out")
-    image = args.format == "refcoco"
-    samples = tqdm(synth.split_samples(args.split, args.seed, count, args.size, args.size, image=image),
-                   total=count, desc=f"synth {args.split}", unit="image" if image else "video")
+    samples = tqdm(synth.split_samples(args.split, args.seed, count, args.size, args.size, image=image,
+                                       scenario=args.scenario),
+                   total=count, desc=f"synth {what}", unit="image" if image else "video")
     options = {"split": args.split} if args.format in ("refdavis", "refcoco", "refavs") else {}
     with atomic_dir(out) as stage:
         formats.write(args.format, samples, stage, frame_ext=args.frame_ext, **options)
     log.info("wrote %d %s of SynthRef %s (seed %d) in the %s layout to %s", count, "images" if image else "videos",
-             args.split, args.seed, args.format, out)
+             what, args.seed, args.format, out)
     return 0
 
 
@@ -313,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--format", default="mevis", choices=["mevis", "ytvos", "refdavis", "sav", "refcoco", "refavs"],
                      help="on-disk layout (refcoco: single-frame images)")
     syn.add_argument("--count", type=int, help="number of videos/images (default: the split's size)")
+    syn.add_argument("--scenario", help="only the scenes built around this phenomenon (e.g. tracking_bias); "
+                                        "--count then counts those scenes")
     syn.add_argument("--size", type=int, default=256, help="frame side in pixels")
     syn.add_argument("--frame-ext", default=".jpg", choices=[".jpg", ".png"], help=".png: lossless frames")
     syn.add_argument("--stats", action="store_true", help="print the share of each phenomenon")

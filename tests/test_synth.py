@@ -278,3 +278,30 @@ def test_synth_to_eval_breaks_results_down_by_phenomenon(videos, tmp_path):
     result = evaluate_expressions(tmp_path / "pred", tmp_path / "gt", "mevis")
     assert result.summary["J&F relation"] == 1.0 and result.summary["J&F appearance"] == 1.0
     assert result.summary["J&F audio"] == 0.0
+
+
+def test_scenario_selects_the_split_scenes_built_around_it():
+    k, n = SCENARIOS.index("tracking_bias"), len(SCENARIOS)
+    assert list(synth.scene_indices("valid_u", scenario="tracking_bias")) == [k, k + n]  # 18 scenes hold 2
+    assert list(synth.scene_indices("valid_u", 4, "tracking_bias")) == [k, k + n, k + 2 * n, k + 3 * n]
+    assert list(synth.scene_indices("valid", 3, "relation", image=True)) == [3, 7, 11]
+    for index in synth.scene_indices("valid_u", 4, "tracking_bias"):
+        scene = make_scene("valid_u", 0, index)
+        assert scene.scenario == "tracking_bias"
+        assert any("tracking_bias" in e.phenomena for e in scene.expressions)
+    with pytest.raises(ValueError, match="unknown scenario 'tracking_bias' for a still image"):
+        synth.scene_indices("valid", 2, "tracking_bias", image=True)
+
+
+def test_synth_command_writes_only_the_scenario_scenes(tmp_path, capsys):
+    out = tmp_path / "bias"
+    assert main(["synth", "--split", "valid_u", "--scenario", "late_entry", "--count", "2", "--size", "128",
+                 "--out", str(out)]) == 0
+    read = list(formats.reader("mevis")(out))
+    assert [s.video_id for s in read] == ["valid_u_0_00003", "valid_u_0_00012"]
+    for sample in read:  # the same scenes as the whole split has at those indices
+        scene = make_scene("valid_u", 0, int(sample.video_id[-5:]), 128, 128)
+        assert {(e.text, e.target_ids) for e in sample.expressions} == \
+            {(e.text, e.target_ids) for e in scene.expressions}
+    assert main(["synth", "--split", "valid_u", "--scenario", "flying", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown scenario 'flying'" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -482,19 +482,41 @@ def generate(scene: Scene) -> VideoSample:
                        sample_rate=SAMPLE_RATE)
 
 
+def scene_indices(split: str, count: int | None = None, scenario: str | None = None,
+                  image: bool = False) -> range:
+    """Indices of the scenes a split is made of: the first `count` (default: the split's size),
+    or with `scenario`, the first `count` scenes built around it (default: as many as the split
+    holds). Scenarios cycle with the index, so these are the scenes a split of any size has at
+    those indices; `count` may ask for more than the split holds, drawn the same way."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if scenario is None:
+        return range(SPLIT_SIZES[split] if count is None else count)
+    scenarios = IMAGE_SCENARIOS if image else SCENARIOS
+    if scenario not in scenarios:
+        kind = "a still image" if image else "a video"
+        raise ValueError(f"unknown scenario {scenario!r} for {kind}; expected one of {', '.join(scenarios)}")
+    first, step = scenarios.index(scenario), len(scenarios)
+    if count is None:
+        count = len(range(first, SPLIT_SIZES[split], step))
+    return range(first, first + step * count, step)
+
+
 def split_samples(split: str, seed: int, count: int | None = None, height: int = 256, width: int = 256,
                   image: bool = False, extra_colours: Sequence[str] = (),
-                  null_shapes: bool = False) -> Iterator[VideoSample]:
-    """The samples of a split (videos, or single-frame images), generated one by one."""
-    for index in range(SPLIT_SIZES[split] if count is None else count):
+                  null_shapes: bool = False, scenario: str | None = None) -> Iterator[VideoSample]:
+    """The samples of a split (videos, or single-frame images), generated one by one; with
+    `scenario`, only the scenes built around it (`scene_indices`)."""
+    for index in scene_indices(split, count, scenario, image):
         yield generate(make_scene(split, seed, index, height, width, image, extra_colours, null_shapes))
 
 
-def phenomenon_shares(split: str, seed: int, count: int | None = None) -> dict[str, float]:
+def phenomenon_shares(split: str, seed: int, count: int | None = None,
+                      scenario: str | None = None) -> dict[str, float]:
     """Fraction of a split's expressions that exercise each phenomenon (from scenes, no rendering)."""
     counts: dict[str, int] = {}
     total = 0
-    for index in range(SPLIT_SIZES[split] if count is None else count):
+    for index in scene_indices(split, count, scenario):
         for exp in make_scene(split, seed, index).expressions:
             total += 1
             for p in exp.phenomena:
