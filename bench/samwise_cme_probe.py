@@ -1,11 +1,13 @@
-"""What the Conditional Memory Encoder does on SynthRef's tracking-bias expressions.
+"""What the Conditional Memory Encoder does on SynthRef's tracking-bias expressions, in the shape
+of the paper's Table 3 (bottom): when is the memory-less mask fused into memory (Eq. 10)?
 
 For each SAMWISE model folder given, streams every tracking-bias expression of the first
-`--videos` tracking-bias scenes of `valid_u`'s generator (default 2: `valid_u`'s own) twice: as
-trained, and with the CME removed (`model.cme = None`, so the memory encoder always sees the
-memory-conditioned mask). Prints J for both and how many frames the CME fused the memory-less
-mask on (Eq. 10), then their means per model. Equal J and zero switches mean the CME's decisions
-play no part in that model's result on the subset.
+`--videos` tracking-bias scenes of `valid_u`'s generator (default 2: `valid_u`'s own) under each
+fusion policy (`SamwiseConfig.cme_policy`): the CME's decisions ("learned"), never (the same as
+no CME), always (every frame after the first `cme_window`) and 1 frame in 4 at random. Prints J
+per expression and policy, how many frames each fused on, then the means per model. Equal J under
+"learned" and "never" with zero switches mean the CME's decisions play no part in that model's
+result on the subset; "always" and "1 in 4" say whether fusing could help there at all.
 
     python bench/samwise_cme_probe.py runs/ablation/plus_cme/final refseg/weights/samwise_synth
     python bench/samwise_cme_probe.py refseg/weights/samwise_synth --videos 20
@@ -26,9 +28,11 @@ from refseg.data.synth import split_samples
 from refseg.eval.metrics import jaccard_frames
 from refseg.methods.samwise import Samwise
 
+POLICIES = {"learned": "CME", "never": "never", "always": "always", "random": "1 in 4"}
+
 
 def stream(model: Samwise, sample: VideoSample, expression: Expression) -> tuple[np.ndarray, int]:
-    """[T, H, W] bool masks of one expression, streamed clip by clip, and the CME's switches."""
+    """[T, H, W] bool masks of one expression, streamed clip by clip, and the frames fused on."""
     results = []
     with torch.no_grad(), model.stream([expression.text]) as s:
         for frame in sample.frames():
@@ -45,27 +49,28 @@ def main() -> None:
     args = parser.parse_args()
     cases = [(s, e) for s in split_samples("valid_u", args.seed, args.videos, scenario="tracking_bias")
              for e in s.expressions if "tracking_bias" in e.phenomena]
-    print("| model | video | expression | J | J without CME | CME switches |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    columns = " | ".join(f"J {name} | fused" for name in POLICIES.values())
+    print(f"| model | video | expression | {columns} |\n|{' --- |' * (3 + 2 * len(POLICIES))}")
     means = []
     for folder in args.models:
         model = Samwise.from_pretrained(folder)
-        cme = model.cme
         rows = []
         for sample, expression in cases:
             truth = sample.target_mask(expression)
-            masks, switches = stream(model, sample, expression)
-            model.cme = None
-            masks_off, _ = stream(model, sample, expression)
-            model.cme = cme
-            with_cme, without = jaccard_frames(truth, masks).mean(), jaccard_frames(truth, masks_off).mean()
-            print(f"| {folder} | {sample.video_id} | {expression.text} | {with_cme:.3f} | {without:.3f} | {switches} |")
-            rows.append((with_cme, without, switches))
-        with_cme, without, switches = np.array(rows).sum(axis=0) / [len(rows), len(rows), 1]
-        means.append((folder, with_cme, without, int(switches)))
-    print("\n| model | expressions | mean J | mean J without CME | CME switches |\n| --- | --- | --- | --- | --- |")
-    for folder, with_cme, without, switches in means:
-        print(f"| {folder} | {len(cases)} | {with_cme:.3f} | {without:.3f} | {switches} |")
+            row = []
+            for policy in POLICIES:
+                model.config.cme_policy = policy
+                masks, switches = stream(model, sample, expression)
+                row += [float(jaccard_frames(truth, masks).mean()), switches]
+            rows.append(row)
+            cells = " | ".join(f"{j:.3f} | {n}" for j, n in zip(row[::2], row[1::2]))
+            print(f"| {folder} | {sample.video_id} | {expression.text} | {cells} |", flush=True)
+        table = np.array(rows)
+        means.append((folder, table[:, ::2].mean(0), table[:, 1::2].sum(0)))
+    print(f"\n| model | expressions | {columns} |\n|{' --- |' * (2 + 2 * len(POLICIES))}")
+    for folder, j, fused in means:
+        cells = " | ".join(f"{a:.3f} | {int(n)}" for a, n in zip(j, fused))
+        print(f"| {folder} | {len(cases)} | {cells} |")
 
 
 if __name__ == "__main__":

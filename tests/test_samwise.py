@@ -305,3 +305,29 @@ def test_official_checkpoint_layout_round_trip(tmp_path):
     torch.save({"model": {**state, "cmt_adapters.0.gate": torch.zeros(1)}}, path)
     with pytest.raises(CheckpointError, match="cmt_adapters.0.gate"):
         load_official_samwise(path, tokenizer=minilm_path(), config=config, sam2_config=matching_config())
+
+
+def test_cme_policies_fuse_never_always_or_one_frame_in_four():
+    frames = synthetic_video(20)
+    masks = {}
+    for policy in ("never", "always", "random", "learned"):
+        model = tiny_samwise(cme_policy=policy)
+        with torch.no_grad():
+            stream = model.stream(["the disk"])
+            results = [r for f in frames for r in stream.push(f)] + stream.flush()
+        masks[policy] = [r.objects[1].logits for r in results]
+        hooks = stream.sessions[1].hooks
+        if policy == "always":  # every frame after the first cme_window (4) frames
+            assert hooks.switches == 20 - 1 - 4
+        elif policy == "random":  # frames 5..19, each with probability 1/4
+            assert 0 < hooks.switches < 20 - 1 - 4
+        elif policy == "never":
+            assert hooks.switches == 0
+    no_cme = tiny_samwise(cme=False)
+    with torch.no_grad():
+        stream = no_cme.stream(["the disk"])
+        plain = [r.objects[1].logits for f in frames for r in stream.push(f)]
+    assert all(torch.equal(a, b) for a, b in zip(masks["never"], plain))  # never = no CME
+    assert not all(torch.equal(a, b) for a, b in zip(masks["always"], masks["never"]))  # fusing changes memory
+    with pytest.raises(ValueError, match="cme_policy must be one of"):
+        tiny_samwise(cme_policy="sometimes")

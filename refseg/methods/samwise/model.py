@@ -41,6 +41,9 @@ from refseg.sam.model import Sam2
 from refseg.sam.prompt_encoder import embed_prompts
 
 
+CME_POLICIES = ("learned", "never", "always", "random")
+
+
 @dataclass
 class SamwiseConfig:
     """What SAMWISE adds to SAM 2 and a text encoder.
@@ -53,6 +56,10 @@ class SamwiseConfig:
     patches: HSA sub-volume side per adapter (P = 8, 4, 2).
     cme_weight: lambda of Eq. 10; cme_window: the CME decides on frames after the first
         `cme_window`, at most once every `cme_window - 1` frames (official schedule).
+    cme_policy: when the memory-less mask is fused into memory (the paper's Table 3, bottom):
+        "learned" (the CME decides; nothing without `cme`), "never", "always" (every frame
+        after the first `cme_window`) or "random" (each of those frames with probability 1/4,
+        seeded per expression). The last three need no CME; training always uses "learned".
     """
 
     text_encoder: str = MINILM
@@ -68,6 +75,7 @@ class SamwiseConfig:
     cme: bool = True
     cme_weight: float = 10.0
     cme_window: int = 4
+    cme_policy: str = "learned"
     clip_len: int = 8
 
 
@@ -81,6 +89,8 @@ class Samwise(nn.Module):
         if len(layers) != 3 or sorted(layers) != layers or layers[-1] > text.num_layers or layers[0] < 1:
             raise ValueError(f"text_layers must be three increasing layers in 1..{text.num_layers}, got {layers}")
         self.text_layers = layers
+        if config.cme_policy not in CME_POLICIES:
+            raise ValueError(f"cme_policy must be one of {', '.join(CME_POLICIES)}, got {config.cme_policy!r}")
         dims = list(sam.config.vision_config.backbone_config.embed_dim_per_stage)
         self.num_stages = len(dims)
         self.adapters = nn.ModuleList([
@@ -159,6 +169,7 @@ class SamwiseHooks(MethodHooks):
         self.switches = 0
         self.train_cme = False
         self.cme_records: list[tuple[Tensor, Tensor]] = []
+        self._draws = torch.Generator().manual_seed(0)  # the "random" CME policy
 
     # step 1 ---------------------------------------------------------------------------------------
     def encode_stage(self, stage: int, features: Tensor) -> Tensor:
@@ -189,15 +200,21 @@ class SamwiseHooks(MethodHooks):
     # step 5 ---------------------------------------------------------------------------------------
     def memory_mask(self, frame: int, obj_id: int, features: ImageFeatures, output: DecoderOutput) -> Tensor:
         m = self.model
-        window = m.config.cme_window
-        if m.cme is None or frame <= window or frame - self.last_switch < window - 1:
+        window, policy = m.config.cme_window, "learned" if self.train_cme else m.config.cme_policy
+        if policy == "never" or frame <= window:
+            return output.high_res
+        if policy == "learned" and (m.cme is None or frame - self.last_switch < window - 1):
+            return output.high_res
+        if policy == "random" and not bool(torch.rand((), generator=self._draws) < 0.25):
             return output.high_res
         sam = m.sam
         embed = features.embed + sam.no_memory_embedding.view(1, -1, 1, 1)  # memory-less features
         sparse, dense = embed_prompts(sam.prompt_encoder, 1, extra=self.prompt_tokens(frame, obj_id, features, embed))
-        tau_l = memory_less_token(sam, embed, sparse, dense)
-        logits = m.cme(output.pointer.detach(), tau_l.detach())  # [1, 2]
-        switch = bool(logits.softmax(-1)[0, 1] > 0.5)
+        switch = policy != "learned"
+        if policy == "learned":
+            tau_l = memory_less_token(sam, embed, sparse, dense)
+            logits = m.cme(output.pointer.detach(), tau_l.detach())  # [1, 2]
+            switch = bool(logits.softmax(-1)[0, 1] > 0.5)
         if not (switch or self.train_cme):  # the memory-less mask P_l is needed only to fuse or to label
             return output.high_res
         alone = decode_masks(sam, features.high_res, embed, sparse, dense, multimask=False)  # P_l
