@@ -291,6 +291,8 @@ def test_scenario_selects_the_split_scenes_built_around_it():
         assert any("tracking_bias" in e.phenomena for e in scene.expressions)
     with pytest.raises(ValueError, match="unknown scenario 'tracking_bias' for a still image"):
         synth.scene_indices("valid", 2, "tracking_bias", image=True)
+    with pytest.raises(ValueError, match="need at least one scene, got 0"):
+        synth.scene_indices("valid", 0)
 
 
 def test_synth_command_writes_only_the_scenario_scenes(tmp_path, capsys):

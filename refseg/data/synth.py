@@ -490,6 +490,8 @@ def scene_indices(split: str, count: int | None = None, scenario: str | None = N
     those indices; `count` may ask for more than the split holds, drawn the same way."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if count is not None and count < 1:
+        raise ValueError(f"count: need at least one scene, got {count}")
     if scenario is None:
         return range(SPLIT_SIZES[split] if count is None else count)
     scenarios = IMAGE_SCENARIOS if image else SCENARIOS

@@ -59,7 +59,7 @@ class SamwiseConfig:
     cme_policy: when the memory-less mask is fused into memory (the paper's Table 3, bottom):
         "learned" (the CME decides; nothing without `cme`), "never", "always" (every frame
         after the first `cme_window`) or "random" (each of those frames with probability 1/4,
-        seeded per expression). The last three need no CME; training always uses "learned".
+        seeded per expression). The last three need no CME; while the CME trains, "learned".
     """
 
     text_encoder: str = MINILM
