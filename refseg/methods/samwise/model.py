@@ -210,11 +210,12 @@ class SamwiseHooks(MethodHooks):
         sam = m.sam
         embed = features.embed + sam.no_memory_embedding.view(1, -1, 1, 1)  # memory-less features
         sparse, dense = embed_prompts(sam.prompt_encoder, 1, extra=self.prompt_tokens(frame, obj_id, features, embed))
-        switch = policy != "learned"
         if policy == "learned":
             tau_l = memory_less_token(sam, embed, sparse, dense)
             logits = m.cme(output.pointer.detach(), tau_l.detach())  # [1, 2]
             switch = bool(logits.softmax(-1)[0, 1] > 0.5)
+        else:  # "always", or "random" after its draw above
+            switch = True
         if not (switch or self.train_cme):  # the memory-less mask P_l is needed only to fuse or to label
             return output.high_res
         alone = decode_masks(sam, features.high_res, embed, sparse, dense, multimask=False)  # P_l
