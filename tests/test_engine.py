@@ -166,15 +166,19 @@ def test_results_are_at_input_resolution_for_any_frame_size(tiny_model):
     assert agreement > 0.98
 
 
-def test_offline_helper_equals_streaming(tiny_model):
+def test_offline_helper_equals_streaming_a_video_of_known_length(tiny_model):
     frames = synthetic_video(5)
     prompts = {0: {1: Points([[20, 48]])}, 2: {2: Box(85, 8, 110, 32)}}
-    _, streamed = run(tiny_model, frames, prompts)
+    _, streamed = run(tiny_model, frames, prompts, num_frames=5)
     offline = segment_frames(tiny_model, frames, prompts, progress=False)
     for a, b in zip(streamed, offline):
         assert a.objects.keys() == b.objects.keys()
         for o in a.objects:
             assert torch.equal(a.objects[o].logits, b.objects[o].logits)
+    # a stream of unknown length normalises pointer distances by 15, a 5-frame video by 4
+    _, live = run(tiny_model, frames, prompts)
+    assert torch.equal(live[0].objects[1].logits, offline[0].objects[1].logits)  # no pointers yet
+    assert not torch.equal(live[4].objects[1].logits, offline[4].objects[1].logits)
 
 
 def test_bad_frames_and_prompts_raise_one_clear_error(tiny_model):

@@ -12,6 +12,7 @@ from torch import Tensor
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput
 from refseg.sam.memory import MemoryReadout
+from refseg.sam.preprocess import SAM2, Preprocess
 
 
 class MethodHooks:
@@ -21,10 +22,26 @@ class MethodHooks:
         clip_len: frames the image encoder sees at once (1 = per frame; SAMWISE uses 8).
         multimask: None keeps SAM 2's rule (three candidates for an ambiguous prompt); False
             always decodes the single mask (what text-prompted methods do).
+        stability_fallback: whether a single-mask output whose stability score is low falls back
+            to the best of the three candidates (`dynamic_multimask_via_stability`: on in SAM 2's
+            predictors, off where a method builds SAM 2 without it, as SAMWISE does); None keeps
+            the model config's setting.
+        presence_gate: whether a mask is emptied (logits -1024) when the occlusion head says the
+            object is absent, as SAM 2's tracking step does; False keeps the decoder's logits
+            (EVF-SAM's image path never reads the occlusion logit).
+        prompted_start: whether the first frame of an object started without clicks, box or mask
+            (by text or sound: `Session.add_object`) becomes a prompted memory, attended to on
+            every later frame with the prompted temporal slot, as a clicked frame does. False makes
+            it an ordinary memory that ages out after `num_maskmem - 1` frames (SAMWISE).
+        preprocess: how frames become the model input and masks go back (`Preprocess`).
     """
 
     clip_len: int = 1
     multimask: bool | None = None
+    stability_fallback: bool | None = None
+    presence_gate: bool = True
+    prompted_start: bool = True
+    preprocess: Preprocess = SAM2
 
     def encode_stage(self, stage: int, features: Tensor) -> Tensor:
         """Step 1. Adapt the image encoder after Hiera stage `stage` ([T, h, w, C], T = clip)."""

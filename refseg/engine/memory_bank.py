@@ -166,8 +166,9 @@ class MemoryBank:
         return self.objects[obj_id]
 
     def has_memory(self, obj_id: int) -> bool:
-        """Whether `obj_id` has a prompted memory to track from."""
-        return obj_id in self.objects and bool(self.objects[obj_id].prompted)
+        """Whether `obj_id` has a memory to track from (prompted, or recent for an object started
+        without a prompted frame)."""
+        return obj_id in self.objects and len(self.objects[obj_id]) > 0
 
     def copy(self) -> MemoryBank:
         """An independent copy of the bank (see `ObjectMemory.copy`)."""

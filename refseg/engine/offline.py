@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 
 import numpy as np
 from tqdm import tqdm
@@ -23,8 +23,11 @@ def segment_frames(
     """Segment `frames` (H x W x 3 uint8 each) given `prompts` {frame: {object id: prompt}}.
 
     Frames are pushed in clips of the method's `clip_len`; the results equal streaming them.
+    When `frames` has a length (a list or array), the session knows it, as the official SAM 2
+    predictor knows a video's length (it changes the tracking of videos under 16 frames:
+    `Session(num_frames=...)`).
     """
-    session = Session(model, hooks)
+    session = Session(model, hooks, num_frames=len(frames) if isinstance(frames, Sized) else None)
     clip_len = session.hooks.clip_len
     results: list[FrameResult] = []
     clip: list[np.ndarray] = []

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from refseg.engine.hooks import MethodHooks
 from refseg.engine.memory_bank import MemoryBank, MemoryEntry
 from refseg.prompts import Box, Mask, Points, Prompt
-from refseg.sam.image_encoder import ImageFeatures, normalise_frames
+from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks, mask_as_output
 from refseg.sam.memory import condition_on_memory, encode_memory, memory_kv, memory_position_encoding, memory_rope
 from refseg.sam.model import Sam2
@@ -100,6 +99,11 @@ class Session:
             stored instead of on every frame that reads it; see `refseg.sam.memory.MemoryKV`).
             Costs 2 x layers x h*w x 256 floats per stored memory (32 MiB at 1024 px, 2 MiB
             at 256 px). Inference only: ignored when `grad` is set.
+        num_frames: the video's length when known in advance (a file, not a live stream). The
+            official predictor normalises object-pointer distances by min(num_frames, M) - 1
+            (M = `max_object_pointers_in_encoder`, 16), so a video shorter than 16 frames is
+            tracked differently from a stream; give its length to get the official masks.
+            None (a stream): M - 1, what the official code does for 16 frames or more.
     """
 
     def __init__(
@@ -111,12 +115,14 @@ class Session:
         max_prompted_frames: int = 16,
         grad: bool = False,
         kv_cache: bool = True,
+        num_frames: int | None = None,
     ) -> None:
         self.model = model
         self.hooks = hooks if hooks is not None else MethodHooks()
         self.memory_dtype = memory_dtype or (torch.float32 if grad else torch.bfloat16)
         self.grad = grad
         self.kv_cache = kv_cache and not grad
+        self.num_frames = num_frames
         self.device = model.no_memory_embedding.device
         self.bank = MemoryBank(model.num_maskmem, model.max_object_pointers, max_prompted_frames,
                                int(model.config.max_cond_frame_num))
@@ -189,7 +195,7 @@ class Session:
         if not tensors:
             return []
         with torch.inference_mode(not self.grad):
-            pixels = torch.cat([normalise_frames(t[None], self.model.image_size) for t in tensors])
+            pixels = torch.cat([self.hooks.preprocess.pixels(t[None], self.model.image_size) for t in tensors])
             hook = self.hooks.encode_stage if self.hooks.has_stage_hook() else None
             features = self.model.encode_images(pixels, hook)
             results = []
@@ -219,9 +225,11 @@ class Session:
                 outputs[obj_id] = mask_as_output(model, features.high_res, features.embed, prompt.mask)
             else:
                 outputs[obj_id] = self._decode(t, obj_id, features, prompt.points)
-            prompted[obj_id] = obj_id in prompts or not self.bank.has_memory(obj_id)
+        given = {o for o, p in prompts.items() if p.points is not None or p.mask is not None}
+        for obj_id in outputs:
+            starting = obj_id in prompts or not self.bank.has_memory(obj_id)
+            prompted[obj_id] = obj_id in given or (starting and self.hooks.prompted_start)
         if outputs:
-            given = {o for o, p in prompts.items() if p.points is not None or p.mask is not None}
             self._write_memory(t, features, outputs, prompted, binarize={o: o in given for o in outputs})
         return FrameResult(t, height, width, {o: self._result(out, height, width) for o, out in outputs.items()})
 
@@ -231,13 +239,17 @@ class Session:
         if conditioning:
             embed = features.embed + model.no_memory_embedding.view(1, -1, 1, 1)
         else:
-            readout = self.hooks.select_memories(t, obj_id, self.bank.object(obj_id).readout(t))
+            readout = self.bank.object(obj_id).readout(t)
+            if self.num_frames is not None:  # the official predictor's span for a short video
+                readout.pointer_span = min(self.num_frames, self.model.max_object_pointers) - 1
+            readout = self.hooks.select_memories(t, obj_id, readout)
             embed = condition_on_memory(model, features.embed, features.pos, readout, self._memory_pos,
                                         self._rope if self.kv_cache else None)
         extra = self.hooks.prompt_tokens(t, obj_id, features, embed)
         sparse, dense = embed_prompts(model.prompt_encoder, 1, points=points, extra=extra)
         multimask = self._multimask(conditioning, points) if self.hooks.multimask is None else self.hooks.multimask
-        return decode_masks(model, features.high_res, embed, sparse, dense, multimask)
+        return decode_masks(model, features.high_res, embed, sparse, dense, multimask,
+                            self.hooks.stability_fallback, self.hooks.presence_gate)
 
     def _multimask(self, conditioning: bool, points: PointPrompt | None) -> bool:
         """SAM 2's rule: several candidate masks when there are 0 or 1 clicks (ambiguous)."""
@@ -260,15 +272,12 @@ class Session:
             self.bank.object(obj_id).add(entry, prompted[obj_id])
 
     def _frame_prompt(self, prompts: list[Prompt], height: int, width: int) -> _FramePrompt:
-        size = self.model.image_size
+        size, preprocess = self.model.image_size, self.hooks.preprocess
         masks = [p for p in prompts if isinstance(p, Mask)]
         if masks:
             masks[-1].check_inside(height, width)
             mask = torch.from_numpy(masks[-1].mask).to(self.device, torch.float32)[None, None]
-            if mask.shape[-2:] != (size, size):
-                mask = F.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-                mask = (mask >= 0.5).float()
-            return _FramePrompt(mask=mask)
+            return _FramePrompt(mask=preprocess.mask(mask, size))
         coords: list[list[float]] = []
         labels: list[int] = []
         boxes = [p for p in prompts if isinstance(p, Box)]
@@ -283,13 +292,13 @@ class Session:
                 coords += p.xy.tolist()
                 labels += p.labels.tolist()
         xy = torch.tensor(coords, dtype=torch.float32, device=self.device)
-        xy = xy * torch.tensor([size / width, size / height], device=self.device)
+        xy = preprocess.points(xy, height, width, size)
         lab = torch.tensor(labels, dtype=torch.int32, device=self.device)
         return _FramePrompt(points=PointPrompt(xy[None], lab[None]))
 
     def _result(self, out: DecoderOutput, height: int, width: int) -> ObjectResult:
         low = out.low_res.float()
-        logits = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        logits = self.hooks.preprocess.logits(low, height, width, self.model.image_size)[0, 0]
         logits = logits.detach().cpu()
         low_res = low[0, 0] if self.grad else low[0, 0].detach().cpu()
         return ObjectResult(mask=(logits > 0).numpy(), logits=logits, low_res_logits=low_res,

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
-from refseg.sam.config import sam2_config
+from refseg.sam.config import HIERA_SIZES, sam2_config
 from refseg.sam.model import Sam2
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,16 @@ def convert_official_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def config_for_official(state: dict[str, Tensor], image_size: int = 1024) -> Sam2VideoConfig:
-    """Recognise the published size of an official state dict (tiny, small, base+, large)."""
+    """Recognise the published size (tiny, small, base+, large) and version of an official state dict.
+
+    Head counts and window sizes leave no trace in the weights (the attention projections have
+    the same shapes for 1 or 2 heads), so they cannot be read off; the size can: the Hiera width
+    and block count identify it (96/12 tiny, 96/16 small, 112/24 base+, 144/48 large), the shapes
+    of the two positional-embedding tables must agree with it, and every other trunk setting
+    (heads, windows, global-attention blocks) then comes from that size's official config. SAM 2.1
+    is told from SAM 2 by its occlusion embedding (`no_obj_embed_spatial`). A checkpoint of any
+    other size fails: pass its config explicitly.
+    """
     key = "image_encoder.trunk.patch_embed.proj.weight"
     if key not in state:
         raise CheckpointError(f"not an official SAM 2 state dict: no {key!r}")
@@ -118,8 +127,16 @@ def config_for_official(state: dict[str, Tensor], image_size: int = 1024) -> Sam
     sizes = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base_plus", (144, 48): "large"}
     if (width, blocks) not in sizes:
         raise CheckpointError(f"unknown SAM 2 size (Hiera width {width}, {blocks} blocks): pass its config explicitly")
+    size = sizes[(width, blocks)]
+    trunk = HIERA_SIZES[size]
+    expected = {"image_encoder.trunk.pos_embed": tuple(trunk["window_positional_embedding_background_size"]),
+                "image_encoder.trunk.pos_embed_window": (trunk["window_size_per_stage"][0],) * 2}
+    for name, grid in expected.items():
+        if name in state and tuple(state[name].shape[-2:]) != grid:
+            raise CheckpointError(f"{name} is {tuple(state[name].shape[-2:])}, not the {grid} of the official "
+                                  f"{size} size: pass its config explicitly")
     version = "2.1" if "no_obj_embed_spatial" in state else "2"
-    return sam2_config(sizes[(width, blocks)], image_size=image_size, version=version)
+    return sam2_config(size, image_size=image_size, version=version)
 
 
 def load_state(model: Sam2, state: dict[str, Tensor], source: str) -> Sam2:

@@ -10,15 +10,18 @@ from typing import Any
 
 from transformers import Sam2HieraDetConfig, Sam2VideoConfig, Sam2VisionConfig
 
-# Hiera trunk settings of the four published SAM 2 / SAM 2.1 sizes (from the official configs).
+# Hiera trunk settings of the four published SAM 2 / SAM 2.1 sizes, as the official configs
+# (`sam2/configs/sam2{,.1}/*_hiera_{t,s,b+,l}.yaml`, with `Hiera`'s defaults where a config is
+# silent) give them; the same for SAM 2 and SAM 2.1. `heads` is the first stage's head count,
+# doubled at every stage (Hiera's `head_mul=2`): tiny and small start at 1, base+ and large at 2.
 HIERA_SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=96, blocks_per_stage=[1, 2, 7, 2], global_attention_blocks=[5, 7, 9],
+    "tiny": dict(hidden_size=96, heads=1, blocks_per_stage=[1, 2, 7, 2], global_attention_blocks=[5, 7, 9],
                  window_positional_embedding_background_size=[7, 7], window_size_per_stage=[8, 4, 14, 7]),
-    "small": dict(hidden_size=96, blocks_per_stage=[1, 2, 11, 2], global_attention_blocks=[7, 10, 13],
+    "small": dict(hidden_size=96, heads=1, blocks_per_stage=[1, 2, 11, 2], global_attention_blocks=[7, 10, 13],
                   window_positional_embedding_background_size=[7, 7], window_size_per_stage=[8, 4, 14, 7]),
-    "base_plus": dict(hidden_size=112, blocks_per_stage=[2, 3, 16, 3], global_attention_blocks=[12, 16, 20],
+    "base_plus": dict(hidden_size=112, heads=2, blocks_per_stage=[2, 3, 16, 3], global_attention_blocks=[12, 16, 20],
                       window_positional_embedding_background_size=[14, 14], window_size_per_stage=[8, 4, 14, 7]),
-    "large": dict(hidden_size=144, blocks_per_stage=[2, 6, 36, 4], global_attention_blocks=[23, 33, 43],
+    "large": dict(hidden_size=144, heads=2, blocks_per_stage=[2, 6, 36, 4], global_attention_blocks=[23, 33, 43],
                   window_positional_embedding_background_size=[7, 7], window_size_per_stage=[8, 4, 16, 8]),
 }
 
@@ -39,9 +42,9 @@ def sam2_config(
     if size not in HIERA_SIZES:
         raise ValueError(f"unknown SAM 2 size {size!r}; expected one of {sorted(HIERA_SIZES)}")
     trunk = dict(HIERA_SIZES[size])
-    width = trunk["hidden_size"]
+    width, heads = trunk["hidden_size"], trunk.pop("heads")
     trunk.update(embed_dim_per_stage=[width, 2 * width, 4 * width, 8 * width],
-                 num_attention_heads_per_stage=[1, 2, 4, 8])
+                 num_attention_heads_per_stage=[heads, 2 * heads, 4 * heads, 8 * heads])
     return build_config(trunk, image_size=image_size, version=version, **overrides)
 
 

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from transformers.models.sam2.modeling_sam2 import Sam2VisionModel
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoMaskDecoder
 
+from refseg.sam.preprocess import SAM2
+
 
 class StageHook(Protocol):
     """Called after each Hiera stage: `hook(stage, features) -> features`.
@@ -108,12 +110,7 @@ def normalise_frames(frames: Tensor, image_size: int) -> Tensor:
         image_size: the model's square input side S.
     Returns:
         [T, 3, S, S] float32: resized (bilinear, antialiased, aspect ratio not kept, as SAM 2
-        does), scaled to [0, 1] and normalised by the ImageNet mean and std.
+        does), scaled to [0, 1] and normalised by the ImageNet mean and std
+        (`refseg.sam.preprocess.SAM2`; other methods' rules are other `Preprocess` values).
     """
-    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-2:] != (image_size, image_size):
-        x = nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
-                                      antialias=True)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return SAM2.pixels(frames, image_size)

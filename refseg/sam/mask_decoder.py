@@ -55,6 +55,8 @@ def decode_masks(
     sparse: Tensor,
     dense: Tensor,
     multimask: bool,
+    stability_fallback: bool | None = None,
+    presence_gate: bool = True,
 ) -> DecoderOutput:
     """Run the SAM head.
 
@@ -64,21 +66,31 @@ def decode_masks(
         embed: [B, C, h, w] image embedding (memory-conditioned on tracking frames).
         sparse: [B, 1, K, C] prompt tokens; dense: [B, C, h, w] dense prompt.
         multimask: predict three masks and keep the one with the highest predicted IoU.
+        stability_fallback: for a single mask, fall back to the best candidate when its
+            stability score is low (None: the config's `dynamic_multimask_via_stability`).
+        presence_gate: empty the masks (logits -1024) where the object score is <= 0.
     """
     batch = embed.shape[0]
     image_pe = model.image_positional_embeddings().expand(batch, -1, -1, -1)
-    masks, iou, tokens, object_score = model.mask_decoder(
-        image_embeddings=embed,
-        image_positional_embeddings=image_pe,
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=multimask,
-        high_resolution_features=high_res_features,
-    )
+    decoder = model.mask_decoder
+    configured = decoder.dynamic_multimask_via_stability
+    decoder.dynamic_multimask_via_stability = configured if stability_fallback is None else stability_fallback
+    try:
+        masks, iou, tokens, object_score = decoder(
+            image_embeddings=embed,
+            image_positional_embeddings=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            high_resolution_features=high_res_features,
+        )
+    finally:
+        decoder.dynamic_multimask_via_stability = configured
     # masks [B, 1, M, 4h, 4w], iou [B, 1, M], tokens [B, 1, M, C], object_score [B, 1, 1]
     object_score = object_score[:, 0]
     present = object_score > 0
-    masks = torch.where(present[:, :, None, None, None], masks, NO_OBJECT_SCORE)
+    if presence_gate:
+        masks = torch.where(present[:, :, None, None, None], masks, NO_OBJECT_SCORE)
     best = iou.argmax(dim=-1)[:, 0] if multimask else torch.zeros(batch, dtype=torch.long, device=iou.device)
     rows = torch.arange(batch, device=masks.device)
     low_res = masks[rows, 0, best][:, None]

@@ -58,6 +58,10 @@ class MemoryReadout:
                 (distance - 1 for recent frames, -1 for prompted frames).
     pointers:   object pointers, each [C] (C = 256).
     pointer_offsets: per pointer, its frame distance from the current frame.
+    pointer_span: the distance that normalises pointer offsets before their sine encoding:
+                M - 1 (M = `max_object_pointers_in_encoder`), or one less than the video's
+                length when a video of known length is shorter than M (the official predictor's
+                rule); None: M - 1.
     kv:         per spatial memory, its cached keys and values (None where not cached).
     """
 
@@ -65,6 +69,7 @@ class MemoryReadout:
     tpos_slots: list[int] = field(default_factory=list)
     pointers: list[Tensor] = field(default_factory=list)
     pointer_offsets: list[int] = field(default_factory=list)
+    pointer_span: int | None = None
     kv: list[MemoryKV | None] = field(default_factory=list)
 
 
@@ -110,14 +115,16 @@ def memory_position_encoding(model: Sam2) -> Tensor:
     return pos.flatten(2)[0].transpose(0, 1)
 
 
-def pointer_position_encoding(model: Sam2, offsets: list[int], dtype: torch.dtype) -> Tensor:
-    """Temporal encoding of object pointers, [P, D]: projected sine of offset / (M - 1)."""
+def pointer_position_encoding(model: Sam2, offsets: list[int], dtype: torch.dtype,
+                              span: int | None = None) -> Tensor:
+    """Temporal encoding of object pointers, [P, D]: projected sine of offset / span
+    (span: `MemoryReadout.pointer_span`, default M - 1)."""
     dim = model.config.memory_encoder_output_channels
     device = model.no_object_pointer.device
     if not model.config.enable_temporal_pos_encoding_for_object_pointers:
         return torch.zeros(len(offsets), dim, device=device, dtype=dtype)
-    span = float(model.config.max_object_pointers_in_encoder - 1)
-    normalised = torch.tensor(offsets, device=device, dtype=torch.float32) / span
+    span = model.config.max_object_pointers_in_encoder - 1 if span is None else span
+    normalised = torch.tensor(offsets, device=device, dtype=torch.float32) / float(max(span, 1))
     sine = get_1d_sine_pe(normalised, dim=model.hidden_dim).to(dtype)
     return model.temporal_positional_encoding_projection_layer(sine)
 
@@ -147,7 +154,7 @@ def condition_on_memory(model: Sam2, embed: Tensor, pos: Tensor, readout: Memory
     if readout.pointers:
         dim = model.config.memory_encoder_output_channels
         pointers = torch.stack(readout.pointers).to(dtype)  # [P, C]
-        pointer_pe = pointer_position_encoding(model, readout.pointer_offsets, dtype)  # [P, D]
+        pointer_pe = pointer_position_encoding(model, readout.pointer_offsets, dtype, readout.pointer_span)  # [P, D]
         splits = channels // dim
         memories.append(pointers.reshape(-1, dim))  # [P * C/D, D]
         memory_pe.append(pointer_pe.repeat_interleave(splits, dim=0))
@@ -203,7 +210,7 @@ def _attend_cached(model: Sam2, embed: Tensor, pos: Tensor, readout: MemoryReado
     if readout.pointers:
         dim = model.config.memory_encoder_output_channels
         pointers = torch.stack(readout.pointers).to(embed.dtype).reshape(-1, dim)  # [P * C/D, D]
-        pe = pointer_position_encoding(model, readout.pointer_offsets, embed.dtype)
+        pe = pointer_position_encoding(model, readout.pointer_offsets, embed.dtype, readout.pointer_span)
         pointer_pe = pe.repeat_interleave(channels // dim, dim=0)
     for index, layer in enumerate(attention.layers):
         query = layer.layer_norm1(x)
