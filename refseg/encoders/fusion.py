@@ -224,11 +224,24 @@ def beit3_config_from_state(state: dict[str, Tensor], head_size: int = 64) -> Be
                        max_text_positions=state["text_positions.weight"].shape[0] - POSITION_OFFSET)
 
 
-def encoder_pixels(images: Tensor, side: int) -> Tensor:
-    """[B, H, W, 3] uint8 -> [B, 3, side, side]: squashed to the encoder's square (bicubic,
-    aspect ratio not kept, as EVF-SAM does) and normalised with mean = std = 0.5."""
+RESIZES = ("antialias", "official")
+
+
+def encoder_pixels(images: Tensor, side: int, resize: str = "antialias") -> Tensor:
+    """[B, H, W, 3] uint8 -> [B, 3, side, side]: scaled to [0, 1], squashed to the encoder's
+    square (bicubic, aspect ratio not kept, as EVF-SAM does) and normalised with mean = std = 0.5.
+
+    resize: "antialias" (refseg's training default): antialiased bicubic, clamped to [0, 1];
+    "official": as EVF-SAM's inference.py (`beit3_preprocess`: torchvision ToTensor, then
+    Resize(BICUBIC, antialias=None) on the float tensor, which for tensors means no antialiasing,
+    and no clamping of bicubic overshoot)."""
+    if resize not in RESIZES:
+        raise ValueError(f"encoder resize: expected one of {', '.join(RESIZES)}, got {resize!r}")
     x = images.permute(0, 3, 1, 2).float() / 255.0
-    x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    if resize == "official":
+        x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=False)
+    else:
+        x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     return (x - 0.5) / 0.5
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, SamConfig, ViltConfig, ViltModel
 
-from refseg.encoders.fusion import (Beit3, Beit3Config, beit3_config_from_state, convert_official_beit3, encoder_pixels,
-                                    load_beit3_weights)
+from refseg.encoders.fusion import (RESIZES, Beit3, Beit3Config, beit3_config_from_state, convert_official_beit3,
+                                    encoder_pixels, load_beit3_weights)
 from refseg.encoders.text import MINILM, minilm_path
 from refseg.engine.hooks import MethodHooks
 from refseg.engine.session import FrameResult, ObjectResult, Session
@@ -48,9 +49,11 @@ from refseg.prompts import Box, Points, Prompt
 from refseg.sam.checkpoint import config_for_official, convert_official_state_dict
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.model import Sam2
+from refseg.sam.preprocess import SAM2, Preprocess
 from refseg.sam.sam1 import Sam1, convert_official_sam1, sam1_config
 
 ENCODERS = ("beit3", "vilt")
+SAM_INPUTS = ("refseg", "official")
 FUSIONS = ("early", "late", "text")
 SEMANTIC = "[semantic] "  # prefix of semantic / part-level prompts (multitask training)
 
@@ -82,6 +85,14 @@ class EvfConfig:
         configs/beit3_synth.yaml`, its final/) or a published BEiT-3 `.pth`; the text table then
         comes from it, not from `text_embeddings`.
     fusion_layers: run only the first k layers (BEiT-3), None: all.
+    encoder_resize: how the image is squashed to the encoder's square (`encoder_pixels`):
+        "antialias" (refseg's; what its trained models saw) or "official" (EVF-SAM's
+        inference.py: bicubic without antialiasing, not clamped; official checkpoints use it).
+    sam_input: how a frame becomes SAM's input and the masks go back (`sam_preprocess`):
+        "refseg" (the engine's SAM 2 rule; SAM v1: longest side fit on float pixels) or
+        "official" (EVF-SAM's inference.py, see `sam_preprocess`); with "official",
+        `segment` also keeps the decoder's masks whatever the occlusion logit says, as the
+        official image path never reads it.
     train_prompt_encoder, train_mask_decoder: unfreeze these SAM 2 parts.
     """
 
@@ -93,6 +104,8 @@ class EvfConfig:
     encoder_weights: str | None = None
     fusion_layers: int | None = None
     max_text_tokens: int = 32
+    encoder_resize: str = "antialias"
+    sam_input: str = "refseg"
     train_prompt_encoder: bool = False
     train_mask_decoder: bool = False
 
@@ -103,6 +116,10 @@ class EvfConfig:
             raise ValueError(f"evf.fusion: expected one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.encoder == "vilt" and self.fusion != "early":
             raise ValueError("evf: ViLT is an early-fusion encoder (fusion: early)")
+        if self.sam_input not in SAM_INPUTS:
+            raise ValueError(f"evf.sam_input: expected one of {', '.join(SAM_INPUTS)}, got {self.sam_input!r}")
+        if self.encoder_resize not in RESIZES:
+            raise ValueError(f"evf.encoder_resize: expected one of {', '.join(RESIZES)}, got {self.encoder_resize!r}")
         if self.encoder == "vilt" and self.encoder_weights:
             raise ValueError("evf.encoder_weights: a pretrained BEiT-3; ViLT starts from `transformers` weights")
 
@@ -175,7 +192,7 @@ class EvfSam(nn.Module):
     # -- the prompt token --------------------------------------------------------------------
     def preprocess(self, images: Tensor) -> Tensor:
         """[B, H, W, 3] uint8 -> [B, 3, s, s] (`encoder_pixels` at the encoder's side s)."""
-        return encoder_pixels(images, self.config.beit3.image_size)
+        return encoder_pixels(images, self.config.beit3.image_size, self.config.encoder_resize)
 
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """ids [B, L] and padding [B, L] (True = padding), padded to the longest text."""
@@ -214,7 +231,24 @@ class EvfSam(nn.Module):
     @torch.inference_mode()
     def segment(self, image: np.ndarray, texts: Sequence[str]) -> FrameResult:
         """Segment one RGB image [H, W, 3] uint8 for each text (object ids 1..N)."""
-        return self.stream(texts).push(image)[0]
+        if isinstance(self.sam, Sam1):
+            return EvfFrameStream(self, texts).push(image)[0]
+        return EvfStream(self, texts, image_path=True).push(image)[0]
+
+    def sam_preprocess(self) -> Preprocess:
+        """How a frame becomes SAM's input (and masks go back), per `config.sam_input`.
+
+        "official", as EVF-SAM's inference.py `sam_preprocess`: on SAM 2, the 8-bit image
+        stretched to S x S by `F.interpolate` (bilinear, no antialiasing; the uint8 kernel
+        rounds), low-res logits resized straight to the image size; on SAM v1, the longest side
+        fit to S by PIL's bilinear resize of the 8-bit image (torch's antialiased uint8 kernel
+        gives the same bytes when enlarging, +-1 on under 1% of pixels when shrinking), padded
+        at the bottom / right after normalisation, logits upsampled to S, cropped, resized.
+        "refseg": the engine's SAM 2 rule; on SAM v1 the longest side fit on float pixels."""
+        official = self.config.sam_input == "official"
+        if isinstance(self.sam, Sam1):
+            return Preprocess(resize="fit", mode="bilinear", antialias=True, uint8=official)
+        return Preprocess(resize="stretch", mode="bilinear", antialias=False, uint8=True) if official else SAM2
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
@@ -247,12 +281,15 @@ class EvfSam(nn.Module):
 
     @classmethod
     def from_official(cls, folder: str | os.PathLike[str],
-                      sam_config: Sam2VideoConfig | SamConfig | None = None) -> EvfSam:
+                      sam_config: Sam2VideoConfig | SamConfig | None = None,
+                      encoder_heads: int | None = None) -> EvfSam:
         """An official EVF-SAM or EVF-SAM2 checkpoint folder (weights `*.safetensors` or
         `pytorch_model*.bin` with `mm_extractor.beit3.*`, `text_hidden_fcs.*`, `visual_model.*`,
         and its tokenizer files). The backbone (SAM or SAM 2) and the sizes are read from the
-        weights (SAM's from the published sizes, or `sam_config`); missing or unexpected keys
-        fail by name."""
+        weights (SAM's from the published sizes, or `sam_config`; BEiT-3's head count, which the
+        weights do not show, is width / 64 as in every published BEiT-3, or `encoder_heads`);
+        missing or unexpected keys fail by name. The image goes to BEiT-3 as the official
+        inference script prepares it (`encoder_resize="official"`)."""
         path = Path(folder)
         files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
         if not files:
@@ -264,6 +301,8 @@ class EvfSam(nn.Module):
         converted = convert_official_evf(state)
         sizes = beit3_config_from_state({k.removeprefix("encoder."): v for k, v in converted.items()
                                          if k.startswith("encoder.")})
+        if encoder_heads is not None:
+            sizes = dataclasses.replace(sizes, heads=int(encoder_heads))
         visual = {k.removeprefix("visual_model."): v for k, v in state.items() if k.startswith("visual_model.")}
         if _is_sam1(visual):
             sam: Sam2 | Sam1 = Sam1(sam_config if isinstance(sam_config, SamConfig) else sam1_config(
@@ -271,7 +310,7 @@ class EvfSam(nn.Module):
         else:
             sam = Sam2(sam_config if isinstance(sam_config, Sam2VideoConfig) else config_for_official(visual))
         config = EvfConfig(beit3=sizes, tokenizer=str(path), text_embeddings=None,
-                           max_text_tokens=sizes.max_text_positions)
+                           max_text_tokens=sizes.max_text_positions, encoder_resize="official", sam_input="official")
         model = cls(sam, config, fresh=False)
         missing, unexpected = model.load_state_dict(converted, strict=False)
         if missing or unexpected:
@@ -313,8 +352,10 @@ class EvfFrameStream:
         sam = self.model.sam
         assert isinstance(sam, Sam1)
         tokens = self.model.prompt_embedding(image[None].expand(len(self.texts), -1, -1, -1), self.texts)
-        pixels, resized = sam.preprocess(image[None].to(tokens.device))
+        rule, size = self.model.sam_preprocess(), sam.image_size
+        pixels = rule.pixels(image[None].to(tokens.device), size)
         embed = sam.encode(pixels)
+        resized = rule.content(height, width, size)
         scale = torch.tensor([resized[1] / width, resized[0] / height], device=tokens.device)
         objects = {}
         for obj_id in range(1, len(self.texts) + 1):
@@ -330,7 +371,7 @@ class EvfFrameStream:
                 b = boxes[-1]
                 box = torch.tensor([[b.x0, b.y0, b.x1, b.y1]], device=tokens.device) * scale.repeat(2)
             low, iou = sam.decode(embed, points, labels, box, extra=tokens[obj_id - 1 : obj_id])
-            logits = sam.postprocess(low, resized, (height, width))[0].cpu()
+            logits = rule.logits(low.float(), height, width, size)[0, 0].cpu()
             # SAM has no presence head: the object is present where any pixel is foreground
             objects[obj_id] = ObjectResult(mask=(logits > 0).numpy(), logits=logits, low_res_logits=low[0, 0].cpu(),
                                            score=float(logits.max()), iou=float(iou[0, 0]))
@@ -347,10 +388,14 @@ class EvfFrameStream:
 
 
 class EvfHooks(MethodHooks):
-    """Gives each object's projected token on its prompt frame (set by `EvfStream` per frame)."""
+    """Gives each object's projected token on its prompt frame (set by `EvfStream` per frame).
+    `preprocess`: the model's SAM input rule; `presence_gate` False keeps the decoder's masks
+    whatever the occlusion logit says (EVF-SAM's official image path)."""
 
-    def __init__(self) -> None:
+    def __init__(self, preprocess: Preprocess = SAM2, presence_gate: bool = True) -> None:
         self.tokens: dict[int, Tensor] = {}  # obj_id -> [1, 1, C], for the frame being pushed
+        self.preprocess = preprocess
+        self.presence_gate = presence_gate
 
     def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor | None:
         return self.tokens.get(obj_id)
@@ -362,12 +407,15 @@ class EvfStream:
     join the text token on that frame."""
 
     def __init__(self, model: EvfSam, texts: Sequence[str], frame: int = 0,
-                 memory_dtype: torch.dtype = torch.bfloat16) -> None:
+                 memory_dtype: torch.dtype = torch.bfloat16, image_path: bool = False) -> None:
+        """image_path: one image, no tracking (`EvfSam.segment`): with `sam_input` "official"
+        the masks are not gated by the occlusion logit, as in the official image inference."""
         if not texts:
             raise ValueError("EvfStream needs at least one text prompt")
         model.tokenize(texts)  # bad texts fail here, before any frame
         self.model, self.texts, self.frame = model, list(texts), int(frame)
-        self.hooks = EvfHooks()
+        official = model.config.sam_input == "official"
+        self.hooks = EvfHooks(model.sam_preprocess(), presence_gate=not (official and image_path))
         self.session = Session(model.sam, self.hooks, memory_dtype=memory_dtype)
         for obj_id in range(1, len(texts) + 1):
             self.session.add_object(obj_id, self.frame)
@@ -414,6 +462,11 @@ def _is_sam1(visual: dict[str, Tensor]) -> bool:
     return any(k.startswith("image_encoder.blocks.") for k in visual)
 
 
+# EVF-SAM's SAM 2 fork names the memory fuser's layer scale `weight` (official SAM 2: `gamma`;
+# model/segment_anything_2/sam2/modeling/memory_encoder.py:97 of hustvl/EVF-SAM).
+_FUSER_SCALE = re.compile(r"^(memory_encoder\.fuser\.layers\.\d+)\.weight$")
+
+
 def convert_official_evf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """EVF-SAM / EVF-SAM2 checkpoint names -> `EvfSam` names: `mm_extractor.beit3.*`
     (torchscale BEiT-3) -> `encoder.*`, `text_hidden_fcs.0.{0,2}.*` -> `projector.{0,2}.*`,
@@ -421,6 +474,8 @@ def convert_official_evf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     ValueError naming them."""
     out = {f"encoder.{k}": v for k, v in convert_official_beit3(state, "mm_extractor.beit3.").items()}
     visual = {k.removeprefix("visual_model."): v for k, v in state.items() if k.startswith("visual_model.")}
+    if not _is_sam1(visual):
+        visual = {_FUSER_SCALE.sub(r"\1.gamma", k): v for k, v in visual.items()}
     convert = convert_official_sam1 if _is_sam1(visual) else convert_official_state_dict
     out.update({f"sam.{k}": v for k, v in convert(visual).items()})
     for key, value in state.items():
