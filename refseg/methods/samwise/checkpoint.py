@@ -10,6 +10,7 @@ an affine map, so it is folded into refseg's linear layers (weight and bias).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 
@@ -42,7 +43,9 @@ _TEXT_RULES = [
     (r"^model\.encoder\.sentence_encoder\.layers\.(\d+)\.fc2\.", r"encoder.layer.\1.output.dense."),
     (r"^model\.encoder\.sentence_encoder\.layers\.(\d+)\.final_layer_norm\.", r"encoder.layer.\1.output.LayerNorm."),
 ]
-_TEXT_DROPPED = re.compile(r"^(_float_tensor|model\.encoder\.lm_head\.)")
+# the hub interface's device marker, the unused LM head, and fairseq's state-dict version buffer
+_TEXT_DROPPED = re.compile(r"^(_float_tensor|model\.encoder\.lm_head\.|model\.encoder\.sentence_encoder\.version$)")
+_FAIRSEQ_LN_EPS = 1e-5  # fairseq's LayerNorm default, in every RoBERTa LayerNorm (transformers' default: 1e-12)
 
 _ADAPTER_RULES = {
     "proj_text_down.0.weight": "down_t.weight",
@@ -148,15 +151,17 @@ def convert_official_samwise(state: dict[str, Tensor]) -> tuple[dict[str, Tensor
     return sam_official, text, samwise
 
 
-def roberta_from_state(text: dict[str, Tensor]) -> RobertaModel:
-    """A RobertaModel sized from converted fairseq weights, holding them."""
+def roberta_from_state(text: dict[str, Tensor], heads: int | None = None) -> RobertaModel:
+    """A RobertaModel sized from converted fairseq weights, holding them, with fairseq's LayerNorm
+    eps. The head count leaves no trace in the weights: `heads`, else one per 64 channels (12 for
+    RoBERTa-base)."""
     vocab, hidden = text["embeddings.word_embeddings.weight"].shape
     layers = 1 + max(int(k.split(".")[2]) for k in text if k.startswith("encoder.layer."))
     config = RobertaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                           num_attention_heads=max(hidden // 64, 1),
+                           num_attention_heads=heads if heads is not None else max(hidden // 64, 1),
                            intermediate_size=text["encoder.layer.0.intermediate.dense.weight"].shape[0],
                            max_position_embeddings=text["embeddings.position_embeddings.weight"].shape[0],
-                           type_vocab_size=1, pad_token_id=1)
+                           type_vocab_size=1, pad_token_id=1, layer_norm_eps=_FAIRSEQ_LN_EPS)
     model = RobertaModel(config, add_pooling_layer=False)
     missing, unexpected = model.load_state_dict(text, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
@@ -166,14 +171,20 @@ def roberta_from_state(text: dict[str, Tensor]) -> RobertaModel:
 
 
 def load_official_samwise(path: str | os.PathLike[str], tokenizer: str | os.PathLike[str],
-                          config: SamwiseConfig = OFFICIAL_CONFIG, sam2_config: Sam2VideoConfig | None = None) -> Samwise:
+                          config: SamwiseConfig = OFFICIAL_CONFIG, sam2_config: Sam2VideoConfig | None = None,
+                          text_heads: int | None = None) -> Samwise:
     """Load an official SAMWISE `.pth` file with its RoBERTa tokenizer (`tokenizer`: a local
     folder, or "roberta-base" online); the SAM 2 size is recognised from the weights unless
-    `sam2_config` is given. Missing or unexpected keys are named in the error."""
+    `sam2_config` is given; `text_heads` is the RoBERTa head count (default: hidden / 64).
+    Missing or unexpected keys are named in the error.
+
+    The official mask decoder never falls back to a multimask output on unstable single masks
+    (`dynamic_multimask_via_stability` is off in its SAM 2 build), so it is switched off here."""
     sam_official, text, samwise = convert_official_samwise(read_state_dict(path, weights_only=False))
-    sam_config = sam2_config if sam2_config is not None else config_for_official(sam_official)
+    sam_config = copy.deepcopy(sam2_config) if sam2_config is not None else config_for_official(sam_official)
+    sam_config.mask_decoder_config.dynamic_multimask_via_stability = False
     sam = load_state(Sam2(sam_config), convert_official_state_dict(sam_official), str(path))
-    encoder = TextEncoder(roberta_from_state(text), AutoTokenizer.from_pretrained(tokenizer))
+    encoder = TextEncoder(roberta_from_state(text, text_heads), AutoTokenizer.from_pretrained(tokenizer))
     model = Samwise(sam, encoder, config)
     expected = {k for k in model.state_dict() if not k.startswith(("sam.", "text."))}
     missing, unexpected = sorted(expected - set(samwise)), sorted(set(samwise) - expected)

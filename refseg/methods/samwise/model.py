@@ -38,10 +38,33 @@ from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
 from refseg.sam.checkpoint import load_sam2
 from refseg.sam.model import Sam2
+from refseg.sam.preprocess import Preprocess
 from refseg.sam.prompt_encoder import embed_prompts
 
 
 CME_POLICIES = ("learned", "never", "always", "random")
+
+
+@dataclass(frozen=True)
+class SamwisePreprocess(Preprocess):
+    """The official evaluation input (`VideoEvalDataset`): torchvision's `Resize(S - 4,
+    max_size=S)` on the PIL image, i.e. PIL bilinear on the 8-bit frame to torchvision's size
+    (the shorter side to S - 4 and the longer to int((S - 4) * long / short); when that exceeds
+    S, the longer to S and the shorter to int(S * (S - 4) / new_long), truncated twice: 120 x 215
+    becomes 571 x 1024, not the rounded 572), then normalised and padded bottom / right."""
+
+    resize: str = "fit"
+    resizer: str = "pil"
+
+    def content(self, height: int, width: int, size: int) -> tuple[int, int]:
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = size - 4, int((size - 4) * long / short)
+        if new_long > size:
+            new_short, new_long = int(size * new_short / new_long), size
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+
+SAMWISE_PREPROCESS = SamwisePreprocess()
 
 
 @dataclass
@@ -153,6 +176,11 @@ class SamwiseHooks(MethodHooks):
     self-supervised labels in `cme_records` (training)."""
 
     multimask = False
+    # the official model: no multimask fallback on unstable masks, the first frame an ordinary
+    # memory that ages out (no conditioning frame), frames resized as its evaluation does
+    stability_fallback = False
+    prompted_start = False
+    preprocess = SAMWISE_PREPROCESS
 
     def __init__(self, model: Samwise, text: str) -> None:
         self.model = model
@@ -218,7 +246,8 @@ class SamwiseHooks(MethodHooks):
             switch = True
         if not (switch or self.train_cme):  # the memory-less mask P_l is needed only to fuse or to label
             return output.high_res
-        alone = decode_masks(sam, features.high_res, embed, sparse, dense, multimask=False)  # P_l
+        alone = decode_masks(sam, features.high_res, embed, sparse, dense, multimask=False,
+                             stability_fallback=self.stability_fallback)  # P_l
         if self.train_cme:
             min_pixels = max(1, round(50 * (sam.image_size / 1024) ** 2))
             labels = switch_labels(output.high_res.detach(), alone.high_res.detach(), alone.object_score.detach(), min_pixels)
