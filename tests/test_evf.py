@@ -209,6 +209,8 @@ def test_official_layout_loads_with_no_missing_or_unexpected_keys(tmp_path):
     with pytest.raises(ValueError, match="not a model folder"):
         load(other)
     frame = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    # an official folder runs the official pre- and postprocessing; with the same rules, the same masks
+    model.config = dataclasses.replace(model.config, encoder_resize="official", sam_input="official")
     with torch.no_grad():
         torch.testing.assert_close(loaded.segment(frame, ["the dog"]).objects[1].logits,
                                    model.eval().segment(frame, ["the dog"]).objects[1].logits)
@@ -338,6 +340,8 @@ def test_official_evf_sam1_layout_and_training_on_sam1(tmp_path):
     model.tokenizer.save_pretrained(folder)
     loaded = EvfSam.from_official(folder, sam_config=tiny_config())
     frame = image(9, size=64)
+    # an official folder runs the official pre- and postprocessing; with the same rules, the same masks
+    model.config = dataclasses.replace(model.config, encoder_resize="official", sam_input="official")
     with torch.no_grad():
         torch.testing.assert_close(loaded.segment(frame, ["the dog"]).objects[1].logits,
                                    model.eval().segment(frame, ["the dog"]).objects[1].logits)

@@ -49,7 +49,7 @@ from refseg.prompts import Box, Points, Prompt
 from refseg.sam.checkpoint import config_for_official, convert_official_state_dict
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.model import Sam2
-from refseg.sam.preprocess import SAM2, Preprocess
+from refseg.sam.preprocess import SAM1, SAM2, Preprocess
 from refseg.sam.sam1 import Sam1, convert_official_sam1, sam1_config
 
 ENCODERS = ("beit3", "vilt")
@@ -241,14 +241,14 @@ class EvfSam(nn.Module):
         "official", as EVF-SAM's inference.py `sam_preprocess`: on SAM 2, the 8-bit image
         stretched to S x S by `F.interpolate` (bilinear, no antialiasing; the uint8 kernel
         rounds), low-res logits resized straight to the image size; on SAM v1, the longest side
-        fit to S by PIL's bilinear resize of the 8-bit image (torch's antialiased uint8 kernel
-        gives the same bytes when enlarging, +-1 on under 1% of pixels when shrinking), padded
+        fit to S by PIL's bilinear resize of the 8-bit image (`refseg.sam.preprocess.SAM1`), padded
         at the bottom / right after normalisation, logits upsampled to S, cropped, resized.
-        "refseg": the engine's SAM 2 rule; on SAM v1 the longest side fit on float pixels."""
+        "refseg": the engine's SAM 2 rule. SAM v1 always follows its official predictor
+        (`Sam1.preprocess`, which its training also uses)."""
         official = self.config.sam_input == "official"
         if isinstance(self.sam, Sam1):
-            return Preprocess(resize="fit", mode="bilinear", antialias=True, uint8=official)
-        return Preprocess(resize="stretch", mode="bilinear", antialias=False, uint8=True) if official else SAM2
+            return SAM1
+        return Preprocess(resize="stretch", antialias=False, resizer="uint8") if official else SAM2
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:

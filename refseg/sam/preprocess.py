@@ -10,22 +10,27 @@ weights), so the rule is part of a method, not of the engine:
   kept, the S x S input padded at the bottom and right with zeros after normalisation; output
   logits are upsampled to S x S, cropped to the frame's region and resized to the frame size.
 
-Resizing happens on the float pixels in [0, 1] (`uint8=False`, as `torchvision`'s Resize on a
-tensor) or on the 8-bit image, rounded back to 8 bits before scaling (`uint8=True`, as PIL or
-OpenCV on an image), with or without antialiasing.
+Resizing happens on the float pixels in [0, 1] (`resizer="float"`, as `torchvision`'s Resize on
+a tensor), on the 8-bit tensor by `F.interpolate`, which rounds to 8 bits (`"uint8"`, EVF-SAM2's
+inference), or on the 8-bit image by PIL (`"pil"`, as the official code that resizes PIL images
+does: SAM's `ResizeLongestSide`, SAM 2's JPEG frame loader). PIL always filters when it shrinks;
+the two torch resizers do when `antialias` is set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZES = ("stretch", "fit")
+RESIZERS = ("float", "uint8", "pil")
 
 
 @dataclass(frozen=True)
@@ -35,22 +40,26 @@ class Preprocess:
     resize: "stretch" or "fit".
     longest: with "fit", the longer side after resizing (None: the model input side S).
     mode: "bilinear" or "bicubic".
-    antialias: low-pass filter when shrinking (PIL and torchvision do; OpenCV and plain
-        `F.interpolate` do not).
-    uint8: resize the 8-bit image and round, instead of the float pixels.
+    antialias: low-pass filter when shrinking (torchvision does; plain `F.interpolate` does
+        not). PIL always does, so "pil" needs it.
+    resizer: "float", "uint8" or "pil" (see the module docstring).
     """
 
     resize: str = "stretch"
     longest: int | None = None
     mode: str = "bilinear"
     antialias: bool = True
-    uint8: bool = False
+    resizer: str = "float"
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZES:
             raise ValueError(f"resize must be one of {RESIZES}, got {self.resize!r}")
         if self.mode not in ("bilinear", "bicubic"):
             raise ValueError(f"mode must be 'bilinear' or 'bicubic', got {self.mode!r}")
+        if self.resizer not in RESIZERS:
+            raise ValueError(f"resizer must be one of {RESIZERS}, got {self.resizer!r}")
+        if self.resizer == "pil" and not self.antialias:
+            raise ValueError("PIL always antialiases when it shrinks: set antialias=True with resizer='pil'")
 
     def content(self, height: int, width: int, size: int) -> tuple[int, int]:
         """(h, w): the part of the S x S input that holds an H x W frame (top left)."""
@@ -65,16 +74,17 @@ class Preprocess:
     def pixels(self, frames: Tensor, size: int) -> Tensor:
         """[T, H, W, 3] uint8 RGB -> [T, 3, S, S] float32, normalised by the ImageNet mean and std."""
         h, w = self.content(frames.shape[1], frames.shape[2], size)
+        if self.resizer == "pil" and frames.shape[1:3] != (h, w):
+            resample = Image.Resampling.BILINEAR if self.mode == "bilinear" else Image.Resampling.BICUBIC
+            resized = [np.asarray(Image.fromarray(f.cpu().numpy()).resize((w, h), resample)) for f in frames]
+            frames = torch.from_numpy(np.stack(resized)).to(frames.device)
         x = frames.permute(0, 3, 1, 2)
-        if self.uint8:
-            if x.shape[-2:] != (h, w):
-                x = F.interpolate(x.contiguous(), size=(h, w), mode=self.mode, align_corners=False,
-                                  antialias=self.antialias)
-            x = x.float().div_(255.0)
-        else:
-            x = x.float().div_(255.0)
-            if x.shape[-2:] != (h, w):
-                x = F.interpolate(x, size=(h, w), mode=self.mode, align_corners=False, antialias=self.antialias)
+        if self.resizer == "uint8" and x.shape[-2:] != (h, w):
+            x = F.interpolate(x.contiguous(), size=(h, w), mode=self.mode, align_corners=False,
+                              antialias=self.antialias)
+        x = x.float().div_(255.0)
+        if x.shape[-2:] != (h, w):
+            x = F.interpolate(x, size=(h, w), mode=self.mode, align_corners=False, antialias=self.antialias)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
@@ -104,4 +114,5 @@ class Preprocess:
         return F.interpolate(full, size=(height, width), mode="bilinear", align_corners=False)
 
 
-SAM2 = Preprocess()  # SAM 2's predictors: stretch, bilinear, antialiased, on float pixels
+SAM2 = Preprocess()  # SAM 2's image predictor: stretch, bilinear, antialiased, on float pixels
+SAM1 = Preprocess(resize="fit", resizer="pil")  # SAM's predictor: longest side to S with PIL, padded

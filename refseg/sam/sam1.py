@@ -1,8 +1,8 @@
 """`Sam1`: SAM (v1) for images, from the `transformers` `SamModel` modules (same parameter names,
 so a `SamModel` folder loads as is), with extra sparse prompt tokens (EVF-SAM's text token).
 
-SAM's image path as the official predictor runs it: the longest side resized to S (1024), ImageNet
-mean / std on 0-255 values, zero padding to S x S at the bottom and right; the mask decoder
+SAM's image path as the official predictor runs it: the longest side of the 8-bit image resized
+to S (1024) by PIL (bilinear), ImageNet mean / std, zero padding to S x S at the bottom and right; the mask decoder
 predicts [B, M, S/4, S/4] logits that are upsampled to S, cropped to the resized image and
 resized to the input. SAM has no memory: a video is segmented frame by frame.
 """
@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from transformers import SamConfig, SamModel
 
 from refseg.sam.checkpoint import CheckpointError, read_state_dict
+from refseg.sam.preprocess import SAM1
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -44,16 +45,10 @@ class Sam1(nn.Module):
         return int(self.config.prompt_encoder_config.hidden_size)
 
     def preprocess(self, frames: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """[B, H, W, 3] uint8 -> pixels [B, 3, S, S] and the resized (h, w) before padding."""
+        """[B, H, W, 3] uint8 -> pixels [B, 3, S, S] and the resized (h, w) before padding
+        (`refseg.sam.preprocess.SAM1`: the official predictor's PIL resize of the 8-bit image)."""
         height, width = frames.shape[1:3]
-        scale = self.image_size / max(height, width)
-        h, w = int(height * scale + 0.5), int(width * scale + 0.5)
-        x = frames.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(PIXEL_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(PIXEL_STD, device=x.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-        return F.pad(x, (0, self.image_size - w, 0, self.image_size - h)), (h, w)
+        return SAM1.pixels(frames, self.image_size), SAM1.content(height, width, self.image_size)
 
     def encode(self, pixels: Tensor) -> Tensor:
         """[B, 3, S, S] -> image embedding [B, C, S/16, S/16]."""
@@ -166,16 +161,23 @@ def load_sam1(source: str | Path, config: SamConfig | None = None) -> Sam1:
             raise CheckpointError(f"{source}: unknown SAM size (encoder width {width}); pass its config")
         config = sam1_config(width)
     model = Sam1(config)
+    expected = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
+             if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(f"{source}: shape mismatches (checkpoint vs config) " + ", ".join(wrong[:3]))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{source}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     return model.eval()
 
 
-def sam1_config(width: int) -> SamConfig:
-    """The published SAM ViT-B / L / H configs (by encoder width)."""
+def sam1_config(width: int, image_size: int = 1024) -> SamConfig:
+    """The published SAM ViT-B / L / H configs (by encoder width; window 14, patch 16), at any
+    input side (a multiple of 16; the published checkpoints are 1024)."""
     depth, heads, globals_ = {768: (12, 12, [2, 5, 8, 11]), 1024: (24, 16, [5, 11, 17, 23]),
                               1280: (32, 16, [7, 15, 23, 31])}[width]
     vision = dict(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
-                  global_attn_indexes=globals_, mlp_dim=width * 4)
-    return SamConfig(vision_config=vision)
+                  global_attn_indexes=globals_, mlp_dim=width * 4, image_size=image_size)
+    return SamConfig(vision_config=vision, prompt_encoder_config=dict(image_size=image_size),
+                     image_embedding_size=image_size // 16)
