@@ -38,11 +38,12 @@ from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
 from refseg.sam.checkpoint import load_sam2
 from refseg.sam.model import Sam2
-from refseg.sam.preprocess import Preprocess
+from refseg.sam.preprocess import SAM2, Preprocess
 from refseg.sam.prompt_encoder import embed_prompts
 
 
 CME_POLICIES = ("learned", "never", "always", "random")
+RULES = ("official", "refseg")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,12 @@ class SamwiseConfig:
         "learned" (the CME decides; nothing without `cme`), "never", "always" (every frame
         after the first `cme_window`) or "random" (each of those frames with probability 1/4,
         seeded per expression). The last three need no CME; while the CME trains, "learned".
+    rules: "official" (the official SAMWISE evaluation: frames resized by torchvision's
+        `Resize(S - 4, max_size=S)` and padded, the first frame an ordinary memory that ages
+        out after 6 frames, no stability fallback) or "refseg" (SAM 2's rules: frames
+        stretched to S x S, the first frame a prompted memory kept for the whole stream, the
+        stability fallback on). Models trained by refseg before the official rules were known
+        (the embedded default among them) were trained, and are measured, with "refseg".
     """
 
     text_encoder: str = MINILM
@@ -100,6 +107,7 @@ class SamwiseConfig:
     cme_window: int = 4
     cme_policy: str = "learned"
     clip_len: int = 8
+    rules: str = "official"
 
 
 class Samwise(nn.Module):
@@ -112,6 +120,8 @@ class Samwise(nn.Module):
         if len(layers) != 3 or sorted(layers) != layers or layers[-1] > text.num_layers or layers[0] < 1:
             raise ValueError(f"text_layers must be three increasing layers in 1..{text.num_layers}, got {layers}")
         self.text_layers = layers
+        if config.rules not in RULES:
+            raise ValueError(f"rules must be one of {', '.join(RULES)}, got {config.rules!r}")
         if config.cme_policy not in CME_POLICIES:
             raise ValueError(f"cme_policy must be one of {', '.join(CME_POLICIES)}, got {config.cme_policy!r}")
         dims = list(sam.config.vision_config.backbone_config.embed_dim_per_stage)
@@ -185,6 +195,8 @@ class SamwiseHooks(MethodHooks):
     def __init__(self, model: Samwise, text: str) -> None:
         self.model = model
         self.clip_len = model.config.clip_len
+        if model.config.rules == "refseg":
+            self.stability_fallback, self.prompted_start, self.preprocess = None, True, SAM2
         self.tokens = model.text.tokenize([text])
         self.verbs = verb_token_mask(self.tokens)
         self.sentence = model.text.sentence_index(self.tokens)
