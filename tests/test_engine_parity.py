@@ -17,10 +17,9 @@ import torch
 from conftest import disk_mask, synthetic_video
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
-from refseg.engine import Session
+from refseg.engine import MethodHooks, Session
 from refseg.prompts import Box, Mask, Points
 from refseg.sam import Sam2
-from refseg.sam.image_encoder import normalise_frames
 
 TOL = 1e-4
 REL = 2e-5
@@ -32,7 +31,7 @@ def reference_logits(model: Sam2, frames: np.ndarray, prompts: dict[int, object]
     hf = model.to_transformers().eval()
     height, width = frames.shape[1:3]
     size = model.image_size
-    pixels = normalise_frames(torch.from_numpy(frames), size)
+    pixels = MethodHooks.preprocess.pixels(torch.from_numpy(frames), size)  # the engine's default rule
     session = Sam2VideoInferenceSession(video_height=height, video_width=width, dtype=torch.float32)
     idx = session.obj_id_to_idx(7)
     scale = torch.tensor([size / width, size / height])

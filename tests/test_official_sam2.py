@@ -11,12 +11,14 @@ so that the large size stays fast enough for the suite; every window of the trun
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from refseg.engine import Session
+from refseg.io import frames as read_frames
 from refseg.prompts import Points
 from refseg.sam.checkpoint import config_for_official, load_official
 from refseg.sam.config import HIERA_SIZES, build_config, sam2_config
@@ -86,10 +88,11 @@ class _Float32Memories(types.ModuleType):
         return getattr(torch, name)
 
 
-def official_logits(predictor, video: np.ndarray, click: list[float],
+def official_logits(predictor, video: np.ndarray | Path, click: list[float],
                     memory_dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
-    """Per-frame mask logits [256, 256] of one clicked object, from the official predictor fed
-    tensors directly (its frame loading needs files; the pixels are normalised as refseg does).
+    """Per-frame mask logits at the frame size of one clicked object, from the official predictor:
+    fed tensors directly for an array of 256 x 256 frames, or reading a folder of JPEG frames
+    with its own loader (PIL decoding and resizing) for a path.
 
     The official predictor stores memories in bfloat16; `memory_dtype=torch.float32` makes it keep
     them in float32. Parity is checked in float32 because bfloat16 rounding is not stable under
@@ -98,14 +101,15 @@ def official_logits(predictor, video: np.ndarray, click: list[float],
     """
     import sam2.sam2_video_predictor as official
 
-    pixels = normalise_frames(torch.from_numpy(video), SIZE)
     loader, module = official.load_video_frames, official.torch
-    official.load_video_frames = lambda **kwargs: (pixels, SIZE, SIZE)
+    if not isinstance(video, Path):
+        pixels = normalise_frames(torch.from_numpy(video), SIZE)
+        official.load_video_frames = lambda **kwargs: (pixels, SIZE, SIZE)
     if memory_dtype == torch.float32:
         official.torch = _Float32Memories("torch")
     try:
         with torch.inference_mode():
-            state = predictor.init_state(video_path="unused")
+            state = predictor.init_state(video_path=str(video) if isinstance(video, Path) else "unused")
             predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, points=np.array([click], np.float32),
                                             labels=np.array([1], np.int32))
             return [masks[0, 0].clone() for _, _, masks in predictor.propagate_in_video(state)]
@@ -206,3 +210,19 @@ def test_a_wrong_head_count_fails_parity(checkpoints, config_file):
     with torch.inference_mode():
         diff = (wrong.encode_images(pixels).embed - predictor.forward_image(pixels)["backbone_fpn"][2]).abs().max()
     assert float(diff) > 100 * TOL
+
+
+def test_a_jpeg_folder_of_other_size_gives_the_official_masks_from_decoding_on(checkpoints, tmp_path):
+    """The whole path a user runs: JPEG frames of 180 x 320 read from a folder, decoded, resized
+    (PIL's bicubic filter, as the official loader) and the masks resized back to 180 x 320."""
+    from PIL import Image
+
+    predictor, path = checkpoints("configs/sam2.1/sam2.1_hiera_t.yaml")
+    model = load_official(path, config_for_official(torch.load(path, weights_only=True)["model"], image_size=SIZE))
+    for t, frame in enumerate(frames(6)):
+        Image.fromarray(frame).resize((320, 180), Image.Resampling.BILINEAR).save(tmp_path / f"{t:05d}.jpg", quality=90)
+    video = np.stack(list(read_frames(tmp_path)))
+    assert video.shape == (6, 180, 320, 3)
+    ours = refseg_logits(model, video, [160, 80])
+    assert ours[0].shape == (180, 320)
+    assert_logits_close(ours, official_logits(predictor, tmp_path, [160, 80]))

@@ -12,7 +12,7 @@ from torch import Tensor
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput
 from refseg.sam.memory import MemoryReadout
-from refseg.sam.preprocess import SAM2, Preprocess
+from refseg.sam.preprocess import SAM2_VIDEO, Preprocess
 
 
 class MethodHooks:
@@ -33,7 +33,8 @@ class MethodHooks:
             (by text or sound: `Session.add_object`) becomes a prompted memory, attended to on
             every later frame with the prompted temporal slot, as a clicked frame does. False makes
             it an ordinary memory that ages out after `num_maskmem - 1` frames (SAMWISE).
-        preprocess: how frames become the model input and masks go back (`Preprocess`).
+        preprocess: how frames become the model input and masks go back (`Preprocess`; default
+            SAM 2's video predictor: frames stretched to S x S by PIL's bicubic filter).
     """
 
     clip_len: int = 1
@@ -41,7 +42,7 @@ class MethodHooks:
     stability_fallback: bool | None = None
     presence_gate: bool = True
     prompted_start: bool = True
-    preprocess: Preprocess = SAM2
+    preprocess: Preprocess = SAM2_VIDEO
 
     def encode_stage(self, stage: int, features: Tensor) -> Tensor:
         """Step 1. Adapt the image encoder after Hiera stage `stage` ([T, h, w, C], T = clip)."""

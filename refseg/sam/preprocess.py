@@ -5,7 +5,9 @@ Each method's official code prepares pixels its own way, and the difference show
 weights), so the rule is part of a method, not of the engine:
 
 * "stretch" (SAM 2's predictors): both sides resized to S, the aspect ratio not kept; output
-  logits are resized from the low-resolution mask straight to the frame size.
+  logits are resized from the low-resolution mask straight to the frame size. The image
+  predictor resizes float pixels (bilinear, antialiased: `SAM2`), the video predictor the 8-bit
+  frames with PIL's default filter (bicubic: `SAM2_VIDEO`, the engine's default).
 * "fit" (SAMWISE, SAM v1): the longer side resized to `longest` (S by default), the aspect ratio
   kept, the S x S input padded at the bottom and right with zeros after normalisation; output
   logits are upsampled to S x S, cropped to the frame's region and resized to the frame size.
@@ -115,4 +117,5 @@ class Preprocess:
 
 
 SAM2 = Preprocess()  # SAM 2's image predictor: stretch, bilinear, antialiased, on float pixels
+SAM2_VIDEO = Preprocess(mode="bicubic", resizer="pil")  # SAM 2's video predictor: PIL's default resize
 SAM1 = Preprocess(resize="fit", resizer="pil")  # SAM's predictor: longest side to S with PIL, padded
