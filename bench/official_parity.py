@@ -54,7 +54,6 @@ def sam2_rows(tmp: Path) -> None:
 def sam1_rows(tmp: Path) -> None:
     import test_official_sam1 as t
 
-    from refseg.sam.preprocess import SAM1
     from refseg.sam.sam1 import load_sam1, sam1_config
 
     for name, (width, *_) in t.SIZES.items():
@@ -65,18 +64,12 @@ def sam1_rows(tmp: Path) -> None:
         worst = 0.0
         for height, width_px in ((300, 200), (120, 250)):
             frame = t.image(height, width_px)
-            predict = t.official_predictor(official, frame)
-            pixels, resized = model.preprocess(torch.from_numpy(frame)[None])
-            point = [0.6 * width_px, 0.4 * height]
-            xy = SAM1.points(torch.tensor([[point]]), height, width_px, t.SIZE)
-            with torch.no_grad():
-                embed = model.encode(pixels)
-                for multimask in (False, True):
-                    expected, iou = predict(point, multimask)
-                    low, _ = model.decode(embed, xy, torch.ones(1, 1, dtype=torch.int), multimask=multimask)
-                    best = int(iou.argmax()) if multimask else 0
-                    got = model.postprocess(low, resized, (height, width_px))[0]
-                    worst = max(worst, float((got - expected[best]).abs().max()))
+            theirs, ours = t.official_predictor(official, frame), t.refseg_predictor(model, frame)
+            for multimask in (False, True):
+                expected, iou = theirs([0.6 * width_px, 0.4 * height], multimask)
+                got, _ = ours([0.6 * width_px, 0.4 * height], multimask)
+                best = int(iou.argmax()) if multimask else 0
+                worst = max(worst, float((got - expected[best]).abs().max()))
         row(f"SAM {name}", "mask logits at the image size, 2 images, single and multimask", worst)
         del official, model
 

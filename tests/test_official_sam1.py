@@ -89,6 +89,23 @@ def _official_predict(sam, features, size, resized, point: list[float], multimas
     return masks[0], iou[0]
 
 
+def refseg_predictor(model, image: np.ndarray):
+    """refseg's steps for the same use: `predict(point, multimask)` -> logits [H, W] of the
+    kept mask (the best predicted IoU of three, or the single mask) and its IoU."""
+    height, width = image.shape[:2]
+    pixels, resized = model.preprocess(torch.from_numpy(image)[None])
+    with torch.no_grad():
+        embed = model.encode(pixels)
+
+    def predict(point: list[float], multimask: bool) -> tuple[torch.Tensor, float]:
+        xy = SAM1.points(torch.tensor([[point]]), height, width, SIZE)
+        with torch.no_grad():
+            low, iou = model.decode(embed, xy, torch.ones(1, 1, dtype=torch.int), multimask=multimask)
+        return model.postprocess(low, resized, (height, width))[0], float(iou)
+
+    return predict
+
+
 def image(height: int, width: int, seed: int = 0) -> np.ndarray:
     gen = np.random.default_rng(seed)
     coarse = gen.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3)).astype(np.uint8)
@@ -105,21 +122,16 @@ def test_every_published_sam_size_matches_the_official_predictor(name, tmp_path)
     # shrunk and enlarged, portrait and landscape (the preprocessing is the same for every size)
     for height, width in ((300, 200), (120, 250)) if name == "vit_b" else ((300, 200),):
         frame = image(height, width)
-        pixels, resized = model.preprocess(torch.from_numpy(frame)[None])
         point = [0.6 * width, 0.4 * height]
-        predict = official_predictor(official, frame)
-        xy = SAM1.points(torch.tensor([[point]]), height, width, SIZE)
-        with torch.no_grad():
-            embed = model.encode(pixels)
-            for multimask in (False, True):
-                expected, iou = predict(point, multimask)
-                low, ours_iou = model.decode(embed, xy, torch.ones(1, 1, dtype=torch.int), multimask=multimask)
-                best = int(iou.argmax()) if multimask else 0
-                logits = model.postprocess(low, resized, (height, width))[0]
-                diff = float((logits - expected[best]).abs().max())
-                assert diff <= TOL, f"{name} {height}x{width} multimask={multimask}: max |difference| {diff:.2e}"
-                assert abs(float(ours_iou) - float(iou[best])) <= TOL
-                assert 0.01 < float((expected[best] > 0).float().mean()) < 0.99, "degenerate mask: no test"
+        theirs, ours = official_predictor(official, frame), refseg_predictor(model, frame)
+        for multimask in (False, True):
+            expected, iou = theirs(point, multimask)
+            logits, ours_iou = ours(point, multimask)
+            best = int(iou.argmax()) if multimask else 0
+            diff = float((logits - expected[best]).abs().max())
+            assert diff <= TOL, f"{name} {height}x{width} multimask={multimask}: max |difference| {diff:.2e}"
+            assert abs(ours_iou - float(iou[best])) <= TOL
+            assert 0.01 < float((expected[best] > 0).float().mean()) < 0.99, "degenerate mask: no test"
 
 
 def test_a_wrong_head_count_is_refused(tmp_path):
