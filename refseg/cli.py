@@ -120,7 +120,7 @@ def _segment_text(args: argparse.Namespace) -> int:
     _check_device(args.device)
     stream = frames(args.input)
     first = next(stream)
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, tokenizer=args.tokenizer)
     if args.semantic:
         if not isinstance(model, EvfSam):
             raise ValueError("--semantic: only EVF-SAM models take semantic / part-level prompts")
@@ -263,7 +263,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     samples = list(formats.reader(args.format)(data))
     if not samples:
         raise InputError(f"{data}: no {'image' if args.format == 'refcoco' else 'video'} in the {args.format} layout")
-    predict_expressions(load(args.model, device=args.device), samples, args.out, images=args.format == "refcoco")
+    predict_expressions(load(args.model, device=args.device, tokenizer=args.tokenizer), samples, args.out, images=args.format == "refcoco")
     return 0
 
 
@@ -276,7 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--semantic", action="store_true",
                      help="EVF-SAM: each --text is a category; ask for its semantic / part-level mask")
     seg.add_argument("--model", default="default",
-                     help="text model: default (embedded) or a model folder (refseg's, or a published EVF-SAM checkpoint)")
+                     help="text model: default (embedded), a model folder (refseg's, or a published EVF-SAM checkpoint) "
+                          "or an official SAMWISE .pth file")
+    seg.add_argument("--tokenizer", default="roberta-base",
+                     help="RoBERTa tokenizer folder of an official SAMWISE .pth (default: the hub's roberta-base)")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
     seg.add_argument("--box", action=_AddPrompt, help="box of one object: X0,Y0,X1,Y1")
@@ -301,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", required=True, help="dataset folder in the --format layout")
     pr.add_argument("--format", default="mevis", choices=["mevis", "ytvos", "refcoco"],
                     help="dataset layout (refcoco: images, predictions as PRED/<sent_id>.png)")
-    pr.add_argument("--model", default="default", help="text model: default, evf-sam or a model folder")
+    pr.add_argument("--model", default="default",
+                    help="text model: default, evf-sam, a model folder or an official SAMWISE .pth file")
+    pr.add_argument("--tokenizer", default="roberta-base", help="RoBERTa tokenizer folder of an official SAMWISE .pth")
     pr.add_argument("--out", required=True, help="prediction folder to write")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pr.set_defaults(func=cmd_predict)

@@ -11,6 +11,7 @@ from safetensors import safe_open
 
 from refseg.methods.evf_sam import EvfSam
 from refseg.methods.samwise import Samwise
+from refseg.methods.samwise.checkpoint import load_official_samwise
 
 WEIGHTS = Path(__file__).parent / "weights"
 NAMES = {"default": "samwise_synth", "samwise": "samwise_synth", "evf-sam": "evf_synth"}
@@ -37,7 +38,7 @@ def _official_evf(path: Path) -> bool:
 
 
 def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str] | None = None,
-         device: str | torch.device = "cpu") -> Samwise | EvfSam:
+         device: str | torch.device = "cpu", tokenizer: str | os.PathLike[str] = "roberta-base") -> Samwise | EvfSam:
     """A text-prompted model ready to `.stream(texts)` (push frames, get `FrameResult`s).
 
     name: "default" / "samwise" (SAMWISE on the SynthRef SAM 2 and MiniLM) or "evf-sam", from
@@ -45,6 +46,8 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
         `save_pretrained` / `refseg train`'s final/ or checkpoints/step_N/ (the kind is read
         from its config.json), or a published EVF-SAM / EVF-SAM2 checkpoint folder (told by
         its weight names).
+        An official SAMWISE checkpoint file (`.pth`) loads with its RoBERTa `tokenizer` (a
+        local folder; "roberta-base" needs the hub).
     source: with "evf-sam", a folder to load instead: a refseg EVF-SAM folder or a published
         EVF-SAM / EVF-SAM2 checkpoint folder (`EvfSam.from_official`).
     """
@@ -60,6 +63,8 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
         return model.to(device)
     known = str(name) in NAMES
     path = WEIGHTS / NAMES[str(name)] if known else Path(name)
+    if path.is_file() and path.suffix in (".pth", ".pt"):
+        return load_official_samwise(path, tokenizer).to(device)
     if not path.is_dir():
         if known:
             hint = f"train it with `refseg train {TRAINED_BY[NAMES[str(name)]]}` and pass the run's final/ folder"

@@ -130,3 +130,17 @@ def test_forced_cme(fixture, model, learned, variant):
     if expected is None:  # the same as the learned run
         expected = torch.stack([o.logits for o in learned[0]])[start:]
     torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
+
+
+def test_refseg_load_routes_an_official_file_and_names_what_is_missing(tmp_path, monkeypatch):
+    """`refseg.load(FILE.pth, tokenizer=DIR)` (and `--model FILE.pth --tokenizer DIR`) is this
+    loader: the tiny fixture's SAM 2 is no published size, and the error says so; a tokenizer
+    that is neither a folder nor reachable is named before any weight is read."""
+    from refseg.models import load
+    from refseg.sam.checkpoint import CheckpointError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="unknown SAM 2 size"):
+        load(FIXTURE / "samwise_tiny.pth", tokenizer=FIXTURE / "tokenizer")
+    with pytest.raises(CheckpointError, match="SAMWISE tokenizer .*pass the folder of a RoBERTa-base tokenizer"):
+        load(FIXTURE / "samwise_tiny.pth", tokenizer=tmp_path / "none")

@@ -180,11 +180,16 @@ def load_official_samwise(path: str | os.PathLike[str], tokenizer: str | os.Path
 
     The official mask decoder never falls back to a multimask output on unstable single masks
     (`dynamic_multimask_via_stability` is off in its SAM 2 build), so it is switched off here."""
+    try:
+        words = AutoTokenizer.from_pretrained(tokenizer)
+    except OSError as err:
+        raise CheckpointError(f"SAMWISE tokenizer {str(tokenizer)!r}: not a tokenizer folder, and the hub cannot be "
+                              "reached to fetch it (offline?): pass the folder of a RoBERTa-base tokenizer") from err
     sam_official, text, samwise = convert_official_samwise(read_state_dict(path, weights_only=False))
     sam_config = copy.deepcopy(sam2_config) if sam2_config is not None else config_for_official(sam_official)
     sam_config.mask_decoder_config.dynamic_multimask_via_stability = False
     sam = load_state(Sam2(sam_config), convert_official_state_dict(sam_official), str(path))
-    encoder = TextEncoder(roberta_from_state(text, text_heads), AutoTokenizer.from_pretrained(tokenizer))
+    encoder = TextEncoder(roberta_from_state(text, text_heads), words)
     model = Samwise(sam, encoder, config)
     expected = {k for k in model.state_dict() if not k.startswith(("sam.", "text."))}
     missing, unexpected = sorted(expected - set(samwise)), sorted(set(samwise) - expected)
