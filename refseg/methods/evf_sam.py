@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from scipy import ndimage
 from torch import Tensor, nn
 from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, SamConfig, ViltConfig, ViltModel
 
@@ -48,14 +50,20 @@ from refseg.io.atomic import atomic_dir
 from refseg.prompts import Box, Points, Prompt
 from refseg.sam.checkpoint import config_for_official, convert_official_state_dict
 from refseg.sam.image_encoder import ImageFeatures
+from refseg.sam.mask_decoder import DecoderOutput
 from refseg.sam.model import Sam2
-from refseg.sam.preprocess import SAM1, SAM2, Preprocess
+from refseg.sam.preprocess import SAM1, SAM2, SAM2_VIDEO, Preprocess
 from refseg.sam.sam1 import Sam1, convert_official_sam1, sam1_config
 
 ENCODERS = ("beit3", "vilt")
 SAM_INPUTS = ("refseg", "official")
 FUSIONS = ("early", "late", "text")
 SEMANTIC = "[semantic] "  # prefix of semantic / part-level prompts (multitask training)
+# The official video inference (inference_video.py -> model/evf_sam2_video.py): SAM 2's
+# `load_video_frames` stretches each JPEG frame to S x S with PIL's default resize filter (bicubic,
+# `SAM2_VIDEO`) and `build_sam2_video_predictor` sets fill_hole_area=8 (hustvl/EVF-SAM,
+# model/segment_anything_2/sam2/utils/misc.py:92-101, build_sam.py:64).
+VIDEO_FILL_HOLE_AREA = 8
 
 
 def semantic(category: str) -> str:
@@ -92,7 +100,10 @@ class EvfConfig:
         "refseg" (the engine's SAM 2 rule; SAM v1: longest side fit on float pixels) or
         "official" (EVF-SAM's inference.py, see `sam_preprocess`); with "official",
         `segment` also keeps the decoder's masks whatever the occlusion logit says, as the
-        official image path never reads it.
+        official image path never reads it, and `stream` follows the official video
+        inference (inference_video.py: SAM 2's JPEG loader, `video_preprocess`; the text
+        frame's memory from its binarised, hole-filled mask; holes of up to
+        `VIDEO_FILL_HOLE_AREA` pixels filled in every low-res mask, see `EvfHooks`).
     train_prompt_encoder, train_mask_decoder: unfreeze these SAM 2 parts.
     """
 
@@ -250,6 +261,15 @@ class EvfSam(nn.Module):
             return SAM1
         return Preprocess(resize="stretch", antialias=False, resizer="uint8") if official else SAM2
 
+    def video_preprocess(self) -> Preprocess:
+        """How `stream` feeds frames to SAM 2: with `sam_input` "official", as the official
+        video inference loads them (SAM 2's `load_video_frames`: the 8-bit frame stretched to
+        S x S by PIL's `resize` with its default filter, bicubic; logits resized straight back);
+        otherwise the image rule (`sam_preprocess`)."""
+        if self.config.sam_input == "official" and not isinstance(self.sam, Sam1):
+            return SAM2_VIDEO
+        return self.sam_preprocess()
+
     # -- checkpoints -----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None) -> None:
         """config.json + model.safetensors (SAM 2, encoder, projector), written to a temporary
@@ -390,15 +410,64 @@ class EvfFrameStream:
 class EvfHooks(MethodHooks):
     """Gives each object's projected token on its prompt frame (set by `EvfStream` per frame).
     `preprocess`: the model's SAM input rule; `presence_gate` False keeps the decoder's masks
-    whatever the occlusion logit says (EVF-SAM's official image path)."""
+    whatever the occlusion logit says (EVF-SAM's official image path).
 
-    def __init__(self, preprocess: Preprocess = SAM2, presence_gate: bool = True) -> None:
+    fill_hole_area: background regions (logits <= 0, 8-connected) of at most this many pixels
+        in a low-res mask become foreground (logit 0.1), as SAM 2's video predictor does to
+        every output mask (`fill_hole_area=8` in the official EVF-SAM2 video predictor); it
+        also fills the text frame's mask before that frame's memory is made. 0: off. `EvfStream`
+        fills the outputs itself, so the engine's own filling (`fill_holes`, where the engine
+        has it) is off for EVF-SAM: its official image path fills nothing.
+    binarize_text_memory: the text frame's memory is made from its mask thresholded at 0 (as
+        SAM 2 makes the memory of a frame the user prompted), not from its sigmoid.
+    """
+
+    fill_holes = 0
+
+    def __init__(self, preprocess: Preprocess = SAM2, presence_gate: bool = True, fill_hole_area: int = 0,
+                 binarize_text_memory: bool = False) -> None:
         self.tokens: dict[int, Tensor] = {}  # obj_id -> [1, 1, C], for the frame being pushed
         self.preprocess = preprocess
         self.presence_gate = presence_gate
+        self.fill_hole_area = int(fill_hole_area)
+        self.binarize_text_memory = binarize_text_memory
+        self.image_size = 1024  # set by EvfStream to the model's S
 
     def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor | None:
         return self.tokens.get(obj_id)
+
+    def memory_mask(self, frame: int, obj_id: int, features: ImageFeatures, output: DecoderOutput) -> Tensor:
+        """On the text frame of the official video inference: the hole-filled low-res mask,
+        upsampled to S x S (bilinear) and binarised. SAM 2's predictor consolidates a prompted
+        frame's low-res output (after hole filling) and encodes its memory with
+        `is_mask_from_pts=True`, which `binarize_mask_from_pts_for_mem_enc` thresholds; logits
+        of +-1e4 give the engine's sigmoid exactly 1 and 0. Tracked frames: the decoder's mask."""
+        if not (self.binarize_text_memory and obj_id in self.tokens):
+            return output.high_res
+        low = fill_holes(output.low_res.float(), self.fill_hole_area)
+        high = F.interpolate(low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return torch.where(high > 0, 1e4, -1e4).to(output.high_res.dtype)
+
+
+def fill_holes(low_res: Tensor, max_area: int) -> Tensor:
+    """SAM 2's `fill_holes_in_mask_scores`: in [B, 1, h, w] mask logits, every 8-connected
+    background region (logits <= 0) of at most `max_area` pixels gets the logit 0.1. (SAM 2 runs
+    it with its CUDA connected-components extension; this is the same labelling on the CPU.)"""
+    if max_area <= 0:
+        return low_res
+    background = (low_res <= 0).cpu().numpy()
+    holes = np.zeros_like(background)
+    for b in range(background.shape[0]):
+        labels, count = ndimage.label(background[b, 0], structure=np.ones((3, 3), dtype=bool))
+        if count:
+            areas = np.bincount(labels.ravel())
+            small = areas <= max_area
+            small[0] = False  # label 0: foreground
+            holes[b, 0] = small[labels]
+    if not holes.any():
+        return low_res
+    return torch.where(torch.from_numpy(holes).to(low_res.device), torch.tensor(0.1, dtype=low_res.dtype,
+                                                                                 device=low_res.device), low_res)
 
 
 class EvfStream:
@@ -415,7 +484,12 @@ class EvfStream:
         model.tokenize(texts)  # bad texts fail here, before any frame
         self.model, self.texts, self.frame = model, list(texts), int(frame)
         official = model.config.sam_input == "official"
-        self.hooks = EvfHooks(model.sam_preprocess(), presence_gate=not (official and image_path))
+        if image_path:
+            self.hooks = EvfHooks(model.sam_preprocess(), presence_gate=not official)
+        else:  # the official video inference: SAM 2's video predictor around the text frame
+            self.hooks = EvfHooks(model.video_preprocess(), fill_hole_area=VIDEO_FILL_HOLE_AREA if official else 0,
+                                  binarize_text_memory=official)
+        self.hooks.image_size = model.sam.image_size
         self.session = Session(model.sam, self.hooks, memory_dtype=memory_dtype)
         for obj_id in range(1, len(texts) + 1):
             self.session.add_object(obj_id, self.frame)
@@ -441,9 +515,16 @@ class EvfStream:
             tokens = self.model.prompt_embedding(image, self.texts)
             self.hooks.tokens = {i: tokens[i - 1 : i] for i in range(1, len(self.texts) + 1)}
         try:
-            return [self.session.push(frame)]
+            result = self.session.push(frame)
         finally:
             self.hooks.tokens = {}
+        if self.hooks.fill_hole_area > 0:  # SAM 2's video predictor fills small holes in every output
+            size = self.model.sam.image_size
+            for obj in result.objects.values():
+                low = fill_holes(obj.low_res_logits[None, None], self.hooks.fill_hole_area)
+                logits = self.hooks.preprocess.logits(low, result.height, result.width, size)[0, 0]
+                obj.low_res_logits, obj.logits, obj.mask = low[0, 0], logits, (logits > 0).numpy()
+        return [result]
 
     def flush(self) -> list[FrameResult]:
         """Nothing is buffered: every result was returned by `push`."""
@@ -476,6 +557,13 @@ def convert_official_evf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     visual = {k.removeprefix("visual_model."): v for k, v in state.items() if k.startswith("visual_model.")}
     if not _is_sam1(visual):
         visual = {_FUSER_SCALE.sub(r"\1.gamma", k): v for k, v in visual.items()}
+        if "memory_encoder.out_proj.weight" not in visual and "memory_encoder.pix_feat_proj.weight" in visual:
+            # SAM 2's MemoryEncoder has no out_proj when its input width equals the memory width
+            # (nn.Identity); the `transformers` module always projects: an exact identity 1 x 1 conv
+            width = visual["memory_encoder.pix_feat_proj.weight"].shape[0]
+            ref = visual["memory_encoder.pix_feat_proj.weight"]
+            visual["memory_encoder.out_proj.weight"] = torch.eye(width, dtype=ref.dtype)[:, :, None, None]
+            visual["memory_encoder.out_proj.bias"] = torch.zeros(width, dtype=ref.dtype)
     convert = convert_official_sam1 if _is_sam1(visual) else convert_official_state_dict
     out.update({f"sam.{k}": v for k, v in convert(visual).items()})
     for key, value in state.items():
