@@ -238,3 +238,22 @@ def test_training_flows_through_memory(tiny_model):
         assert grads and any(g.abs().sum() > 0 for g in grads), type(module).__name__
     tiny_model.zero_grad()
     assert session.bank.object(1).readout(3).features[0].requires_grad
+
+
+def test_fill_holes_fills_only_small_background_regions():
+    """SAM 2's `fill_hole_area`: 8-connected background regions of <= max_area pixels become 0.1."""
+    from refseg.sam.mask_decoder import fill_holes
+
+    logits = torch.full((1, 1, 16, 16), -3.0)
+    logits[..., 2:14, 2:14] = 2.0  # foreground square, inside it:
+    logits[..., 4:6, 4:6] = -1.0  # a 4-pixel hole
+    logits[..., 8:11, 8:11] = -1.0  # a 9-pixel hole
+    logits[..., 11, 11] = -1.0  # one pixel, touching the 9-pixel hole diagonally: 10 together
+    logits[..., 4, 10] = 0.0  # a 1-pixel hole at exactly 0 (background)
+    filled = fill_holes(logits, 8)
+    expected = logits.clone()
+    expected[..., 4:6, 4:6] = 0.1
+    expected[..., 4, 10] = 0.1
+    assert torch.equal(filled, expected)
+    assert torch.equal(fill_holes(logits, 0), logits)
+    assert torch.equal(fill_holes(logits, 10)[..., 8:11, 8:11], torch.full((1, 1, 3, 3), 0.1))

@@ -59,10 +59,14 @@ def reference_logits(model: Sam2, frames: np.ndarray, prompts: dict[int, object]
     return out
 
 
+class NoHoleFilling(MethodHooks):
+    fill_holes = 0  # transformers' loop leaves the small holes SAM 2's video predictor fills
+
+
 def engine_logits(model: Sam2, frames: np.ndarray, prompts: dict[int, dict[int, object]],
                   **options: bool) -> dict[int, dict[int, torch.Tensor]]:
     """Low-res logits per frame per object from refseg's streaming session."""
-    session = Session(model, **options)
+    session = Session(model, NoHoleFilling(), **options)
     out: dict[int, dict[int, torch.Tensor]] = {}
     for t, frame in enumerate(frames):
         for obj_id, prompt in prompts.get(t, {}).items():

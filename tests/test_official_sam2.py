@@ -88,6 +88,20 @@ class _Float32Memories(types.ModuleType):
         return getattr(torch, name)
 
 
+def connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the official CUDA extension's `get_connected_components` returns, on the CPU: per
+    pixel of [N, 1, H, W] binary masks, its 8-connected component's label and area (0 outside)."""
+    from scipy import ndimage
+
+    labels = torch.zeros(mask.shape, dtype=torch.int32)
+    areas = torch.zeros(mask.shape, dtype=torch.int32)
+    for n in range(mask.shape[0]):
+        lab, _ = ndimage.label(mask[n, 0].cpu().numpy() > 0, structure=np.ones((3, 3)))
+        labels[n, 0] = torch.from_numpy(lab)
+        areas[n, 0] = torch.from_numpy(np.bincount(lab.ravel())[lab] * (lab > 0))
+    return labels, areas
+
+
 def official_logits(predictor, video: np.ndarray | Path, click: list[float],
                     memory_dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     """Per-frame mask logits at the frame size of one clicked object, from the official predictor:
@@ -101,7 +115,10 @@ def official_logits(predictor, video: np.ndarray | Path, click: list[float],
     """
     import sam2.sam2_video_predictor as official
 
-    loader, module = official.load_video_frames, official.torch
+    import sam2.utils.misc as misc
+
+    loader, module, components = official.load_video_frames, official.torch, getattr(misc, "get_connected_components")
+    misc.get_connected_components = connected_components  # the hole filling its CUDA build does
     if not isinstance(video, Path):
         pixels = normalise_frames(torch.from_numpy(video), SIZE)
         official.load_video_frames = lambda **kwargs: (pixels, SIZE, SIZE)
@@ -115,6 +132,7 @@ def official_logits(predictor, video: np.ndarray | Path, click: list[float],
             return [masks[0, 0].clone() for _, _, masks in predictor.propagate_in_video(state)]
     finally:
         official.load_video_frames, official.torch = loader, module
+        misc.get_connected_components = components
 
 
 def refseg_logits(model, video: np.ndarray, click: list[float],

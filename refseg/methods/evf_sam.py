@@ -35,9 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from scipy import ndimage
 from torch import Tensor, nn
 from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, SamConfig, ViltConfig, ViltModel
 
@@ -412,62 +410,33 @@ class EvfHooks(MethodHooks):
     `preprocess`: the model's SAM input rule; `presence_gate` False keeps the decoder's masks
     whatever the occlusion logit says (EVF-SAM's official image path).
 
-    fill_hole_area: background regions (logits <= 0, 8-connected) of at most this many pixels
-        in a low-res mask become foreground (logit 0.1), as SAM 2's video predictor does to
-        every output mask (`fill_hole_area=8` in the official EVF-SAM2 video predictor); it
-        also fills the text frame's mask before that frame's memory is made. 0: off. `EvfStream`
-        fills the outputs itself, so the engine's own filling (`fill_holes`, where the engine
-        has it) is off for EVF-SAM: its official image path fills nothing.
+    fill_holes: the engine's hole filling of output masks and of the text frame's memory mask
+        (`fill_hole_area=8` in the official EVF-SAM2 video predictor; its image path fills
+        nothing: 0).
     binarize_text_memory: the text frame's memory is made from its mask thresholded at 0 (as
         SAM 2 makes the memory of a frame the user prompted), not from its sigmoid.
     """
 
-    fill_holes = 0
-
-    def __init__(self, preprocess: Preprocess = SAM2, presence_gate: bool = True, fill_hole_area: int = 0,
+    def __init__(self, preprocess: Preprocess = SAM2, presence_gate: bool = True, fill_holes: int = 0,
                  binarize_text_memory: bool = False) -> None:
         self.tokens: dict[int, Tensor] = {}  # obj_id -> [1, 1, C], for the frame being pushed
         self.preprocess = preprocess
         self.presence_gate = presence_gate
-        self.fill_hole_area = int(fill_hole_area)
+        self.fill_holes = int(fill_holes)
         self.binarize_text_memory = binarize_text_memory
-        self.image_size = 1024  # set by EvfStream to the model's S
 
     def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor | None:
         return self.tokens.get(obj_id)
 
     def memory_mask(self, frame: int, obj_id: int, features: ImageFeatures, output: DecoderOutput) -> Tensor:
-        """On the text frame of the official video inference: the hole-filled low-res mask,
-        upsampled to S x S (bilinear) and binarised. SAM 2's predictor consolidates a prompted
-        frame's low-res output (after hole filling) and encodes its memory with
-        `is_mask_from_pts=True`, which `binarize_mask_from_pts_for_mem_enc` thresholds; logits
-        of +-1e4 give the engine's sigmoid exactly 1 and 0. Tracked frames: the decoder's mask."""
+        """On the text frame of the official video inference: its mask (holes filled by the
+        engine, as on any prompted frame), binarised. SAM 2's predictor consolidates a prompted
+        frame's output and encodes its memory with `is_mask_from_pts=True`, which
+        `binarize_mask_from_pts_for_mem_enc` thresholds; logits of +-1e4 give the engine's
+        sigmoid exactly 1 and 0. Tracked frames: the decoder's mask."""
         if not (self.binarize_text_memory and obj_id in self.tokens):
             return output.high_res
-        low = fill_holes(output.low_res.float(), self.fill_hole_area)
-        high = F.interpolate(low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return torch.where(high > 0, 1e4, -1e4).to(output.high_res.dtype)
-
-
-def fill_holes(low_res: Tensor, max_area: int) -> Tensor:
-    """SAM 2's `fill_holes_in_mask_scores`: in [B, 1, h, w] mask logits, every 8-connected
-    background region (logits <= 0) of at most `max_area` pixels gets the logit 0.1. (SAM 2 runs
-    it with its CUDA connected-components extension; this is the same labelling on the CPU.)"""
-    if max_area <= 0:
-        return low_res
-    background = (low_res <= 0).cpu().numpy()
-    holes = np.zeros_like(background)
-    for b in range(background.shape[0]):
-        labels, count = ndimage.label(background[b, 0], structure=np.ones((3, 3), dtype=bool))
-        if count:
-            areas = np.bincount(labels.ravel())
-            small = areas <= max_area
-            small[0] = False  # label 0: foreground
-            holes[b, 0] = small[labels]
-    if not holes.any():
-        return low_res
-    return torch.where(torch.from_numpy(holes).to(low_res.device), torch.tensor(0.1, dtype=low_res.dtype,
-                                                                                 device=low_res.device), low_res)
+        return torch.where(output.high_res > 0, 1e4, -1e4).to(output.high_res.dtype)
 
 
 class EvfStream:
@@ -487,9 +456,8 @@ class EvfStream:
         if image_path:
             self.hooks = EvfHooks(model.sam_preprocess(), presence_gate=not official)
         else:  # the official video inference: SAM 2's video predictor around the text frame
-            self.hooks = EvfHooks(model.video_preprocess(), fill_hole_area=VIDEO_FILL_HOLE_AREA if official else 0,
+            self.hooks = EvfHooks(model.video_preprocess(), fill_holes=VIDEO_FILL_HOLE_AREA if official else 0,
                                   binarize_text_memory=official)
-        self.hooks.image_size = model.sam.image_size
         self.session = Session(model.sam, self.hooks, memory_dtype=memory_dtype)
         for obj_id in range(1, len(texts) + 1):
             self.session.add_object(obj_id, self.frame)
@@ -518,12 +486,6 @@ class EvfStream:
             result = self.session.push(frame)
         finally:
             self.hooks.tokens = {}
-        if self.hooks.fill_hole_area > 0:  # SAM 2's video predictor fills small holes in every output
-            size = self.model.sam.image_size
-            for obj in result.objects.values():
-                low = fill_holes(obj.low_res_logits[None, None], self.hooks.fill_hole_area)
-                logits = self.hooks.preprocess.logits(low, result.height, result.width, size)[0, 0]
-                obj.low_res_logits, obj.logits, obj.mask = low[0, 0], logits, (logits > 0).numpy()
         return [result]
 
     def flush(self) -> list[FrameResult]:

@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers.models.sam2.modeling_sam2 import Sam2VisionModel
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoMaskDecoder
 

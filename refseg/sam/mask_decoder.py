@@ -10,10 +10,13 @@ the learned "no object" pointer, so memory records the occlusion.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -130,3 +133,37 @@ def mask_as_output(model: Sam2, high_res_features: list[Tensor], embed: Tensor, 
     iou = torch.ones_like(object_score)
     return DecoderOutput(low_res=low_res, high_res=high_res, iou=iou, object_score=object_score, pointer=pointer,
                          candidates=low_res, candidate_iou=iou)
+
+
+def fill_holes(low_res: Tensor, max_area: int) -> Tensor:
+    """SAM 2's video-predictor post-processing of output masks (`fill_hole_area`): every
+    8-connected background region (logits <= 0) of at most `max_area` pixels becomes foreground
+    with logit 0.1. Memory is encoded from the masks before this step, as in SAM 2.
+
+    Args:
+        low_res: [B, 1, 4h, 4w] mask logits.
+        max_area: largest region filled, in low-resolution pixels; 0 fills nothing.
+    """
+    if max_area <= 0:
+        return low_res
+    background = (low_res <= 0).detach().cpu().numpy()
+    holes = np.zeros_like(background)
+    for index in np.ndindex(*background.shape[:2]):
+        labels, count = ndimage.label(background[index], structure=np.ones((3, 3), dtype=bool))
+        if count:
+            small = np.bincount(labels.ravel()) <= max_area
+            small[0] = False  # label 0 is the foreground
+            holes[index] = small[labels]
+    if not holes.any():
+        return low_res
+    return torch.where(torch.from_numpy(holes).to(low_res.device), torch.tensor(0.1, dtype=low_res.dtype), low_res)
+
+
+def with_holes_filled(model: Sam2, out: DecoderOutput, max_area: int) -> DecoderOutput:
+    """`out` with `fill_holes` applied to its mask, at low and model input resolution."""
+    low_res = fill_holes(out.low_res, max_area)
+    if low_res is out.low_res:
+        return out
+    high_res = F.interpolate(low_res.float(), size=(model.image_size, model.image_size), mode="bilinear",
+                             align_corners=False).to(low_res.dtype)
+    return dataclasses.replace(out, low_res=low_res, high_res=high_res)

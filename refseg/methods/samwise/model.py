@@ -187,9 +187,11 @@ class SamwiseHooks(MethodHooks):
 
     multimask = False
     # the official model: no multimask fallback on unstable masks, the first frame an ordinary
-    # memory that ages out (no conditioning frame), frames resized as its evaluation does
+    # memory that ages out (no conditioning frame), frames resized as its evaluation does, no
+    # hole filling (neither rule set fills holes)
     stability_fallback = False
     prompted_start = False
+    fill_holes = 0
     preprocess = SAMWISE_PREPROCESS
 
     def __init__(self, model: Samwise, text: str) -> None:
