@@ -519,13 +519,6 @@ def convert_official_evf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     visual = {k.removeprefix("visual_model."): v for k, v in state.items() if k.startswith("visual_model.")}
     if not _is_sam1(visual):
         visual = {_FUSER_SCALE.sub(r"\1.gamma", k): v for k, v in visual.items()}
-        if "memory_encoder.out_proj.weight" not in visual and "memory_encoder.pix_feat_proj.weight" in visual:
-            # SAM 2's MemoryEncoder has no out_proj when its input width equals the memory width
-            # (nn.Identity); the `transformers` module always projects: an exact identity 1 x 1 conv
-            width = visual["memory_encoder.pix_feat_proj.weight"].shape[0]
-            ref = visual["memory_encoder.pix_feat_proj.weight"]
-            visual["memory_encoder.out_proj.weight"] = torch.eye(width, dtype=ref.dtype)[:, :, None, None]
-            visual["memory_encoder.out_proj.bias"] = torch.zeros(width, dtype=ref.dtype)
     convert = convert_official_sam1 if _is_sam1(visual) else convert_official_state_dict
     out.update({f"sam.{k}": v for k, v in convert(visual).items()})
     for key, value in state.items():

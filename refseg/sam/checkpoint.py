@@ -72,7 +72,17 @@ _POINT_EMBED = re.compile(r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight
 
 
 def convert_official_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename an official SAM 2 state dict (`SAM2Base`) to the `transformers` layout."""
+    """Rename an official SAM 2 state dict (`SAM2Base`) to the `transformers` layout.
+
+    SAM 2's memory encoder has no output projection when its input width equals the memory
+    width (an `nn.Identity`, so no key); the `transformers` module always projects, so an exact
+    identity 1 x 1 convolution stands in for it."""
+    state = dict(state)
+    if "memory_encoder.pix_feat_proj.weight" in state and "memory_encoder.out_proj.weight" not in state:
+        ref = state["memory_encoder.pix_feat_proj.weight"]
+        width = ref.shape[0]
+        state["memory_encoder.out_proj.weight"] = torch.eye(width, dtype=ref.dtype)[:, :, None, None]
+        state["memory_encoder.out_proj.bias"] = torch.zeros(width, dtype=ref.dtype)
     out: dict[str, Tensor] = {}
     point_embeds: dict[int, Tensor] = {}
     downsampler = sorted({int(m.group(1)) for k in state if (m := _DOWNSAMPLER.match(k))})
