@@ -30,6 +30,9 @@ def row(layout: str, compared: str, diff: float) -> None:
 def sam2_rows(tmp: Path) -> None:
     import test_official_sam2 as t
 
+    from PIL import Image
+
+    from refseg.io import frames as read_frames
     from refseg.sam.checkpoint import config_for_official, load_official
     from refseg.sam.image_encoder import normalise_frames
 
@@ -49,6 +52,16 @@ def sam2_rows(tmp: Path) -> None:
         name = f"SAM {version} {size} (`{Path(config_file).name}`)"
         row(name, "image embedding + high-res features", features)
         row(name, f"mask logits, one click, {len(video)} frames (float32 memories)", logits)
+        if size == "tiny" and version == "2.1":  # the whole path from JPEG files of another size
+            folder = tmp / "jpeg"
+            folder.mkdir()
+            for i, frame in enumerate(t.frames(6)):
+                Image.fromarray(frame).resize((320, 180), Image.Resampling.BILINEAR).save(folder / f"{i:05d}.jpg",
+                                                                                          quality=90)
+            jpeg = np.stack(list(read_frames(folder)))
+            logits = max(float((a - b).abs().max()) for a, b in zip(
+                t.refseg_logits(model, jpeg, [160, 80]), t.official_logits(predictor, folder, [160, 80])))
+            row(name, "mask logits, JPEG folder of 180 x 320 read and resized by each side, 6 frames", logits)
 
 
 def sam1_rows(tmp: Path) -> None:
@@ -83,6 +96,17 @@ def evf_rows() -> None:
         worst = max(float(np.abs(result.objects[i + 1].logits.numpy().astype(np.float64)
                                  - expected["mask_logits"][i]).max()) for i in range(len(expected["texts"])))
         row(f"{name} folder (`from_official`)", "mask logits at the image size, 2 expressions", worst)
+    model, _ = t.load("evf_sam2")
+    expected = dict(np.load(t.VIDEO / "expected.npz"))
+    frames = t.video_frames()
+    with torch.no_grad(), model.stream([str(expected["expression"])], frame=0) as stream:
+        results = [r for frame in frames for r in stream.push(frame)] + stream.flush()
+    logits = [r.objects[1].logits.numpy().astype(np.float64) for r in results]
+    full = [int(i) for i in expected["full_frames"]]
+    worst = max(max(float(np.abs(x[::8, ::8] - expected["mask_logits_sub"][i]).max()) for i, x in enumerate(logits)),
+                max(float(np.abs(logits[i] - expected["mask_logits_full"][k]).max()) for k, i in enumerate(full)))
+    row("EVF-SAM2 video (`stream`, bfloat16 memories on both sides)",
+        f"mask logits at the frame size, {len(frames)} frames (every 8th pixel; {len(full)} frames whole)", worst)
 
 
 def samwise_rows() -> None:

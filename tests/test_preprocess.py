@@ -36,7 +36,7 @@ def test_fit_keeps_the_aspect_ratio_and_pads_with_zeros(height, width, content):
     x = frame(height, width)
     pixels = SAM1.pixels(x, 128)
     h, w = content
-    resized = np.asarray(Image.fromarray(x[0].numpy()).resize((w, h), Image.Resampling.BILINEAR))
+    resized = np.array(Image.fromarray(x[0].numpy()).resize((w, h), Image.Resampling.BILINEAR))
     expected = (torch.from_numpy(resized).permute(2, 0, 1)[None].float() / 255 - MEAN) / STD
     torch.testing.assert_close(pixels[..., :h, :w], expected)
     assert torch.all(pixels[..., h:, :] == 0) and torch.all(pixels[..., :, w:] == 0)
