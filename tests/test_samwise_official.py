@@ -50,8 +50,7 @@ SAMWISE_CONFIG = SamwiseConfig(text_encoder="roberta", text_layers=[2, 3, 4], ad
 
 @pytest.fixture(scope="module")
 def fixture():
-    if not (FIXTURE / "outputs.pt").is_file():
-        pytest.skip("SAMWISE official fixture missing")
+    assert (FIXTURE / "outputs.pt").is_file(), f"the official fixture is missing: regenerate it ({FIXTURE}/README.md)"
     torch.set_num_threads(2)
     outputs = torch.load(FIXTURE / "outputs.pt", weights_only=False)
     outputs["frames"] = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((FIXTURE / "frames").glob("*.png"))])
