@@ -302,11 +302,11 @@ def test_sam1_backbone_segments_each_frame_from_the_text_with_one_mask():
     frame = image(8, size=80)  # 80 x 96: resized longest side, padded
     result = model.segment(frame, ["the red circle", "the blue square"])
     token = model.prompt_embedding(torch.from_numpy(frame)[None], ["the blue square"])
-    pixels, resized = sam.preprocess(torch.from_numpy(frame)[None])
+    pixels, _ = sam.preprocess(torch.from_numpy(frame)[None])
     low = sam.mask_decoder(sam.encode(pixels), sam.get_image_wide_positional_embeddings(), token[:, None],
                            sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, 8, 8),
                            multimask_output=False)[0][:, 0]
-    torch.testing.assert_close(result.objects[2].logits, sam.postprocess(low, resized, frame.shape[:2])[0])
+    torch.testing.assert_close(result.objects[2].logits, sam.postprocess(low, frame.shape[:2])[0])
     assert result.objects[2].mask.shape == frame.shape[:2]
     stream = model.stream(["the red circle"], frame=1)
     results = [r for t in range(3) for r in stream.push(image(30 + t, size=80))]

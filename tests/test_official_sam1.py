@@ -93,7 +93,7 @@ def refseg_predictor(model, image: np.ndarray):
     """refseg's steps for the same use: `predict(point, multimask)` -> logits [H, W] of the
     kept mask (the best predicted IoU of three, or the single mask) and its IoU."""
     height, width = image.shape[:2]
-    pixels, resized = model.preprocess(torch.from_numpy(image)[None])
+    pixels, _ = model.preprocess(torch.from_numpy(image)[None])
     with torch.no_grad():
         embed = model.encode(pixels)
 
@@ -101,7 +101,7 @@ def refseg_predictor(model, image: np.ndarray):
         xy = SAM1.points(torch.tensor([[point]]), height, width, SIZE)
         with torch.no_grad():
             low, iou = model.decode(embed, xy, torch.ones(1, 1, dtype=torch.int), multimask=multimask)
-        return model.postprocess(low, resized, (height, width))[0], float(iou)
+        return model.postprocess(low, (height, width))[0], float(iou)
 
     return predict
 

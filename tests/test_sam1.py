@@ -74,7 +74,7 @@ def test_preprocess_keeps_the_aspect_ratio_and_postprocess_undoes_it():
     assert torch.all(pixels[:, :, 85:] == 0)  # padding below the image
     low = torch.zeros(1, 1, 32, 32)
     low[..., :21, :] = 5.0  # the image part of the padded square (85 / 128 of 32 rows)
-    logits = ours.postprocess(low, resized, (60, 90))
+    logits = ours.postprocess(low, (60, 90))
     assert logits.shape == (1, 60, 90) and float(logits.min()) > 0
 
 

@@ -95,7 +95,7 @@ class EvfConfig:
         "antialias" (refseg's; what its trained models saw) or "official" (EVF-SAM's
         inference.py: bicubic without antialiasing, not clamped; official checkpoints use it).
     sam_input: how a frame becomes SAM's input and the masks go back (`sam_preprocess`):
-        "refseg" (the engine's SAM 2 rule; SAM v1: longest side fit on float pixels) or
+        "refseg" (SAM 2's image-predictor rule; SAM v1 always follows its own predictor) or
         "official" (EVF-SAM's inference.py, see `sam_preprocess`); with "official",
         `segment` also keeps the decoder's masks whatever the occlusion logit says, as the
         official image path never reads it, and `stream` follows the official video

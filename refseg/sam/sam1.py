@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from transformers import SamConfig, SamModel
 
 from refseg.sam.checkpoint import CheckpointError, read_state_dict
@@ -98,11 +97,10 @@ class Sam1(nn.Module):
         grid = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), dim=-1)  # [h, w, (x, y)]
         return self.shared_image_embedding(grid).permute(2, 0, 1)[None]
 
-    def postprocess(self, low_res: Tensor, resized: tuple[int, int], size: tuple[int, int]) -> Tensor:
-        """[B, 1, 4h, 4w] logits -> [B, H, W] at the input size (SAM's postprocess_masks)."""
-        x = F.interpolate(low_res.float(), size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        x = x[..., : resized[0], : resized[1]]
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0]
+    def postprocess(self, low_res: Tensor, size: tuple[int, int]) -> Tensor:
+        """[B, 1, 4h, 4w] logits -> [B, H, W] at the input size (SAM's postprocess_masks:
+        upsampled to S, cropped to the resized image, resized; `SAM1.logits`)."""
+        return SAM1.logits(low_res.float(), size[0], size[1], self.image_size)[:, 0]
 
 
 _OFFICIAL_RULES = [
