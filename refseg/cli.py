@@ -228,7 +228,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError("--protocol pvs runs the model: give --sam2")
         model = load_sam2(args.sam2).to(args.device)
         result = interactive.evaluate_pvs(gt, lambda: Session(model), mode=args.mode, split=args.split,
-                                          max_frames=args.max_frames)
+                                          max_frames=args.max_frames, clicks=args.clicks)
     else:
         if not args.pred or not Path(args.pred).is_dir():
             raise InputError(f"{args.pred}: no such prediction folder")
@@ -297,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--convention", default="lavt", choices=["lavt", "lisa", "grefcoco"], help="ris IoU convention")
     ev.add_argument("--mode", default="offline", help="pvs: offline, online, 1click, 3click, 5click, box, mask")
     ev.add_argument("--max-frames", type=int, default=8, help="pvs: interacted frames N_frame = 1 .. this")
+    ev.add_argument("--clicks", type=int, choices=(1, 3, 5),
+                    help="pvs offline/online: clicks per interacted frame (default 3)")
     ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file or hub id")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ev.set_defaults(func=cmd_eval)

@@ -54,6 +54,68 @@ def test_memory_bank_is_bounded(tiny_model, num_frames):
     assert len(set(sizes)) == 1
 
 
+class LongMemory(MethodHooks):
+    keep_recent = 20
+    store_keys = True
+    store_masks = True
+
+
+def test_memory_bank_is_bounded_with_a_longer_window(tiny_model):
+    frames = synthetic_video(60, height=64, width=64)
+    session = Session(tiny_model, LongMemory())
+    session.add_prompt(1, Points([[20, 32]]))
+    session.add_prompt(2, Box(30, 10, 60, 40), frame=5)
+    sizes = []
+    for t, frame in enumerate(frames):
+        session.push(frame)
+        if t >= 30:
+            sizes.append((session.bank.num_entries, session.bank.nbytes))
+    # per object: 1 prompted entry + the last K = 20, all whole: pointer (float32), bf16 features,
+    # cached float32 keys and values, the bf16 32 x 32 low-res mask and the float32 key
+    # embedding [256, 8, 8] (one tensor per frame, counted once per object that holds it)
+    per_entry = 256 * 4 + 64 * 64 * 2 + 2 * 2 * 64 * 256 * 4 + 32 * 32 * 2 + 256 * 64 * 4
+    assert sizes[-1] == (42, 2 * 21 * per_entry)
+    assert len(set(sizes)) == 1
+    memory = session.bank.object(1)
+    candidates = memory.recent_before(60, 0)
+    assert [e.frame for e in candidates] == list(range(40, 60))
+    assert all(e.mask.shape == (32, 32) and e.key.shape == (256, 8, 8) for e in candidates)
+    assert [e.frame for e in memory.recent_before(50, 45)] == list(range(45, 50))
+
+
+class Window(MethodHooks):
+    pixel_window = 5
+
+    def __init__(self) -> None:
+        self.windows = []
+
+    def encode_output(self, window, features):
+        self.windows.append(window)
+        return features
+
+
+@pytest.mark.parametrize("clip_len", [1, 3])
+def test_pixel_window_pads_the_stream_start_with_the_frame(tiny_model, clip_len):
+    frames = synthetic_video(7)
+    hooks = Window()
+    hooks.clip_len = clip_len
+    session = Session(tiny_model, hooks)
+    session.add_prompt(1, Points([[20, 48]]))
+    for i in range(0, 6, clip_len):
+        session.push_clip(frames[i : i + clip_len])
+    pixels = hooks.preprocess.pixels(torch.from_numpy(frames), tiny_model.image_size)
+    windows = torch.cat(hooks.windows)  # [6, 5, 3, S, S]
+    assert windows.shape == (6, 5, 3, tiny_model.image_size, tiny_model.image_size)
+    expected = [[0, 0, 0, 0, 0], [0, 1, 1, 1, 1], [0, 1, 2, 2, 2], [0, 1, 2, 3, 3], [0, 1, 2, 3, 4], [1, 2, 3, 4, 5]]
+    for t, indices in enumerate(expected):
+        assert torch.equal(windows[t], pixels[indices]), f"frame {t}"
+    forked = session.fork()
+    forked.push_clip(frames[6:7])
+    session.push_clip(frames[6:7])
+    assert torch.equal(hooks.windows[-1], hooks.windows[-2])
+    assert torch.equal(hooks.windows[-1][0], pixels[[2, 3, 4, 5, 6]])
+
+
 def test_bank_readout_is_what_sam2_attends_to(tiny_model):
     frames = synthetic_video(31)
     session, _ = run(tiny_model, frames[:11], {0: {1: Points([[20, 48]])}})
@@ -79,12 +141,12 @@ class Recorder(MethodHooks):
         self.stage_shapes.append(tuple(features.shape))
         return features
 
-    def select_memories(self, frame, obj_id, readout):
+    def select_memories(self, frame, obj_id, memory, features, generator):
         self.calls.append(f"select {frame}")
-        return readout
+        return memory.readout(frame)
 
-    def prompt_tokens(self, frame, obj_id, features, embed):
-        self.calls.append(f"prompt {frame}")
+    def prompt_tokens(self, frame, obj_id, features, embed, readout, has_points):
+        self.calls.append(f"prompt {frame} {readout is not None} {has_points}")
         return None
 
     def memory_mask(self, frame, obj_id, features, output):
@@ -101,7 +163,7 @@ def test_identity_hooks_change_nothing_and_see_every_step(tiny_model):
     for a, b in zip(plain, hooked):
         assert torch.equal(a.objects[1].logits, b.objects[1].logits)
     assert len(hooks.stage_shapes) == 4 * 6 and hooks.stage_shapes[0][0] == 1
-    assert hooks.calls[:4] == ["prompt 0", "memory 0", "select 1", "prompt 1"]
+    assert hooks.calls[:4] == ["prompt 0 False True", "memory 0", "select 1", "prompt 1 True False"]
 
 
 def test_stage_hook_sees_the_whole_clip_and_changes_output(tiny_model):
@@ -130,7 +192,7 @@ def test_prompt_token_and_memory_hooks_act(tiny_model):
     tokens = torch.randn(1, 2, 256, generator=torch.Generator().manual_seed(0))
 
     class Extra(MethodHooks):
-        def prompt_tokens(self, frame, obj_id, features, embed):
+        def prompt_tokens(self, frame, obj_id, features, embed, readout, has_points):
             return tokens
 
     _, extra = run(tiny_model, frames, prompts, Extra())
@@ -145,8 +207,10 @@ def test_prompt_token_and_memory_hooks_act(tiny_model):
     assert not torch.allclose(forget[2].objects[1].logits, plain[2].objects[1].logits)
 
     class OnlyPrompted(MethodHooks):
-        def select_memories(self, frame, obj_id, readout):
+        def select_memories(self, frame, obj_id, memory, features, generator):
+            readout = memory.readout(frame)
             readout.features, readout.tpos_slots = readout.features[:1], readout.tpos_slots[:1]
+            readout.kv, readout.masks = readout.kv[:1], readout.masks[:1]
             return readout
 
     _, selected = run(tiny_model, frames, prompts, OnlyPrompted())

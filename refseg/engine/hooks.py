@@ -7,8 +7,10 @@ contract"). Every hook has a default that leaves plain SAM 2 tracking unchanged.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
+from refseg.engine.memory_bank import ObjectMemory
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput
 from refseg.sam.memory import MemoryReadout
@@ -39,6 +41,13 @@ class MethodHooks:
             Memories are encoded before, from the unfilled masks.
         preprocess: how frames become the model input and masks go back (`Preprocess`; default
             SAM 2's video predictor: frames stretched to S x S by PIL's bicubic filter).
+        pixel_window: n, input frames `encode_output` reads per frame: the frame and the n - 1
+            pushed before it (0: `encode_output` gets no window).
+        keep_recent: K, unprompted memories kept per object for `select_memories` to choose
+            from (0: only the N - 1 SAM 2 reads; `MemoryBank`).
+        store_keys: keep each frame's image embedding in its memories (`MemoryEntry.key`).
+        store_masks: keep each frame's low-resolution mask logits in its memories
+            (`MemoryEntry.mask`, read back as `MemoryReadout.masks`).
     """
 
     clip_len: int = 1
@@ -48,6 +57,10 @@ class MethodHooks:
     prompted_start: bool = True
     fill_holes: int = 8
     preprocess: Preprocess = SAM2_VIDEO
+    pixel_window: int = 0
+    keep_recent: int = 0
+    store_keys: bool = False
+    store_masks: bool = False
 
     def encode_stage(self, stage: int, features: Tensor) -> Tensor:
         """Step 1. Adapt the image encoder after Hiera stage `stage` ([T, h, w, C], T = clip)."""
@@ -57,15 +70,42 @@ class MethodHooks:
         """Whether `encode_stage` is overridden (the stock encoder path is used when not)."""
         return type(self).encode_stage is not MethodHooks.encode_stage
 
-    def select_memories(self, frame: int, obj_id: int, readout: MemoryReadout) -> MemoryReadout:
-        """Step 2. Choose which memories `obj_id` attends to on `frame`."""
-        return readout
+    def encode_output(self, window: Tensor | None, features: ImageFeatures) -> ImageFeatures:
+        """Step 1, after the neck. Replace the image features of T frames.
 
-    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor | None:
+        `window` is [T, n, 3, S, S]: per frame, the model input of the n - 1 frames pushed
+        before it and of the frame itself, oldest first. At the start of a stream, where fewer
+        than n - 1 frames were pushed, the window is the frames so far followed by repeats of the
+        frame (SAM-I2V's padding: frame 2 of a 5-frame window reads 0, 1, 2, 2, 2). None when
+        `pixel_window` is 0.
+        `features.trunk` holds the trunk's stage outputs.
+        """
+        return features
+
+    def has_output_hook(self) -> bool:
+        """Whether `encode_output` is overridden."""
+        return type(self).encode_output is not MethodHooks.encode_output
+
+    def select_memories(self, frame: int, obj_id: int, memory: ObjectMemory, features: ImageFeatures,
+                        generator: torch.Generator) -> MemoryReadout:
+        """Step 2. Choose which memories `obj_id` attends to on `frame` (default: SAM 2's).
+
+        `memory` is the object's bank (`ObjectMemory.readout`, `recent_before`,
+        `select_prompted`), `features` the frame's image features, `generator` the session's
+        seeded random numbers (for methods that sample; forked sessions get a copy).
+        """
+        return memory.readout(frame)
+
+    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor,
+                      readout: MemoryReadout | None, has_points: bool) -> Tensor | None:
         """Step 3. Extra sparse prompt tokens [1, N, C] for `obj_id` on `frame`, or None.
 
         `features` are the frame's image features and `embed` [1, C, h, w] the embedding after
-        memory conditioning (what SAMWISE prompts on, Eq. 7).
+        memory conditioning (what SAMWISE prompts on, Eq. 7); `readout` the memories it was
+        conditioned on (None on a frame decoded without memory); `has_points` whether the frame
+        has clicks or a box for the object. With clicks the engine places the extra tokens after
+        them and SAM's padding token; without, the extra tokens are the whole sparse prompt (a
+        method that wants SAM's two "not a point" tokens adds them).
         """
         return None
 

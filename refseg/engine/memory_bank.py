@@ -9,6 +9,11 @@ The bank keeps those and drops everything else as the stream advances, so its si
 depend on the stream length: per object at most `max_prompted` prompted entries, N - 1 recent
 spatial memories and M - 1 recent pointers. Prompted frames beyond `max_prompted` are dropped
 oldest first (the cap only matters for objects prompted on more than `max_prompted` frames).
+
+A method that reads further back (SAM-I2V samples from the last 20 unprompted frames) sets
+`keep_recent = K`: the last K unprompted entries are then kept whole, and memory is bounded by K
+instead of N - 1. Entries can carry what such a method compares frames by (`MemoryEntry.key`,
+`MemoryEntry.mask`).
 """
 
 from __future__ import annotations
@@ -23,34 +28,51 @@ from refseg.sam.memory import MemoryKV, MemoryReadout
 
 @dataclass
 class MemoryEntry:
-    """One frame's memory of one object: features [h*w, D] and, optionally, their cached attention
-    keys and values (both None once too old to be read), and the object pointer [C]."""
+    """One frame's memory of one object.
+
+    features: [h*w, D] spatial memory (None once too old to be read).
+    pointer:  [C] object pointer.
+    kv:       the spatial memory's cached attention keys and values, or None.
+    mask:     [4h, 4w] mask logits the frame was segmented with (after presence gating and hole
+              filling), kept when the method reads them (`MethodHooks.store_masks`).
+    key:      [C, h, w] the frame's image embedding, kept when the method compares frames by it
+              (`MethodHooks.store_keys`; one tensor shared by all objects of the frame).
+    """
 
     frame: int
     features: Tensor | None
     pointer: Tensor
     kv: MemoryKV | None = None
+    mask: Tensor | None = None
+    key: Tensor | None = None
 
     @property
     def nbytes(self) -> int:
-        size = self.pointer.numel() * self.pointer.element_size()
-        if self.features is not None:
-            size += self.features.numel() * self.features.element_size()
+        tensors = [self.pointer, self.features, self.mask, self.key]
+        size = sum(t.numel() * t.element_size() for t in tensors if t is not None)
         if self.kv is not None:
             size += self.kv.nbytes
         return size
+
+    def forget_features(self) -> None:
+        """Drop what only a spatial memory read needs (the pointer stays)."""
+        self.features = self.kv = self.mask = self.key = None
 
 
 class ObjectMemory:
     """The memory of one object."""
 
-    def __init__(self, num_maskmem: int, max_pointers: int, max_prompted: int, max_selected_prompted: int) -> None:
+    def __init__(self, num_maskmem: int, max_pointers: int, max_prompted: int, max_selected_prompted: int,
+                 keep_recent: int = 0) -> None:
         if max_prompted < 1:
             raise ValueError(f"max_prompted must be >= 1, got {max_prompted}")
+        if keep_recent < 0:
+            raise ValueError(f"keep_recent must be >= 0, got {keep_recent}")
         self.num_maskmem = num_maskmem
         self.max_pointers = max_pointers
         self.max_prompted = max_prompted
         self.max_selected_prompted = max_selected_prompted
+        self.keep_recent = keep_recent
         self.prompted: dict[int, MemoryEntry] = {}
         self.recent: dict[int, MemoryEntry] = {}
 
@@ -73,51 +95,53 @@ class ObjectMemory:
         self._forget(entry.frame)
 
     def _forget(self, latest: int) -> None:
-        # The next frame is latest + 1: it reads features back to offset N - 1 and pointers to M - 1.
-        keep_features_from = latest + 1 - (self.num_maskmem - 1)
-        keep_pointers_from = latest + 1 - (self.max_pointers - 1)
+        # The next frame is latest + 1: it reads features back to offset N - 1 (or K) and
+        # pointers to M - 1 (or K).
+        keep_features_from = latest + 1 - max(self.num_maskmem - 1, self.keep_recent)
+        keep_pointers_from = latest + 1 - max(self.max_pointers - 1, self.keep_recent)
         for frame in list(self.recent):
             entry = self.recent[frame]
             if frame < keep_pointers_from:
                 del self.recent[frame]
             elif frame < keep_features_from and entry.features is not None:
-                entry.features = entry.kv = None
+                entry.forget_features()
 
     def copy(self) -> ObjectMemory:
         """An independent copy (tensors are shared: stored memories are never modified)."""
-        other = ObjectMemory(self.num_maskmem, self.max_pointers, self.max_prompted, self.max_selected_prompted)
+        other = ObjectMemory(self.num_maskmem, self.max_pointers, self.max_prompted, self.max_selected_prompted,
+                             self.keep_recent)
         other.prompted = {t: dataclasses.replace(e) for t, e in self.prompted.items()}
         other.recent = {t: dataclasses.replace(e) for t, e in self.recent.items()}
         return other
 
     def readout(self, frame: int) -> MemoryReadout:
         """The memories and pointers SAM 2 attends to on `frame`, in its order."""
-        selected, unselected = self._select_prompted(frame)
+        selected, unselected = self.select_prompted(frame)
         out = MemoryReadout()
         for entry in selected.values():
-            out.features.append(_features(entry))
-            out.tpos_slots.append(-1)
-            out.kv.append(entry.kv)
+            out.add_memory(_features(entry), -1, entry.kv, entry.mask)
         for offset in range(self.num_maskmem - 1, 0, -1):
             entry = self.recent.get(frame - offset) or unselected.get(frame - offset)
             if entry is not None and entry.features is not None:
-                out.features.append(entry.features)
-                out.tpos_slots.append(offset - 1)
-                out.kv.append(entry.kv)
+                out.add_memory(entry.features, offset - 1, entry.kv, entry.mask)
         for entry in self.prompted.values():
             if entry.frame <= frame:
-                out.pointers.append(entry.pointer)
-                out.pointer_offsets.append(frame - entry.frame)
+                out.add_pointer(entry.pointer, frame - entry.frame)
         for offset in range(1, self.max_pointers):
             if frame - offset < 0:
                 break
             entry = self.recent.get(frame - offset)
             if entry is not None:
-                out.pointers.append(entry.pointer)
-                out.pointer_offsets.append(offset)
+                out.add_pointer(entry.pointer, offset)
         return out
 
-    def _select_prompted(self, frame: int) -> tuple[dict[int, MemoryEntry], dict[int, MemoryEntry]]:
+    def recent_before(self, frame: int, since: int) -> list[MemoryEntry]:
+        """Unprompted entries of frames in [since, frame) that still hold a spatial memory, oldest
+        first (the candidates a method may select from; at most `keep_recent` of them exist)."""
+        return [self.recent[t] for t in sorted(self.recent)
+                if since <= t < frame and self.recent[t].features is not None]
+
+    def select_prompted(self, frame: int) -> tuple[dict[int, MemoryEntry], dict[int, MemoryEntry]]:
         """SAM 2's choice of prompted frames: the closest before and after, then the closest."""
         limit = self.max_selected_prompted
         if limit == -1 or len(self.prompted) <= limit:
@@ -148,21 +172,24 @@ class MemoryBank:
         max_pointers: M, object pointers attended to (prompted + M - 1 recent).
         max_prompted: prompted frames kept per object.
         max_selected_prompted: prompted frames attended to per frame (-1: all kept).
+        keep_recent: K, unprompted entries kept whole per object when a method reads further
+            back than N - 1 frames (0: only what SAM 2 reads).
     """
 
     def __init__(self, num_maskmem: int, max_pointers: int, max_prompted: int = 16,
-                 max_selected_prompted: int = -1) -> None:
+                 max_selected_prompted: int = -1, keep_recent: int = 0) -> None:
         self.num_maskmem = num_maskmem
         self.max_pointers = max_pointers
         self.max_prompted = max_prompted
         self.max_selected_prompted = max_selected_prompted
+        self.keep_recent = keep_recent
         self.objects: dict[int, ObjectMemory] = {}
 
     def object(self, obj_id: int) -> ObjectMemory:
         """The memory of `obj_id`, created empty on first use."""
         if obj_id not in self.objects:
             self.objects[obj_id] = ObjectMemory(self.num_maskmem, self.max_pointers, self.max_prompted,
-                                                self.max_selected_prompted)
+                                                self.max_selected_prompted, self.keep_recent)
         return self.objects[obj_id]
 
     def has_memory(self, obj_id: int) -> bool:
@@ -172,7 +199,8 @@ class MemoryBank:
 
     def copy(self) -> MemoryBank:
         """An independent copy of the bank (see `ObjectMemory.copy`)."""
-        other = MemoryBank(self.num_maskmem, self.max_pointers, self.max_prompted, self.max_selected_prompted)
+        other = MemoryBank(self.num_maskmem, self.max_pointers, self.max_prompted, self.max_selected_prompted,
+                           self.keep_recent)
         other.objects = {o: m.copy() for o, m in self.objects.items()}
         return other
 

@@ -104,6 +104,8 @@ class Session:
             (M = `max_object_pointers_in_encoder`, 16), so a video shorter than 16 frames is
             tracked differently from a stream; give its length to get the official masks.
             None (a stream): M - 1, what the official code does for 16 frames or more.
+        seed: seed of the random numbers a method's memory selection may draw
+            (`MethodHooks.select_memories`); the same seed gives the same masks.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class Session:
         grad: bool = False,
         kv_cache: bool = True,
         num_frames: int | None = None,
+        seed: int = 0,
     ) -> None:
         self.model = model
         self.hooks = hooks if hooks is not None else MethodHooks()
@@ -125,9 +128,11 @@ class Session:
         self.num_frames = num_frames
         self.device = model.no_memory_embedding.device
         self.bank = MemoryBank(model.num_maskmem, model.max_object_pointers, max_prompted_frames,
-                               int(model.config.max_cond_frame_num))
+                               int(model.config.max_cond_frame_num), self.hooks.keep_recent)
+        self.generator = torch.Generator().manual_seed(int(seed))
         self._pending: dict[int, dict[int, list[Prompt]]] = {}
         self._next = 0
+        self._history: list[Tensor] = []  # model inputs [3, S, S] of the last pixel_window - 1 frames
         with torch.inference_mode(not grad):
             self._memory_pos = memory_position_encoding(model)
             self._rope = memory_rope(model)
@@ -173,6 +178,8 @@ class Session:
         """
         other = copy.copy(self)
         other.bank = self.bank.copy()
+        other.generator = torch.Generator().set_state(self.generator.get_state())
+        other._history = list(self._history)
         other._pending = {t: {o: list(p) for o, p in objs.items()} for t, objs in self._pending.items()}
         return other
 
@@ -198,11 +205,26 @@ class Session:
             pixels = torch.cat([self.hooks.preprocess.pixels(t[None], self.model.image_size) for t in tensors])
             hook = self.hooks.encode_stage if self.hooks.has_stage_hook() else None
             features = self.model.encode_images(pixels, hook)
+            if self.hooks.has_output_hook():
+                features = self.hooks.encode_output(self._pixel_window(pixels), features)
             results = []
             for i, frame in enumerate(tensors):
                 results.append(self._track(self._next, features.frame(i), frame.shape[0], frame.shape[1]))
                 self._next += 1
         return results
+
+    def _pixel_window(self, pixels: Tensor) -> Tensor | None:
+        """[T, n, 3, S, S] windows of the clip's frames (see `MethodHooks.encode_output`), and the
+        history advanced past the clip."""
+        n = self.hooks.pixel_window
+        if n <= 0:
+            return None
+        windows = []
+        for frame in pixels:
+            past = self._history[-(n - 1):] if n > 1 else []
+            windows.append(torch.stack([*past, *[frame] * (n - len(past))]))
+            self._history = [*past, frame][-(n - 1):] if n > 1 else []
+        return torch.stack(windows)
 
     def _check_frame(self, frame: np.ndarray | Tensor, index: int) -> Tensor:
         shape = tuple(frame.shape)
@@ -222,7 +244,8 @@ class Session:
         for obj_id in list(dict.fromkeys([*self.object_ids, *prompts])):
             prompt = prompts.get(obj_id, _FramePrompt())
             if prompt.mask is not None:
-                outputs[obj_id] = mask_as_output(model, features.high_res, features.embed, prompt.mask)
+                extra = self.hooks.prompt_tokens(t, obj_id, features, features.embed, None, False)
+                outputs[obj_id] = mask_as_output(model, features.high_res, features.embed, prompt.mask, extra)
             else:
                 outputs[obj_id] = self._decode(t, obj_id, features, prompt.points)
         given = {o for o, p in prompts.items() if p.points is not None or p.mask is not None}
@@ -239,16 +262,17 @@ class Session:
     def _decode(self, t: int, obj_id: int, features: ImageFeatures, points: PointPrompt | None) -> DecoderOutput:
         model = self.model
         conditioning = points is not None or not self.bank.has_memory(obj_id)
+        readout = None
         if conditioning:
             embed = features.embed + model.no_memory_embedding.view(1, -1, 1, 1)
         else:
-            readout = self.bank.object(obj_id).readout(t)
-            if self.num_frames is not None:  # the official predictor's span for a short video
+            readout = self.hooks.select_memories(t, obj_id, self.bank.object(obj_id), features, self.generator)
+            if readout.pointer_span is None and self.num_frames is not None:
+                # the official predictor's span for a short video
                 readout.pointer_span = min(self.num_frames, self.model.max_object_pointers) - 1
-            readout = self.hooks.select_memories(t, obj_id, readout)
             embed = condition_on_memory(model, features.embed, features.pos, readout, self._memory_pos,
                                         self._rope if self.kv_cache else None)
-        extra = self.hooks.prompt_tokens(t, obj_id, features, embed)
+        extra = self.hooks.prompt_tokens(t, obj_id, features, embed, readout, points is not None)
         sparse, dense = embed_prompts(model.prompt_encoder, 1, points=points, extra=extra)
         multimask = self._multimask(conditioning, points) if self.hooks.multimask is None else self.hooks.multimask
         return decode_masks(model, features.high_res, embed, sparse, dense, multimask,
@@ -269,9 +293,13 @@ class Session:
         flags = torch.tensor([binarize[o] and not self.grad for o in ids], device=self.device)
         embed = features.embed.expand(len(ids), -1, -1, -1)
         memories = encode_memory(self.model, embed, masks, scores, flags, self.memory_dtype)
+        key = features.embed[0] if self.hooks.store_keys else None
         for i, obj_id in enumerate(ids):
             kv = memory_kv(self.model, memories[i], self._memory_pos, self._rope) if self.kv_cache else None
-            entry = MemoryEntry(t, memories[i], outputs[obj_id].pointer[0], kv)
+            mask = None
+            if self.hooks.store_masks:
+                mask = fill_holes(outputs[obj_id].low_res.float(), self.hooks.fill_holes)[0, 0].to(self.memory_dtype)
+            entry = MemoryEntry(t, memories[i], outputs[obj_id].pointer[0], kv, mask, key)
             self.bank.object(obj_id).add(entry, prompted[obj_id])
 
     def _frame_prompt(self, prompts: list[Prompt], height: int, width: int) -> _FramePrompt:

@@ -49,6 +49,7 @@ from refseg.prompts import Box, Points, Prompt
 from refseg.sam.checkpoint import config_for_official, convert_official_state_dict
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput
+from refseg.sam.memory import MemoryReadout
 from refseg.sam.model import Sam2
 from refseg.sam.preprocess import SAM1, SAM2, SAM2_VIDEO, Preprocess
 from refseg.sam.sam1 import Sam1, convert_official_sam1, sam1_config
@@ -425,7 +426,8 @@ class EvfHooks(MethodHooks):
         self.fill_holes = int(fill_holes)
         self.binarize_text_memory = binarize_text_memory
 
-    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor | None:
+    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor,
+                      readout: MemoryReadout | None = None, has_points: bool = False) -> Tensor | None:
         return self.tokens.get(obj_id)
 
     def memory_mask(self, frame: int, obj_id: int, features: ImageFeatures, output: DecoderOutput) -> Tensor:

@@ -14,7 +14,7 @@ vision encoder exactly (same modules, same operations, same order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from torch import Tensor
@@ -42,18 +42,22 @@ class ImageFeatures:
               `conv_s0` / `conv_s1` (as SAM 2 precomputes them once per frame).
     embed:    [T, C, h, w], the lowest-resolution image embedding (C = 256, h = w = S/16).
     pos:      [T, C, h, w], its sine positional encoding.
+    trunk:    the trunk's stage outputs before the neck, each [T, C_s, h_s, w_s] (Hiera: strides
+              4, 8, 16, 32), for methods that read the trunk (`MethodHooks.encode_output`).
     """
 
     high_res: list[Tensor]
     embed: Tensor
     pos: Tensor
+    trunk: list[Tensor] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.embed.shape[0]
 
     def frame(self, t: int) -> ImageFeatures:
         """Features of frame `t` alone (T = 1)."""
-        return ImageFeatures([h[t : t + 1] for h in self.high_res], self.embed[t : t + 1], self.pos[t : t + 1])
+        return ImageFeatures([h[t : t + 1] for h in self.high_res], self.embed[t : t + 1], self.pos[t : t + 1],
+                             [s[t : t + 1] for s in self.trunk])
 
 
 def stage_blocks(vision: Sam2VisionModel) -> list[range]:
@@ -98,7 +102,8 @@ def encode_images(
     fpn = list(fpn[-levels:][::-1])  # high -> low resolution
     fpn_pos = list(fpn_pos[-levels:][::-1])
     high_res = [mask_decoder.conv_s0(fpn[0]), mask_decoder.conv_s1(fpn[1])]
-    return ImageFeatures(high_res=high_res, embed=fpn[-1], pos=fpn_pos[-1])
+    trunk_maps = [s.permute(0, 3, 1, 2) for s in stage_outputs]
+    return ImageFeatures(high_res=high_res, embed=fpn[-1], pos=fpn_pos[-1], trunk=trunk_maps)
 
 
 def normalise_frames(frames: Tensor, image_size: int) -> Tensor:

@@ -111,7 +111,8 @@ def present_or_no_object(model: Sam2, pointer: Tensor, present: Tensor) -> Tenso
     return weight * pointer + (1 - weight) * model.no_object_pointer
 
 
-def mask_as_output(model: Sam2, high_res_features: list[Tensor], embed: Tensor, mask: Tensor) -> DecoderOutput:
+def mask_as_output(model: Sam2, high_res_features: list[Tensor], embed: Tensor, mask: Tensor,
+                   extra: Tensor | None = None) -> DecoderOutput:
     """Use a given binary mask as the frame's output, as SAM 2 does for mask prompts.
 
     The mask becomes logits (+10 inside, -10 outside); the SAM head is still run on the mask,
@@ -120,12 +121,13 @@ def mask_as_output(model: Sam2, high_res_features: list[Tensor], embed: Tensor, 
     Args:
         high_res_features, embed: as in `decode_masks` (embed without memory conditioning).
         mask: [B, 1, S, S] float in {0, 1} at the model input size.
+        extra: [B, N, C] a method's sparse tokens for that decoder call (`embed_prompts`), or None.
     """
     mask = mask.to(embed.dtype)
     high_res = mask * MASK_OUT_SCALE + MASK_OUT_BIAS
     low_res = F.interpolate(high_res.float(), size=model.prompt_encoder.mask_input_size, mode="bilinear",
                             align_corners=False, antialias=True).to(embed.dtype)
-    sparse, dense = embed_prompts(model.prompt_encoder, embed.shape[0], mask=model.mask_downsample(mask))
+    sparse, dense = embed_prompts(model.prompt_encoder, embed.shape[0], mask=model.mask_downsample(mask), extra=extra)
     pointer = decode_masks(model, high_res_features, embed, sparse, dense, multimask=True).pointer
     present = mask.flatten(1).gt(0).any(dim=1, keepdim=True)
     object_score = MASK_OUT_SCALE * present.to(embed.dtype) + MASK_OUT_BIAS

@@ -54,23 +54,43 @@ class MemoryReadout:
     """What one object attends to on one frame, in attention order.
 
     features:   spatial memories, each [h*w, D] (D = 64), in the bank's storage dtype.
-    tpos_slots: per spatial memory, its slot in the learned temporal encoding
-                (distance - 1 for recent frames, -1 for prompted frames).
+    tpos_slots: per spatial memory, its slot in the learned temporal encoding: SAM 2 uses
+                distance - 1 for recent frames and -1 (the last slot) for prompted frames; a
+                method may assign slots otherwise (SAM-I2V: by rank among the selected frames).
+    masks:      per spatial memory, the [4h, 4w] mask logits its frame was segmented with, where
+                the bank keeps them (`MemoryEntry.mask`), else None.
+    kv:         per spatial memory, its cached keys and values (None where not cached).
     pointers:   object pointers, each [C] (C = 256).
-    pointer_offsets: per pointer, its frame distance from the current frame.
+    pointer_offsets: per pointer, its frame distance from the current frame (or a method's
+                pseudo-distance).
     pointer_span: the distance that normalises pointer offsets before their sine encoding:
                 M - 1 (M = `max_object_pointers_in_encoder`), or one less than the video's
                 length when a video of known length is shorter than M (the official predictor's
-                rule); None: M - 1.
-    kv:         per spatial memory, its cached keys and values (None where not cached).
+                rule), or a method's own; None: M - 1.
+    temporal:   whether spatial memories get their temporal encoding (False: position only).
     """
 
     features: list[Tensor] = field(default_factory=list)
     tpos_slots: list[int] = field(default_factory=list)
+    masks: list[Tensor | None] = field(default_factory=list)
+    kv: list[MemoryKV | None] = field(default_factory=list)
     pointers: list[Tensor] = field(default_factory=list)
     pointer_offsets: list[int] = field(default_factory=list)
     pointer_span: int | None = None
-    kv: list[MemoryKV | None] = field(default_factory=list)
+    temporal: bool = True
+
+    def add_memory(self, features: Tensor, slot: int, kv: MemoryKV | None = None,
+                   mask: Tensor | None = None) -> None:
+        """Append one spatial memory [h*w, D] with its temporal slot."""
+        self.features.append(features)
+        self.tpos_slots.append(slot)
+        self.kv.append(kv)
+        self.masks.append(mask)
+
+    def add_pointer(self, pointer: Tensor, offset: int) -> None:
+        """Append one object pointer [C] at frame distance `offset`."""
+        self.pointers.append(pointer)
+        self.pointer_offsets.append(offset)
 
 
 def encode_memory(
@@ -129,6 +149,34 @@ def pointer_position_encoding(model: Sam2, offsets: list[int], dtype: torch.dtyp
     return model.temporal_positional_encoding_projection_layer(sine)
 
 
+def memory_tokens(model: Sam2, readout: MemoryReadout, memory_pos: Tensor,
+                  dtype: torch.dtype) -> tuple[Tensor, Tensor, int]:
+    """The memory sequence one object attends to, as the memory attention reads it.
+
+    Returns:
+        memory: [M, D], the spatial memories' h*w tokens each, then the pointers split into
+            C/D tokens each (M = m*h*w + P*C/D).
+        memory_pe: [M, D], their position encodings (spatial + temporal slot; pointer temporal).
+        num_pointer_tokens: P*C/D, the trailing tokens that get no RoPE.
+    """
+    tpos = model.memory_temporal_positional_encoding  # [N, 1, 1, D]
+    memories = [f.to(dtype) for f in readout.features]
+    if readout.temporal:
+        memory_pe = [memory_pos + tpos[slot, 0] for slot in readout.tpos_slots]
+    else:
+        memory_pe = [memory_pos for _ in readout.tpos_slots]
+    num_pointer_tokens = 0
+    if readout.pointers:
+        dim = model.config.memory_encoder_output_channels
+        pointers = torch.stack(readout.pointers).to(dtype)  # [P, C]
+        pointer_pe = pointer_position_encoding(model, readout.pointer_offsets, dtype, readout.pointer_span)  # [P, D]
+        splits = pointers.shape[1] // dim
+        memories.append(pointers.reshape(-1, dim))  # [P * C/D, D]
+        memory_pe.append(pointer_pe.repeat_interleave(splits, dim=0))
+        num_pointer_tokens = pointers.shape[0] * splits
+    return torch.cat(memories), torch.cat(memory_pe), num_pointer_tokens
+
+
 def condition_on_memory(model: Sam2, embed: Tensor, pos: Tensor, readout: MemoryReadout,
                         memory_pos: Tensor, rope: Rope | None = None) -> Tensor:
     """Memory attention for one object on one frame.
@@ -146,26 +194,12 @@ def condition_on_memory(model: Sam2, embed: Tensor, pos: Tensor, readout: Memory
     if rope is not None and readout.kv and all(kv is not None for kv in readout.kv):
         return _attend_cached(model, embed, pos, readout, rope)
     _, channels, h, w = embed.shape
-    dtype = embed.dtype
-    tpos = model.memory_temporal_positional_encoding  # [N, 1, 1, D]
-    memories = [f.to(dtype) for f in readout.features]
-    memory_pe = [memory_pos + tpos[slot, 0] for slot in readout.tpos_slots]
-    num_pointer_tokens = 0
-    if readout.pointers:
-        dim = model.config.memory_encoder_output_channels
-        pointers = torch.stack(readout.pointers).to(dtype)  # [P, C]
-        pointer_pe = pointer_position_encoding(model, readout.pointer_offsets, dtype, readout.pointer_span)  # [P, D]
-        splits = channels // dim
-        memories.append(pointers.reshape(-1, dim))  # [P * C/D, D]
-        memory_pe.append(pointer_pe.repeat_interleave(splits, dim=0))
-        num_pointer_tokens = pointers.shape[0] * splits
-    memory = torch.cat(memories)[:, None]  # [M, 1, D]
-    memory_pe = torch.cat(memory_pe)[:, None]
+    memory, memory_pe, num_pointer_tokens = memory_tokens(model, readout, memory_pos, embed.dtype)
     out = model.memory_attention(
         current_vision_features=embed.flatten(2).permute(2, 0, 1),
         current_vision_position_embeddings=pos.flatten(2).permute(2, 0, 1),
-        memory=memory,
-        memory_posision_embeddings=memory_pe,
+        memory=memory[:, None],
+        memory_posision_embeddings=memory_pe[:, None],
         num_object_pointer_tokens=num_pointer_tokens,
     )  # [1, 1, h*w, C]
     return out.reshape(h * w, channels).transpose(0, 1).reshape(1, channels, h, w)
@@ -205,6 +239,8 @@ def _attend_cached(model: Sam2, embed: Tensor, pos: Tensor, readout: MemoryReado
     _, channels, h, w = embed.shape
     attention = model.memory_attention
     tpos = model.memory_temporal_positional_encoding[:, 0, 0]  # [N, D]
+    if not readout.temporal:
+        tpos = torch.zeros_like(tpos)
     x = (embed + 0.1 * pos).flatten(2).transpose(1, 2)[:, None]  # [1, 1, h*w, C]
     pointers = pointer_pe = None
     if readout.pointers:

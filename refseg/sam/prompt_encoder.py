@@ -55,8 +55,8 @@ def embed_prompts(
         mask: [B, 1, 4h, 4w] mask logits used as a dense prompt (resized if another size), or None.
         extra: [B, N, C] sparse embeddings from another modality, or None.
     Returns:
-        sparse: [B, 1, K, C] tokens; with neither points nor extra embeddings this is the single
-                "not a point" token SAM 2 uses on tracking frames.
+        sparse: [B, 1, K, C] tokens; with neither points nor extra embeddings these are the two
+                "not a point" tokens SAM 2 uses on tracking frames.
         dense:  [B, C, h, w].
     """
     coords: Tensor | None = None

@@ -37,6 +37,7 @@ from refseg.methods.samwise.prompt import TextPrompt, verb_token_mask
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
 from refseg.sam.checkpoint import load_sam2
+from refseg.sam.memory import MemoryReadout
 from refseg.sam.model import Sam2
 from refseg.sam.preprocess import SAM2, Preprocess
 from refseg.sam.prompt_encoder import embed_prompts
@@ -234,7 +235,8 @@ class SamwiseHooks(MethodHooks):
         self._done = layer
 
     # step 3 ---------------------------------------------------------------------------------------
-    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor) -> Tensor:
+    def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor,
+                      readout: MemoryReadout | None = None, has_points: bool = False) -> Tensor:
         """[1, 3, C]: SAM 2's two "not a point" tokens, then rho (the released model's layout)."""
         nap = self.model.sam.prompt_encoder.not_a_point_embed.weight[None].to(self.rho.dtype)  # [1, 1, C]
         return torch.cat([nap, nap, self.rho], dim=1)
