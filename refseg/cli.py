@@ -83,13 +83,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     prompts = [build_prompt(kind, value) for kind, value in args.prompts]
     if not prompts:
         raise ValueError("segment: give at least one --text, --points, --box or --mask")
-    if args.sam2 is None:
+    if args.method == "sam2" and args.sam2 is None:
         raise ValueError("segment: clicks, boxes and masks need --sam2 (a SAM 2 model directory or .pt file)")
+    if args.method == "sam-i2v" and args.model == "default":
+        raise ValueError("segment: --method sam-i2v needs --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
     _check_device(args.device)
     stream = frames(args.input)
     first = next(stream)  # an unreadable input fails here, before anything is loaded or written
-    model = load_sam2(args.sam2).to(args.device)
-    session = Session(model)
+    session = _click_session(args.method, args.sam2, args.model, args.device)
     for obj_id, prompt in enumerate(prompts, start=1):
         session.add_prompt(obj_id, prompt, frame=args.frame)
     out = Path(args.out)
@@ -103,6 +104,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _click_session(method: str, sam2: str | None, model: str, device: str) -> Session:
+    """A session for clicks, boxes and masks: plain SAM 2 (`sam2`) or SAM-I2V (`model`)."""
+    if method == "sam-i2v":
+        from refseg.models import load
+
+        return load("sam-i2v", model, device=device).session()  # type: ignore[union-attr]
+    return Session(load_sam2(sam2).to(device))
+
+
 def _check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
@@ -112,6 +122,7 @@ def _segment_text(args: argparse.Namespace) -> int:
     """Text prompts: one object per --text, tracked by the text model (SAMWISE in clips, or
     EVF-SAM from the prompted frame)."""
     from refseg.methods.evf_sam import EvfSam, semantic
+    from refseg.methods.sam_i2v import SamI2V
     from refseg.models import load
 
     texts = [t.strip() for t in args.text]
@@ -121,6 +132,8 @@ def _segment_text(args: argparse.Namespace) -> int:
     stream = frames(args.input)
     first = next(stream)
     model = load(args.model, device=args.device, tokenizer=args.tokenizer)
+    if isinstance(model, SamI2V):
+        raise ValueError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks, not --text")
     if args.semantic:
         if not isinstance(model, EvfSam):
             raise ValueError("--semantic: only EVF-SAM models take semantic / part-level prompts")
@@ -224,11 +237,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not gt.is_dir():
         raise InputError(f"{gt}: no such ground-truth folder")
     if args.protocol == "pvs":
-        if not args.sam2:
-            raise ValueError("--protocol pvs runs the model: give --sam2")
-        model = load_sam2(args.sam2).to(args.device)
-        result = interactive.evaluate_pvs(gt, lambda: Session(model), mode=args.mode, split=args.split,
-                                          max_frames=args.max_frames, clicks=args.clicks)
+        if args.method == "sam2" and not args.sam2:
+            raise ValueError("--protocol pvs runs the model: give --sam2 (or --method sam-i2v --model ...)")
+        if args.method == "sam-i2v" and not args.model:
+            raise ValueError("--method sam-i2v: give --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
+        _check_device(args.device)
+        template = _click_session(args.method, args.sam2, args.model, args.device)
+        result = interactive.evaluate_pvs(gt, lambda: Session(template.model, template.hooks, seed=args.seed),
+                                          mode=args.mode, split=args.split, max_frames=args.max_frames,
+                                          clicks=args.clicks)
     else:
         if not args.pred or not Path(args.pred).is_dir():
             raise InputError(f"{args.pred}: no such prediction folder")
@@ -277,9 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="EVF-SAM: each --text is a category; ask for its semantic / part-level mask")
     seg.add_argument("--model", default="default",
                      help="text model: default (embedded), a model folder (refseg's, or a published EVF-SAM checkpoint) "
-                          "or an official SAMWISE .pth file")
+                          "or an official SAMWISE .pth file; with --method sam-i2v: a SAM-I2V folder or published .pt file")
     seg.add_argument("--tokenizer", default="roberta-base",
                      help="RoBERTa tokenizer folder of an official SAMWISE .pth (default: the hub's roberta-base)")
+    seg.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v"],
+                     help="for clicks, boxes and masks: plain SAM 2 (--sam2) or SAM-I2V (--model)")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
     seg.add_argument("--box", action=_AddPrompt, help="box of one object: X0,Y0,X1,Y1")
@@ -300,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--clicks", type=int, choices=(1, 3, 5),
                     help="pvs offline/online: clicks per interacted frame (default 3)")
     ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file or hub id")
+    ev.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v"], help="pvs: the model's method")
+    ev.add_argument("--model", help="pvs with --method sam-i2v: a SAM-I2V folder or published .pt file")
+    ev.add_argument("--seed", type=int, default=0, help="pvs: seed of a method's memory sampling (SAM-I2V)")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ev.set_defaults(func=cmd_eval)
     pr = sub.add_parser("predict", help="run a text model over a dataset's expressions (submission layout)")

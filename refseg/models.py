@@ -10,13 +10,16 @@ import torch
 from safetensors import safe_open
 
 from refseg.methods.evf_sam import EvfSam
+from refseg.methods.sam_i2v import SamI2V
+from refseg.methods.sam_i2v.checkpoint import load_official_sam_i2v
 from refseg.methods.samwise import Samwise
 from refseg.methods.samwise.checkpoint import load_official_samwise
 
 WEIGHTS = Path(__file__).parent / "weights"
 NAMES = {"default": "samwise_synth", "samwise": "samwise_synth", "evf-sam": "evf_synth"}
 TRAINED_BY = {"samwise_synth": "configs/samwise_synth.yaml", "evf_synth": "configs/evf_synth.yaml"}
-KINDS = {"samwise": Samwise, "evf": EvfSam}
+KINDS = {"samwise": Samwise, "evf": EvfSam, "sam_i2v": SamI2V}
+Model = Samwise | EvfSam | SamI2V
 
 
 def ships(name: str) -> bool:
@@ -38,8 +41,9 @@ def _official_evf(path: Path) -> bool:
 
 
 def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str] | None = None,
-         device: str | torch.device = "cpu", tokenizer: str | os.PathLike[str] = "roberta-base") -> Samwise | EvfSam:
-    """A text-prompted model ready to `.stream(texts)` (push frames, get `FrameResult`s).
+         device: str | torch.device = "cpu", tokenizer: str | os.PathLike[str] = "roberta-base") -> Model:
+    """A text-prompted model ready to `.stream(texts)` (push frames, get `FrameResult`s), or
+    SAM-I2V, click-prompted (`.session()`, then `add_prompt` and `push`).
 
     name: "default" / "samwise" (SAMWISE on the SynthRef SAM 2 and MiniLM) or "evf-sam", from
         refseg/weights/ when this installation ships them; or a folder written by
@@ -49,8 +53,12 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
         An official SAMWISE checkpoint file (`.pth`) loads with its RoBERTa `tokenizer` (a
         local folder; "roberta-base" needs the hub).
     source: with "evf-sam", a folder to load instead: a refseg EVF-SAM folder or a published
-        EVF-SAM / EVF-SAM2 checkpoint folder (`EvfSam.from_official`).
+        EVF-SAM / EVF-SAM2 checkpoint folder (`EvfSam.from_official`). With "sam-i2v" (which
+        ships no weights), required: a refseg SAM-I2V folder or a published SAM-I2V `.pt` file
+        (`load_official_sam_i2v`).
     """
+    if str(name) == "sam-i2v":
+        return _load_sam_i2v(source).to(device)
     if source is not None:
         if str(name) != "evf-sam":
             raise ValueError(f"model {name!r}: a source folder is taken with 'evf-sam' only; pass the folder as the name")
@@ -73,7 +81,21 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
     return _load_folder(path).to(device)
 
 
-def _load_folder(path: Path) -> Samwise | EvfSam:
+def _load_sam_i2v(source: str | os.PathLike[str] | None) -> SamI2V:
+    if source is None:
+        raise ValueError("sam-i2v: give the model: a SAM-I2V folder or a published SAM-I2V .pt file")
+    path = Path(source)
+    if path.is_file() and path.suffix in (".pt", ".pth"):
+        return load_official_sam_i2v(path)
+    if not path.is_dir():
+        raise ValueError(f"sam-i2v: no such model folder or .pt file: {path}")
+    model = _load_folder(path)
+    if not isinstance(model, SamI2V):
+        raise ValueError(f"sam-i2v: {path} holds a {type(model).__name__} model, not SAM-I2V")
+    return model
+
+
+def _load_folder(path: Path) -> Model:
     """The model in folder `path`: a refseg folder (its kind read from config.json) or a
     published EVF-SAM / EVF-SAM2 checkpoint."""
     meta_file = path / "config.json"

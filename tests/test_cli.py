@@ -216,3 +216,48 @@ def test_predict_writes_the_submission_layout_that_eval_scores(samwise_dir, tmp_
     assert main(["eval", "--protocol", "mevis", "--gt", str(data), "--pred", str(pred),
                  "--out", str(tmp_path / "r.json")]) == 0
     assert "J&F" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def sam_i2v_dir(tmp_path_factory):
+    from refseg.methods.sam_i2v import SamI2VConfig, upgrade
+
+    path = tmp_path_factory.mktemp("sam_i2v")
+    upgrade(random_sam2(0), SamI2VConfig(tapped_dims=(64, 128, 256), temporal_dim=16), memory_layers=1).save_pretrained(path)
+    return path
+
+
+def test_segment_and_eval_with_sam_i2v(sam_i2v_dir, video, tmp_path, capsys):
+    from PIL import Image
+
+    from refseg.data.formats.davis import write_index_png
+    from refseg.models import load
+
+    out = tmp_path / "out"
+    code = main(["segment", str(video), "--method", "sam-i2v", "--model", str(sam_i2v_dir), "--points", "20,48",
+                 "--out", str(out)])
+    assert code == 0
+    pngs = sorted((out / "masks" / "1").glob("*.png"))
+    assert len(pngs) == 8
+    session = load("sam-i2v", sam_i2v_dir).session()
+    session.add_prompt(1, Points([[20, 48]]))
+    for t, frame in enumerate(frames(video)):
+        assert np.array_equal(read_mask_png(pngs[t]), session.push(frame).objects[1].mask), t
+    # pvs through the same model, and the errors of a missing model
+    scene = moving_shapes(5)
+    gt = tmp_path / "davis"
+    for t in range(5):
+        folder = gt / "JPEGImages" / "480p" / "shapes"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(scene.frames[t]).save(folder / f"{t:05d}.jpg", quality=95)
+        write_index_png(gt / "Annotations" / "480p" / "shapes" / f"{t:05d}.png", scene.masks[1][t] * 1)
+    report = tmp_path / "pvs.json"
+    code = main(["eval", "--protocol", "pvs", "--gt", str(gt), "--split", "all", "--method", "sam-i2v", "--model",
+                 str(sam_i2v_dir), "--mode", "online", "--clicks", "1", "--max-frames", "2", "--out", str(report)])
+    assert code == 0 and report.is_file()
+    code = main(["segment", str(video), "--method", "sam-i2v", "--points", "20,48", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--method sam-i2v needs --model" in capsys.readouterr().err
+    code = main(["segment", str(video), "--method", "sam-i2v", "--model", str(tmp_path / "none"), "--points", "1,1",
+                 "--out", str(tmp_path / "x")])
+    assert code == 2 and "no such model folder" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -71,9 +71,9 @@ def test_memory_bank_is_bounded_with_a_longer_window(tiny_model):
         if t >= 30:
             sizes.append((session.bank.num_entries, session.bank.nbytes))
     # per object: 1 prompted entry + the last K = 20, all whole: pointer (float32), bf16 features,
-    # cached float32 keys and values, the bf16 32 x 32 low-res mask and the float32 key
+    # cached float32 keys and values, the float32 32 x 32 low-res mask and the float32 key
     # embedding [256, 8, 8] (one tensor per frame, counted once per object that holds it)
-    per_entry = 256 * 4 + 64 * 64 * 2 + 2 * 2 * 64 * 256 * 4 + 32 * 32 * 2 + 256 * 64 * 4
+    per_entry = 256 * 4 + 64 * 64 * 2 + 2 * 2 * 64 * 256 * 4 + 32 * 32 * 4 + 256 * 64 * 4
     assert sizes[-1] == (42, 2 * 21 * per_entry)
     assert len(set(sizes)) == 1
     memory = session.bank.object(1)

@@ -367,3 +367,37 @@ def test_beit3_pretraining_trains_the_encoder_that_evf_sam_then_starts_from(tmp_
                                         encoder_weights=str(out / "final")))
     with pytest.raises(ValueError, match="no such BEiT-3 folder or checkpoint file"):
         EvfSam(random_sam2(), EvfConfig(beit3=sizes, text_embeddings=None, encoder_weights=str(tmp_path / "none")))
+
+
+def test_sam_i2v_task_trains_its_modules_and_resumes_bit_exactly(tmp_path):
+    import shutil
+
+    from refseg.methods.sam_i2v import SamI2V
+
+    changes = dict(task="sam_i2v", freeze=["sam.vision_encoder"], model={"sam2": "tiny-test", "image_size": 128,
+                   "memory_layers": 1}, sam_i2v={"temporal_dim": 16}, loss={"structure": 20.0, "iou": 1.0, "object": 1.0},
+                   prompts={"mask": 0.5, "click": 0.25, "box": 0.25, "corrective_prob": 0.5, "still": 0.5})
+    straight = tmp_path / "straight"
+    done = run(["-m", "refseg", "train", str(write_config(tmp_path / "a.yaml", straight, **changes))])
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert all("structure" in r and "iou" in r and "object" in r for r in records)
+    first = load_file(str(straight / "checkpoints" / "step_0000001" / "model.safetensors"))
+    last = weights(straight)
+    assert all(torch.equal(first[k], last[k]) for k in last if k.startswith("sam.vision_encoder."))
+    for prefix in ("tfi.", "mpg.", "sam.memory_attention.", "sam.memory_encoder."):
+        assert any(not torch.equal(first[k], last[k]) for k in last if k.startswith(prefix)), prefix
+    model = SamI2V.from_pretrained(straight / "final")
+    assert model.config.tapped_dims == (64, 128, 256) and model.sam.config.memory_attention_num_layers == 1
+    # a run stopped after its step-2 checkpoint and resumed computes the same steps
+    stopped = tmp_path / "stopped"
+    shutil.copytree(straight, stopped)
+    shutil.rmtree(stopped / "final")
+    for step in (3, 4):
+        shutil.rmtree(stopped / "checkpoints" / f"step_{step:07d}")
+    config = write_config(tmp_path / "b.yaml", stopped, **changes)
+    resumed = run(["-m", "refseg", "train", str(config), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert losses(stopped) == losses(straight)
+    a, b = weights(straight), weights(stopped)
+    assert all(torch.equal(a[k], b[k]) for k in a)

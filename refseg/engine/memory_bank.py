@@ -33,8 +33,8 @@ class MemoryEntry:
     features: [h*w, D] spatial memory (None once too old to be read).
     pointer:  [C] object pointer.
     kv:       the spatial memory's cached attention keys and values, or None.
-    mask:     [4h, 4w] mask logits the frame was segmented with (after presence gating and hole
-              filling), kept when the method reads them (`MethodHooks.store_masks`).
+    mask:     [4h, 4w] float32 mask logits the frame was segmented with (after presence gating
+              and hole filling), kept when the method reads them (`MethodHooks.store_masks`).
     key:      [C, h, w] the frame's image embedding, kept when the method compares frames by it
               (`MethodHooks.store_keys`; one tensor shared by all objects of the frame).
     """

@@ -298,7 +298,8 @@ class Session:
             kv = memory_kv(self.model, memories[i], self._memory_pos, self._rope) if self.kv_cache else None
             mask = None
             if self.hooks.store_masks:
-                mask = fill_holes(outputs[obj_id].low_res.float(), self.hooks.fill_holes)[0, 0].to(self.memory_dtype)
+                # float32 whatever the memory's dtype: methods threshold these logits near 0
+                mask = fill_holes(outputs[obj_id].low_res.float(), self.hooks.fill_holes)[0, 0]
             entry = MemoryEntry(t, memories[i], outputs[obj_id].pointer[0], kv, mask, key)
             self.bank.object(obj_id).add(entry, prompted[obj_id])
 

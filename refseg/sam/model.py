@@ -47,6 +47,13 @@ class Sam2(nn.Module):
         self.memory_temporal_positional_encoding = parts.memory_temporal_positional_encoding
         self.no_object_pointer = parts.no_object_pointer
         self.occlusion_spatial_embedding_parameter = parts.occlusion_spatial_embedding_parameter
+        width = config.memory_encoder_output_channels
+        for layer in self.memory_attention.layers:
+            attn = layer.cross_attn_image
+            if attn.k_proj.in_features != width:  # `transformers` builds them for 64-wide memories only
+                attn.k_proj = nn.Linear(width, attn.internal_dim)
+                attn.v_proj = nn.Linear(width, attn.internal_dim)
+                attn.kv_in_dim = width
         if fresh:
             self.init_like_sam2()
 

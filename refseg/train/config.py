@@ -14,6 +14,7 @@ import yaml
 
 from refseg.io.atomic import atomic_file
 from refseg.methods.evf_sam import EvfConfig
+from refseg.methods.sam_i2v.config import SamI2VConfig
 from refseg.methods.samwise.model import SamwiseConfig
 
 
@@ -33,6 +34,7 @@ class ModelConfig:
     local_memory_readout: bool = False
     init: str | None = None
     sam1: str | None = None  # EVF-SAM only: a SAM (v1) backbone (SamModel folder or official .pth) instead
+    memory_layers: int = 4  # sam_i2v: memory-attention layers of the upgraded image SAM
 
 
 @dataclass
@@ -76,6 +78,7 @@ class OptimConfig:
 @dataclass
 class LossConfig:
     focal: float = 20.0
+    structure: float = 20.0  # SAM-I2V's mask loss (boundary-weighted BCE + weighted IoU)
     bce: float = 1.0  # EVF-SAM's mask loss (with dice)
     dice: float = 1.0
     iou: float = 1.0
@@ -96,6 +99,7 @@ class PromptConfig:
     click: float = 0.25
     box: float = 0.25
     corrective_prob: float = 0.5  # video: chance of a corrective click on one later frame
+    still: float = 0.0  # video: chance a sample is its clip's first frame alone (a still image)
     rounds: int = 3  # image: decoder passes per image (1: the first prompt only)
     objects_per_image: int = 1  # image: objects prompted on each image (the drawn one + others)
 
@@ -113,7 +117,7 @@ class PretrainConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), samwise, evf, beit3 (EVF-SAM's encoder)
+    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), sam_i2v, samwise, evf, beit3 (EVF-SAM's encoder)
     out: str = "runs/train"
     steps: int = 100
     batch_size: int = 2  # clips per optimizer step, over all processes
@@ -127,6 +131,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     samwise: SamwiseConfig = field(default_factory=SamwiseConfig)
+    sam_i2v: SamI2VConfig = field(default_factory=SamI2VConfig)  # tapped_dims follow the image SAM
     evf: EvfConfig = field(default_factory=EvfConfig)  # also the encoder the beit3 task pretrains
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
@@ -155,6 +160,11 @@ def _check(hint: object, value: object, path: str) -> object:
     if value is None and type(None) in options:
         return None
     for option in options:
+        if typing.get_origin(option) is tuple and isinstance(value, list):
+            items = typing.get_args(option)
+            if len(items) != len(value):
+                raise ValueError(f"{path}: expected {len(items)} values, got {value!r}")
+            return tuple(_check(item, v, f"{path}[{i}]") for i, (item, v) in enumerate(zip(items, value)))
         if typing.get_origin(option) is list and isinstance(value, list):
             (item,) = typing.get_args(option)
             return [_check(item, v, f"{path}[{i}]") for i, v in enumerate(value)]

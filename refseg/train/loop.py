@@ -37,6 +37,7 @@ from refseg.data import formats, synth
 from refseg.encoders.text import TextEncoder
 from refseg.io.atomic import atomic_dir
 from refseg.methods.evf_sam import EvfSam
+from refseg.methods.sam_i2v import SamI2V, upgrade
 from refseg.methods.samwise import Samwise
 from refseg.models import KINDS
 from refseg.sam import Sam2, sam2_config, tiny_test_config
@@ -48,6 +49,7 @@ from refseg.train.beit3 import Beit3Pretrainer, Beit3PretrainTask
 from refseg.train.evf import EvfTask
 from refseg.train.sam2_image import Sam2ImageTask
 from refseg.train.sam2_pvs import Sam2PvsTask
+from refseg.train.sam_i2v import SamI2VTask
 from refseg.train.samwise import SamwiseTask
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def build_sam2(config: TrainConfig) -> Sam2:
     return model
 
 
-def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask | EvfTask | Beit3PretrainTask:
+def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamI2VTask | SamwiseTask | EvfTask | Beit3PretrainTask:
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
     if config.data.expressions_per_clip < 1:
         raise ValueError(f"data.expressions_per_clip: expected at least 1, got {config.data.expressions_per_clip}")
@@ -93,7 +95,9 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamwiseTask
         return Sam2ImageTask(build_sam2(config), config)
     if config.task == "sam2_pvs":
         return Sam2PvsTask(build_sam2(config), config)
-    raise ValueError(f"task: expected sam2_pvs, sam2_image, samwise, evf or beit3, got {config.task!r}")
+    if config.task == "sam_i2v":
+        return SamI2VTask(upgrade(build_sam2(config), config.sam_i2v, config.model.memory_layers), config)
+    raise ValueError(f"task: expected sam2_pvs, sam2_image, sam_i2v, samwise, evf or beit3, got {config.task!r}")
 
 
 def load_samples(config: TrainConfig) -> list:
@@ -136,7 +140,7 @@ def _latest(run: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def _weights(model: Sam2 | Samwise | EvfSam | Beit3Pretrainer) -> dict[str, torch.Tensor]:
+def _weights(model: Sam2 | Samwise | EvfSam | SamI2V | Beit3Pretrainer) -> dict[str, torch.Tensor]:
     """What a checkpoint stores: every tensor but a frozen text encoder's (rebuilt from its source)."""
     return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("text.")}
 
@@ -166,10 +170,12 @@ def _load_init(model: nn.Module, config: TrainConfig) -> None:
     _load_weights(model, folder / "model.safetensors", ("text.", "sam.") if source is not None else ("text.",))
 
 
-def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
+def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | SamI2V | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
     if isinstance(model, Beit3Pretrainer):
         meta = {"beit3": dataclasses.asdict(model.encoder.config)}
+    elif isinstance(model, SamI2V):
+        meta = model.meta()
     else:
         sam = model if isinstance(model, Sam2) else model.sam
         meta = {"sam2" if isinstance(sam, Sam2) else "sam": sam.config.to_dict()}

@@ -94,15 +94,23 @@ def object_score_loss(score_logits: Tensor, present: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(score_logits.reshape(-1).float(), present.reshape(-1).float())
 
 
-def weighted_bce_iou_loss(logits: Tensor, targets: Tensor, kernel: int = 31, gain: float = 5.0) -> Tensor:
+def weighted_bce_iou_loss(logits: Tensor, targets: Tensor, kernel: int = 31, gain: float = 5.0,
+                          smooth: float = 1.0) -> Tensor:
     """Boundary-weighted BCE + weighted IoU (the "structure loss" SAM-I2V trains its masks with).
 
     Pixels whose target differs from its local mean (a kernel x kernel average) get weight
     1 + gain * |mean - target|, so boundaries and thin parts count more. Logits and targets are
-    [B, 1, H, W].
+    [B, 1, H, W]; `smooth` is added to the IoU's numerator and denominator (F3Net: 1; SAM-I2V's
+    training code: 1e-6).
     """
     if logits.dim() != 4:
         raise ValueError(f"weighted_bce_iou_loss expects [B, 1, H, W], got {tuple(logits.shape)}")
+    return structure_per_sample(logits, targets, kernel, gain, smooth).mean()
+
+
+def structure_per_sample(logits: Tensor, targets: Tensor, kernel: int = 31, gain: float = 5.0,
+                         smooth: float = 1.0) -> Tensor:
+    """`weighted_bce_iou_loss` of [B, 1, H, W] logits and targets, one value per sample [B]."""
     y = targets.float()
     weight = 1 + gain * (F.avg_pool2d(y, kernel, stride=1, padding=kernel // 2) - y).abs()
     bce = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
@@ -110,8 +118,23 @@ def weighted_bce_iou_loss(logits: Tensor, targets: Tensor, kernel: int = 31, gai
     p = torch.sigmoid(logits.float())
     inter = (p * y * weight).sum((2, 3))
     union = ((p + y) * weight).sum((2, 3))
-    wiou = 1 - (inter + 1) / (union - inter + 1)
-    return (wbce + wiou).mean()
+    wiou = 1 - (inter + smooth) / (union - inter + smooth)
+    return (wbce + wiou)[:, 0]
+
+
+def structure_multimask_losses(logits: Tensor, pred_iou: Tensor, targets: Tensor,
+                               smooth: float = 1e-6) -> dict[str, Tensor]:
+    """SAM-I2V's mask losses for M candidates: per sample only the candidate with the lowest
+    structure loss (`structure_per_sample`) is trained; every candidate's IoU prediction is
+    (L1). logits [B, M, S, S], pred_iou [B, M], targets [B, 1, S, S] -> {"structure", "iou"}."""
+    b, m = logits.shape[:2]
+    x = logits.reshape(b * m, 1, *logits.shape[2:])
+    y = targets.float().expand(-1, m, -1, -1).reshape(b * m, 1, *logits.shape[2:])
+    structure = structure_per_sample(x, y, smooth=smooth).view(b, m)
+    best = structure.argmin(dim=1)
+    rows = torch.arange(b, device=logits.device)
+    iou = iou_prediction_loss(pred_iou.reshape(-1), x.reshape(b * m, -1), y.reshape(b * m, -1))
+    return {"structure": structure[rows, best].mean(), "iou": iou}
 
 
 def contrastive_loss(anchors: Tensor, positives: Tensor, temperature: float = 0.1) -> Tensor:

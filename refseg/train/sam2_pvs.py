@@ -12,6 +12,7 @@ presence score.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,11 +49,15 @@ class Sam2PvsTask(Task):
     model: Sam2
 
     def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> PromptedClip:
-        """One training sample: a clip whose first frame shows the object, and its prompts."""
+        """One training sample: a clip whose first frame shows the object, and its prompts; with
+        probability `prompts.still`, the clip's first frame alone (a still image)."""
         p = self.config.prompts
         clip = sampler.sample()
         while not clip.mask[0].any():  # the crop may cut the object out of the first frame
             clip = sampler.sample()
+        if p.still and rng.random() < p.still:
+            clip = dataclasses.replace(clip, frames=clip.frames[:1], mask=clip.mask[:1],
+                                       objects={o: m[:1] for o, m in clip.objects.items()})
         kind = rng.choice(["mask", "click", "box"], p=np.array([p.mask, p.click, p.box]) / (p.mask + p.click + p.box))
         if kind == "mask":
             prompt: Prompt = Mask(clip.mask[0])
@@ -62,13 +67,32 @@ class Sam2PvsTask(Task):
             prompt = Points([[float(xs[pick]), float(ys[pick])]])
         else:
             prompt = mask_box(clip.mask[0])
-        corrective = int(rng.integers(1, len(clip.frames))) if rng.random() < p.corrective_prob else 0
+        corrective = 0
+        if len(clip.frames) > 1 and rng.random() < p.corrective_prob:
+            corrective = int(rng.integers(1, len(clip.frames)))
         return PromptedClip(clip, prompt, corrective, int(rng.integers(2**31)))
+
+    @property
+    def sam(self) -> Sam2:
+        """The SAM 2 parts the session runs."""
+        return self.model
+
+    def session(self) -> Session:
+        """A session with gradients for one clip."""
+        return Session(self.model, grad=True)
+
+    def mask_losses(self, candidates: Tensor, candidate_iou: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The mask and IoU losses of one visible frame (SAM's multimask rule) and the terms to log.
+
+        candidates [1, M, S, S] logits, candidate_iou [1, M], target [1, 1, S, S]."""
+        w = self.config.loss
+        losses = multimask_losses(candidates, candidate_iou, target, w.focal, w.dice)
+        return w.focal * losses["focal"] + w.dice * losses["dice"] + w.iou * losses["iou"], losses
 
     def sample_losses(self, sample: PromptedClip) -> dict[str, Tensor]:
         w = self.config.loss
         clip = sample.clip
-        session = Session(self.model, grad=True)
+        session = self.session()
         session.add_prompt(OBJ, sample.prompt)
         # frames before the corrective click go through the encoder as one batch, the rest as another
         cut = sample.corrective_frame or len(clip.frames)
@@ -79,8 +103,10 @@ class Sam2PvsTask(Task):
             x, y, label = next_click(clip.mask[cut], guess)
             session.add_prompt(OBJ, Points([[x, y]], [label]))
             outputs += [r.objects[OBJ].output for r in session.push_clip(clip.frames[cut:])]
-        focal, dice, iou, presence = [], [], [], []
-        size = self.model.image_size
+        masks: list[Tensor] = []
+        logged: dict[str, list[Tensor]] = {}
+        presence = []
+        size = self.sam.image_size
         for t, out in enumerate(outputs):
             target = torch.from_numpy(clip.mask[t]).to(out.high_res.device, torch.float32)[None, None]
             target = F.interpolate(target, size=(size, size), mode="nearest")
@@ -89,17 +115,13 @@ class Sam2PvsTask(Task):
             if visible:
                 candidates = F.interpolate(out.candidates.float(), size=(size, size), mode="bilinear",
                                            align_corners=False)
-                losses = multimask_losses(candidates, out.candidate_iou, target, w.focal, w.dice)
-                focal.append(losses["focal"])
-                dice.append(losses["dice"])
-                iou.append(losses["iou"])
+                loss, terms = self.mask_losses(candidates, out.candidate_iou, target)
+                masks.append(loss)
+                for name, value in terms.items():
+                    logged.setdefault(name, []).append(value)
         zero = torch.zeros((), device=presence[0].device)
-        terms = {
-            "focal": torch.stack(focal).mean() if focal else zero,
-            "dice": torch.stack(dice).mean() if dice else zero,
-            "iou": torch.stack(iou).mean() if iou else zero,
-            "object": torch.stack(presence).mean(),
-        }
-        terms["loss"] = w.focal * terms["focal"] + w.dice * terms["dice"] + w.iou * terms["iou"] + w.object * terms["object"]
-        return terms
+        result = {name: torch.stack(values).mean() for name, values in logged.items()}
+        result["object"] = torch.stack(presence).mean()
+        result["loss"] = (torch.stack(masks).mean() if masks else zero) + w.object * result["object"]
+        return result
 

@@ -138,7 +138,8 @@ def load_official_sam_i2v(source: str | os.PathLike[str] | dict[str, Tensor], im
                  memory_attention_feed_forward_hidden_size=state["memory_attention.layers.0.linear1.weight"].shape[0],
                  num_maskmem=state["maskmem_tpos_enc"].shape[0],
                  **heads)
-    sam_config = tiny_sam_config(image_size, **heads)
+    hidden = state["sam_mask_decoder.iou_token.weight"].shape[1]
+    sam_config = tiny_sam_config(image_size, hidden=hidden, memory_dim=state["maskmem_tpos_enc"].shape[-1], **heads)
     decoder = sam_config.mask_decoder_config
     decoder.mlp_dim = state["sam_mask_decoder.transformer.layers.0.mlp.layers.0.weight"].shape[0]
     decoder.iou_head_hidden_dim = state["sam_mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]

@@ -59,6 +59,12 @@ class SamI2V(nn.Module):
         if config.selection != "consecutive" and picks > sam.num_maskmem - 1:
             raise ValueError(f"the selector picks {picks} frames but the model has temporal encodings for "
                              f"{sam.num_maskmem - 1} (num_maskmem {sam.num_maskmem})")
+        if isinstance(sam, TinySam) and not config.tfi and sam.trunk_config.out_chans != sam.hidden_dim:
+            raise ValueError(f"without the TFI the TinyViT neck ({sam.trunk_config.out_chans} channels) must be "
+                             f"the heads' width ({sam.hidden_dim})")
+        if config.integration_dim != sam.hidden_dim:
+            raise ValueError(f"the TFI's integration_dim ({config.integration_dim}) must be the heads' width "
+                             f"({sam.hidden_dim}): its output is the image embedding")
         self.tfi = TemporalFeatureIntegrator(config) if config.tfi else None
         self.mpg = None
         if config.mpg != "none":
@@ -118,18 +124,27 @@ class SamI2V(nn.Module):
         return model.eval()
 
 
-def upgrade(image_sam: Sam2, config: SamI2VConfig, memory_layers: int = 4, seed: int = 0) -> SamI2V:
-    """SAM-I2V on an image SAM (`IMAGE_PARTS` kept): memory encoder, memory attention (SAM-I2V's
-    sizes: 1 head, FFN 512, `memory_layers` layers), pointers and temporal encodings start from
-    SAM 2's initialisation, drawn from `seed`, as do the TFI and the MPG."""
+def tapped_dims(sam: Sam2) -> tuple[int, int, int]:
+    """Channels of the maps the TFI reads: trunk maps 2 and 3 and the embedding (TinyViT: its
+    stride-16 stages 2 and 3; Hiera: stage 3 at stride 16 and stage 4 at stride 32)."""
+    if isinstance(sam, TinySam):
+        dims = sam.trunk_config.embed_dims
+        return int(dims[2]), int(dims[3]), sam.trunk_config.out_chans
+    dims = sam.config.vision_config.backbone_config.embed_dim_per_stage
+    return int(dims[2]), int(dims[3]), sam.hidden_dim
+
+
+def upgrade(image_sam: Sam2, config: SamI2VConfig, memory_layers: int = 4) -> SamI2V:
+    """SAM-I2V on an image SAM (`IMAGE_PARTS` kept; the TFI's `tapped_dims` set to its trunk's):
+    memory encoder, memory attention (SAM-I2V's sizes: 1 head, FFN 512, `memory_layers` layers),
+    pointers and temporal encodings start from SAM 2's initialisation, as do the TFI and MPG
+    (from the global random state)."""
     fields = image_sam.config.to_dict()
     fields.update(memory_attention_num_layers=memory_layers, memory_attention_feed_forward_hidden_size=512,
                   memory_attention_num_attention_heads=1)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        sam = type(image_sam)(Sam2VideoConfig(**fields)) if not isinstance(image_sam, TinySam) else \
-            TinySam(Sam2VideoConfig(**fields), image_sam.trunk_config)
-        model = SamI2V(sam, config)
+    heads = Sam2VideoConfig(**fields)
+    sam = TinySam(heads, image_sam.trunk_config) if isinstance(image_sam, TinySam) else Sam2(heads)
+    model = SamI2V(sam, dataclasses.replace(config, tapped_dims=tapped_dims(image_sam)))
     kept = {k: v for k, v in image_sam.state_dict().items() if k.startswith(IMAGE_PARTS)}
     missing = [k for k in sam.state_dict() if k.startswith(IMAGE_PARTS) and k not in kept]
     if missing:
