@@ -1,9 +1,9 @@
 """Largest difference between refseg and each official implementation, per checkpoint layout.
 
-    python bench/official_parity.py [--only sam2|sam1|evf|samwise]
+    python bench/official_parity.py [--only sam2|sam1|evf|samwise|sam-i2v]
 
 The comparisons are the official-parity tests' own (tests/test_official_*.py,
-tests/test_evf_official.py, tests/test_samwise_official.py: the same builders, inputs and
+tests/test_evf_official.py, tests/test_samwise_official.py, tests/test_sam_i2v_official.py: the same builders, inputs and
 fixtures); this prints the measured maxima that the tests only bound by 1e-4, for
 docs/RESULTS.md. One thread, float32, CPU.
 """
@@ -11,6 +11,7 @@ docs/RESULTS.md. One thread, float32, CPU.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -126,9 +127,31 @@ def samwise_rows() -> None:
         float((logits - outputs["logits"]).abs().max()))
 
 
+def sam_i2v_rows() -> None:
+    import test_sam_i2v_official as t
+
+    from refseg.methods.sam_i2v.checkpoint import load_official_sam_i2v
+
+    data = np.load(t.FIXTURE, allow_pickle=False)
+    state = {k[len("state/"):]: torch.from_numpy(data[k].copy()) for k in data.files if k.startswith("state/")}
+    for key, e in json.loads(str(data["exponents"])).items():
+        state[key] = torch.from_numpy(data["codes/" + key].copy()).float() * 2.0**e
+    model = load_official_sam_i2v(state, image_size=64)
+    with torch.inference_mode():
+        hooks, results = t.run_official_clip(data, model)
+    frames = range(len(results))
+    tfi = max(float((hooks.embeds[i] - torch.from_numpy(data[f"frame/{i}/tfi"])).abs().max()) for i in frames)
+    mpg = max(float((hooks.tokens[i].detach() - torch.from_numpy(data[f"frame/{i}/mpg"])).abs().max()) for i in frames)
+    logits = max(float((results[i].objects[1].logits - torch.from_numpy(data[f"frame/{i}/video_res"])[0]).abs().max())
+                 for i in frames)
+    row("SAM-I2V `.pt` (`load_official_sam_i2v`)", f"TFI embedding, {len(frames)} frames", tfi)
+    row("SAM-I2V", "MPG tokens (memory selected by the seeded sampler)", mpg)
+    row("SAM-I2V", f"mask logits at the frame size, {len(frames)} frames, clicks on frames 0 and 6", logits)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["sam2", "sam1", "evf", "samwise"])
+    parser.add_argument("--only", choices=["sam2", "sam1", "evf", "samwise", "sam-i2v"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -144,6 +167,8 @@ def main() -> None:
         evf_rows()
     if args.only in (None, "samwise"):
         samwise_rows()
+    if args.only in (None, "sam-i2v"):
+        sam_i2v_rows()
 
 
 if __name__ == "__main__":
