@@ -116,6 +116,27 @@ def test_pixel_window_pads_the_stream_start_with_the_frame(tiny_model, clip_len)
     assert torch.equal(hooks.windows[-1][0], pixels[[2, 3, 4, 5, 6]])
 
 
+def test_readout_without_temporal_encoding_is_the_same_cached_or_not(tiny_model):
+    from refseg.sam.memory import condition_on_memory, memory_position_encoding, memory_rope
+
+    session, _ = run(tiny_model, synthetic_video(5), {0: {1: Points([[20, 48]])}}, memory_dtype=torch.float32)
+    features = tiny_model.encode_images(normalise_frames(torch.from_numpy(synthetic_video(6)[5:]), tiny_model.image_size))
+    pos = memory_position_encoding(tiny_model)
+    outs = {}
+    with torch.no_grad():
+        for temporal in (True, False):
+            for cached in (True, False):
+                readout = session.bank.object(1).readout(5)
+                readout.temporal = temporal
+                if not cached:
+                    readout.kv = [None] * len(readout.kv)
+                rope = memory_rope(tiny_model) if cached else None
+                outs[temporal, cached] = condition_on_memory(tiny_model, features.embed, features.pos, readout, pos, rope)
+    torch.testing.assert_close(outs[False, True], outs[False, False], atol=1e-5, rtol=0)
+    torch.testing.assert_close(outs[True, True], outs[True, False], atol=1e-5, rtol=0)
+    assert not torch.allclose(outs[True, False], outs[False, False], atol=1e-3)
+
+
 def test_bank_readout_is_what_sam2_attends_to(tiny_model):
     frames = synthetic_video(31)
     session, _ = run(tiny_model, frames[:11], {0: {1: Points([[20, 48]])}})
