@@ -13,7 +13,7 @@ head), memory encoder and memory attention have SAM 2's structure and names, so 
   (`conv_s0`, `conv_s1`) do not exist.
 
 The `Sam2VideoConfig` keeps describing the heads (image size, memory sizes); its Hiera vision
-config is a placeholder no module follows. Save and load through the method that uses the model
+config describes a stand-in no module follows. Save and load through the method that uses the model
 (`refseg.methods.sam_i2v`), not `save_pretrained` / `transformers`.
 """
 
@@ -32,7 +32,7 @@ from refseg.sam.model import Sam2
 from refseg.sam.tiny_vit import TinyViT, TinyViTConfig
 
 # The smallest Hiera `transformers` builds: a stand-in the TinyViT encoder replaces at once.
-_PLACEHOLDER_TRUNK: dict[str, Any] = dict(
+_STAND_IN_TRUNK: dict[str, Any] = dict(
     hidden_size=8, embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 1, 1],
     blocks_per_stage=[1, 1, 1, 1], global_attention_blocks=[2], window_size_per_stage=[8, 4, 14, 7],
     window_positional_embedding_background_size=[7, 7])
@@ -48,7 +48,7 @@ def tiny_sam_config(image_size: int = 1024, hidden: int = 256, memory_dim: int =
                  memory_encoder_hidden_size=hidden, mask_downsampler_embed_dim=hidden, memory_fuser_embed_dim=hidden,
                  memory_fuser_intermediate_dim=4 * hidden, memory_encoder_output_channels=memory_dim)
     heads.update(overrides)
-    config = build_config(dict(_PLACEHOLDER_TRUNK), image_size=image_size, version="2.1", **heads)
+    config = build_config(dict(_STAND_IN_TRUNK), image_size=image_size, version="2.1", **heads)
     config.vision_config.fpn_hidden_size = hidden
     config.prompt_encoder_config.hidden_size = hidden
     config.mask_decoder_config.hidden_size = hidden
@@ -100,4 +100,4 @@ class TinySam(Sam2):
         return ImageFeatures(high_res=zeros, embed=maps[-1], pos=pos, trunk=maps[:-1])
 
     def to_transformers(self):  # type: ignore[override]
-        raise NotImplementedError("TinySam has no transformers counterpart; save the SAM-I2V model that holds it")
+        raise TypeError("TinySam has no transformers counterpart; save the SAM-I2V model that holds it")
