@@ -91,3 +91,23 @@ def test_multimask_losses_train_the_best_candidate_and_every_iou():
     two = multimask_losses(torch.stack([logits.detach()[0], logits.detach()[0].roll(1, 0)]),
                            pred_iou.expand(2, -1), targets.expand(2, -1, -1, -1))
     assert two["dice"].item() < 1e-6
+
+
+def test_structure_weights_and_the_multimask_rule():
+    from refseg.train.losses import box_mean, structure_multimask_losses, structure_per_sample
+
+    gen = torch.Generator().manual_seed(0)
+    y = (torch.rand(2, 1, 40, 40, generator=gen) > 0.6).float()
+    direct = torch.nn.functional.avg_pool2d(y, 31, stride=1, padding=15)
+    torch.testing.assert_close(box_mean(y, 31), direct, atol=1e-6, rtol=0)
+    # a boundary pixel weighs more than an interior one: 1 + 5 |mean - y|
+    square = torch.zeros(1, 1, 40, 40)
+    square[..., 10:30, 10:30] = 1
+    weight = 1 + 5 * (box_mean(square, 31) - square).abs()
+    assert weight[0, 0, 10, 10] > weight[0, 0, 20, 20] > 1
+    # the multimask rule trains the candidate with the lowest structure loss; IoU on all
+    logits = torch.stack([square[0, 0] * 20 - 10, -10 * torch.ones(40, 40), torch.zeros(40, 40)])[None]
+    losses = structure_multimask_losses(logits, torch.tensor([[1.0, 0.0, 0.5]]), square)
+    per = structure_per_sample(logits.reshape(3, 1, 40, 40), square.expand(3, 1, 40, 40), smooth=1e-6)
+    assert losses["structure"].item() == pytest.approx(per.min().item()) and per.argmin().item() == 0
+    assert losses["iou"].item() == pytest.approx((0.0 + 0.0 + abs(0.5 - 0.0)) / 3, abs=1e-6)
