@@ -401,3 +401,21 @@ def test_sam_i2v_task_trains_its_modules_and_resumes_bit_exactly(tmp_path):
     assert losses(stopped) == losses(straight)
     a, b = weights(straight), weights(stopped)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_still_images_are_single_frames_prompted_by_a_click_or_a_box():
+    import numpy as np
+
+    from refseg.prompts import Mask
+    from refseg.train.loop import build_task, load_samples
+
+    config = load_config({**TINY, "prompts": {"mask": 1.0, "click": 0.5, "box": 0.5, "still": 0.5}})
+    task = build_task(config)
+    sampler = task.sampler(load_samples(config), seed=0)
+    rng = np.random.default_rng(0)
+    samples = [task.draw(sampler, rng) for _ in range(40)]
+    stills = [s for s in samples if len(s.clip.frames) == 1]
+    assert 8 < len(stills) < 32
+    assert all(not isinstance(s.prompt, Mask) and s.corrective_frame == 0 for s in stills)
+    assert all(len(s.clip.mask) == 1 for s in stills)
+    assert any(isinstance(s.prompt, Mask) for s in samples if len(s.clip.frames) > 1)

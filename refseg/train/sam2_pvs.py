@@ -50,15 +50,17 @@ class Sam2PvsTask(Task):
 
     def draw(self, sampler: ClipSampler, rng: np.random.Generator) -> PromptedClip:
         """One training sample: a clip whose first frame shows the object, and its prompts; with
-        probability `prompts.still`, the clip's first frame alone (a still image)."""
+        probability `prompts.still`, the clip's first frame alone (a still image, clicked or boxed)."""
         p = self.config.prompts
         clip = sampler.sample()
         while not clip.mask[0].any():  # the crop may cut the object out of the first frame
             clip = sampler.sample()
-        if p.still and rng.random() < p.still:
+        still = bool(p.still) and rng.random() < p.still
+        if still:  # prompted by a click or a box: a mask prompt is its own output, nothing to learn
             clip = dataclasses.replace(clip, frames=clip.frames[:1], mask=clip.mask[:1],
                                        objects={o: m[:1] for o, m in clip.objects.items()})
-        kind = rng.choice(["mask", "click", "box"], p=np.array([p.mask, p.click, p.box]) / (p.mask + p.click + p.box))
+        weights = np.array([0.0 if still else p.mask, p.click, p.box])
+        kind = rng.choice(["mask", "click", "box"], p=weights / weights.sum())
         if kind == "mask":
             prompt: Prompt = Mask(clip.mask[0])
         elif kind == "click":
