@@ -36,17 +36,22 @@ def test_staged_encoder_equals_stock_encoder_exactly(tiny_model):
     assert torch.equal(ours.pos.flatten(2).permute(2, 0, 1), stock.fpn_position_encoding[-1])
 
 
-@pytest.mark.parametrize("num_frames", [50, 500])
-def test_memory_bank_is_bounded(tiny_model, num_frames):
-    frames = synthetic_video(num_frames, height=64, width=64)
-    session = Session(tiny_model)
+def bank_sizes(session, num_frames):
+    """(entries, bytes) of the bank after each frame from frame 30 on, two objects prompted on
+    frames 0 and 5 of a 64 x 64 stream."""
     session.add_prompt(1, Points([[20, 32]]))
     session.add_prompt(2, Box(30, 10, 60, 40), frame=5)
     sizes = []
-    for t, frame in enumerate(frames):
+    for t, frame in enumerate(synthetic_video(num_frames, height=64, width=64)):
         session.push(frame)
         if t >= 30:
             sizes.append((session.bank.num_entries, session.bank.nbytes))
+    return sizes
+
+
+@pytest.mark.parametrize("num_frames", [50, 500])
+def test_memory_bank_is_bounded(tiny_model, num_frames):
+    sizes = bank_sizes(Session(tiny_model), num_frames)
     # per object: 1 prompted entry + 15 recent (pointers); 7 of them still hold bf16 features and
     # their cached float32 keys and values (2 layers x 64 positions x 256 channels each)
     per_object_bytes = 16 * 256 * 4 + 7 * (64 * 64 * 2 + 2 * 2 * 64 * 256 * 4)
@@ -61,15 +66,8 @@ class LongMemory(MethodHooks):
 
 
 def test_memory_bank_is_bounded_with_a_longer_window(tiny_model):
-    frames = synthetic_video(60, height=64, width=64)
     session = Session(tiny_model, LongMemory())
-    session.add_prompt(1, Points([[20, 32]]))
-    session.add_prompt(2, Box(30, 10, 60, 40), frame=5)
-    sizes = []
-    for t, frame in enumerate(frames):
-        session.push(frame)
-        if t >= 30:
-            sizes.append((session.bank.num_entries, session.bank.nbytes))
+    sizes = bank_sizes(session, 60)
     # per object: 1 prompted entry + the last K = 20, all whole: pointer (float32), bf16 features,
     # cached float32 keys and values, the float32 32 x 32 low-res mask and the float32 key
     # embedding [256, 8, 8] (one tensor per frame, counted once per object that holds it)
