@@ -11,7 +11,6 @@ docs/RESULTS.md. One thread, float32, CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -132,10 +131,7 @@ def sam_i2v_rows() -> None:
 
     from refseg.methods.sam_i2v.checkpoint import load_official_sam_i2v
 
-    data = np.load(t.FIXTURE, allow_pickle=False)
-    state = {k[len("state/"):]: torch.from_numpy(data[k].copy()) for k in data.files if k.startswith("state/")}
-    for key, e in json.loads(str(data["exponents"])).items():
-        state[key] = torch.from_numpy(data["codes/" + key].copy()).float() * 2.0**e
+    data, state = t.read_fixture()
     model = load_official_sam_i2v(state, image_size=64)
     with torch.inference_mode():
         hooks, results = t.run_official_clip(data, model)

@@ -29,15 +29,20 @@ FIXTURE = Path(__file__).parent / "fixtures" / "sam_i2v_official" / "sam_i2v_off
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    if not FIXTURE.is_file():
-        pytest.fail(f"{FIXTURE} is missing: regenerate it with tests/fixtures/sam_i2v_official/make_fixture.py")
+def read_fixture() -> tuple[np.lib.npyio.NpzFile, dict[str, torch.Tensor]]:
+    """The fixture's arrays and its official state dict (int8 codes x 2**e decoded, README.md)."""
     data = np.load(FIXTURE, allow_pickle=False)
     state = {k[len("state/"):]: torch.from_numpy(data[k].copy()) for k in data.files if k.startswith("state/")}
     for key, e in json.loads(str(data["exponents"])).items():
         state[key] = torch.from_numpy(data["codes/" + key].copy()).float() * 2.0**e
     return data, state
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    if not FIXTURE.is_file():
+        pytest.fail(f"{FIXTURE} is missing: regenerate it with tests/fixtures/sam_i2v_official/make_fixture.py")
+    return read_fixture()
 
 
 class Recording(SamI2VHooks):
