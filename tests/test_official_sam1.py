@@ -26,7 +26,7 @@ from refseg.sam.sam1 import load_sam1, sam1_config
 from refseg.sam.preprocess import SAM1
 
 SIZE = 256
-TOL = 1e-4
+TOL = 1e-5  # measured <= 6.6e-07 (bench/official_parity.py --only sam1)
 SIZES = {"vit_b": (768, 12, 12, [2, 5, 8, 11]), "vit_l": (1024, 24, 16, [5, 11, 17, 23]),
          "vit_h": (1280, 32, 16, [7, 15, 23, 31])}
 

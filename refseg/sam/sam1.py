@@ -21,6 +21,9 @@ from refseg.sam.preprocess import SAM1
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# The official two-way transformer's LayerNorms keep PyTorch's default eps; `transformers`' SAM
+# gives them the config's 1e-6 (right for the other SAM LayerNorms, not for these).
+DECODER_TRANSFORMER_EPS = 1e-5
 
 
 class Sam1(nn.Module):
@@ -34,6 +37,9 @@ class Sam1(nn.Module):
         self.vision_encoder = parts.vision_encoder
         self.prompt_encoder = parts.prompt_encoder
         self.mask_decoder = parts.mask_decoder
+        for module in self.mask_decoder.transformer.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.eps = DECODER_TRANSFORMER_EPS
 
     @property
     def image_size(self) -> int:
