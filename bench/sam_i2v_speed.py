@@ -43,7 +43,8 @@ from refseg.methods.sam_i2v import SamI2V, SamI2VConfig, upgrade
 from refseg.prompts import Points
 from refseg.sam import Sam2
 from refseg.sam.config import synth_small_config
-from refseg.sam.tiny_sam import TinySam, tiny_sam_config
+from refseg.sam.single_scale import heads_config
+from refseg.sam.tiny_sam import TinySam
 from refseg.sam.tiny_vit import TinyViTConfig
 
 PUBLISHED_TINYVIT = TinyViTConfig(img_size=1024, embed_dims=(64, 128, 160, 320), depths=(2, 2, 6, 2),
@@ -55,7 +56,7 @@ def synth() -> SamI2V:
 
 
 def published() -> SamI2V:
-    return SamI2V(TinySam(tiny_sam_config(1024), PUBLISHED_TINYVIT), SamI2VConfig())
+    return SamI2V(TinySam(heads_config(1024), PUBLISHED_TINYVIT), SamI2VConfig())
 
 
 # name -> (builder, latency frames, bank / RSS frame counts (from, to))

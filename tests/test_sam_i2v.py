@@ -14,7 +14,8 @@ from refseg.methods.sam_i2v.mpg import MemoryPromptGenerator
 from refseg.methods.sam_i2v.selector import sample_pool, select
 from refseg.methods.sam_i2v.tfi import TemporalFeatureIntegrator
 from refseg.prompts import Mask, Points
-from refseg.sam.tiny_sam import TinySam, tiny_sam_config
+from refseg.sam.single_scale import heads_config
+from refseg.sam.tiny_sam import TinySam
 from refseg.sam.tiny_vit import TinyViTConfig
 
 C, D, H, W = 16, 4, 2, 2  # key channels, memory width, memory grid
@@ -24,7 +25,7 @@ def tiny_tinysam(seed: int = 0) -> TinySam:
     torch.manual_seed(seed)
     trunk = TinyViTConfig(img_size=64, embed_dims=(16, 32, 40, 320), depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 5),
                           window_sizes=(7, 3, 4, 3), mlp_ratio=2.0)
-    config = tiny_sam_config(64, memory_attention_num_layers=1)
+    config = heads_config(64, memory_attention_num_layers=1)
     config.mask_decoder_config.mlp_dim = 64
     config.mask_decoder_config.iou_head_hidden_dim = 32
     return TinySam(config, trunk).eval()

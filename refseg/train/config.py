@@ -33,7 +33,7 @@ class ModelConfig:
     image_size: int = 128
     local_memory_readout: bool = False
     init: str | None = None
-    sam1: str | None = None  # EVF-SAM only: a SAM (v1) backbone (SamModel folder or official .pth) instead
+    sam1: str | None = None  # evf, sam_i2v: a SAM (v1) image model (SamModel folder or official .pth) instead
     memory_layers: int = 4  # sam_i2v: memory-attention layers of the upgraded image SAM
 
 

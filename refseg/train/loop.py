@@ -43,6 +43,7 @@ from refseg.models import KINDS
 from refseg.sam import Sam2, sam2_config, tiny_test_config
 from refseg.sam.config import synth_small_config
 from refseg.sam.sam1 import load_sam1
+from refseg.sam.vit_sam import from_sam1
 from refseg.sam.checkpoint import load_sam2
 from refseg.train.config import TrainConfig, dump, to_dict
 from refseg.train.beit3 import Beit3Pretrainer, Beit3PretrainTask
@@ -83,6 +84,8 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamI2VTask 
     if config.data.cache_features and config.task != "evf":
         raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
                          f"frozen); task {config.task!r} does not")
+    if config.model.sam1 and config.task not in ("evf", "sam_i2v"):
+        raise ValueError(f"model.sam1: only the evf and sam_i2v tasks take a SAM (v1); task {config.task!r} takes model.sam2")
     if config.task == "evf":
         sam = load_sam1(config.model.sam1) if config.model.sam1 else build_sam2(config)
         return EvfTask(EvfSam(sam, config.evf), config)
@@ -96,7 +99,8 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamI2VTask 
     if config.task == "sam2_pvs":
         return Sam2PvsTask(build_sam2(config), config)
     if config.task == "sam_i2v":
-        return SamI2VTask(upgrade(build_sam2(config), config.sam_i2v, config.model.memory_layers), config)
+        image_sam = from_sam1(load_sam1(config.model.sam1)) if config.model.sam1 else build_sam2(config)
+        return SamI2VTask(upgrade(image_sam, config.sam_i2v, config.model.memory_layers), config)
     raise ValueError(f"task: expected sam2_pvs, sam2_image, sam_i2v, samwise, evf or beit3, got {config.task!r}")
 
 

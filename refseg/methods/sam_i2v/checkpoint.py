@@ -28,7 +28,8 @@ from torch import Tensor
 from refseg.methods.sam_i2v.config import SamI2VConfig
 from refseg.methods.sam_i2v.model import SamI2V
 from refseg.sam.checkpoint import CheckpointError, convert_official_state_dict, load_state, read_state_dict
-from refseg.sam.tiny_sam import TinySam, tiny_sam_config
+from refseg.sam.single_scale import heads_config
+from refseg.sam.tiny_sam import TinySam
 from refseg.sam.tiny_vit import CLASSIFIER_KEYS, TinyViTConfig
 
 TRUNK, TFI, MPG = "image_encoder.trunk_image.", "image_encoder.trunk_video.", "memory_prompt_generator."
@@ -139,7 +140,7 @@ def load_official_sam_i2v(source: str | os.PathLike[str] | dict[str, Tensor], im
                  num_maskmem=state["maskmem_tpos_enc"].shape[0],
                  **heads)
     hidden = state["sam_mask_decoder.iou_token.weight"].shape[1]
-    sam_config = tiny_sam_config(image_size, hidden=hidden, memory_dim=state["maskmem_tpos_enc"].shape[-1], **heads)
+    sam_config = heads_config(image_size, hidden=hidden, memory_dim=state["maskmem_tpos_enc"].shape[-1], **heads)
     decoder = sam_config.mask_decoder_config
     decoder.mlp_dim = state["sam_mask_decoder.transformer.layers.0.mlp.layers.0.weight"].shape[0]
     decoder.iou_head_hidden_dim = state["sam_mask_decoder.iou_prediction_head.layers.0.weight"].shape[0]

@@ -11,8 +11,9 @@ Per frame (`SamI2VHooks`):
   4. memory encoder as SAM 2's; each memory keeps its frame's embedding (the selector's key) and
      its mask logits (the MPG's mask).
 
-The image SAM (`SamI2V.sam`) is a `Sam2`: refseg's own SAM 2 trained on images only (`upgrade`),
-or TinySAM (`refseg.sam.tiny_sam.TinySam`), the paper's, which the published checkpoints load into
+The image SAM (`SamI2V.sam`) is a `Sam2`: refseg's own SAM 2 trained on images only, SAM (v1)
+(`refseg.sam.vit_sam.ViTSam`, through `from_sam1`), both upgraded by `upgrade`, or TinySAM
+(`refseg.sam.tiny_sam.TinySam`), the paper's, which the published checkpoints load into
 (`checkpoint.load_official_sam_i2v`). Training reads SAM 2's consecutive memory, as the official
 training does (the selector is an inference procedure without parameters).
 """
@@ -40,8 +41,11 @@ from refseg.methods.sam_i2v.tfi import TemporalFeatureIntegrator
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.memory import MemoryReadout, memory_position_encoding, memory_tokens
 from refseg.sam.model import Sam2
+from refseg.sam.single_scale import SingleScaleSam
 from refseg.sam.tiny_sam import TinySam
-from refseg.sam.tiny_vit import TinyViTConfig
+from refseg.sam.vit_sam import ViTSam
+
+CARRIERS: dict[str, type[SingleScaleSam]] = {TinySam.META_KEY: TinySam, ViTSam.META_KEY: ViTSam}
 
 # The parts of an image SAM that `upgrade` keeps; everything else (memory encoder and attention,
 # pointers, temporal encodings) starts afresh at SAM-I2V's sizes.
@@ -59,8 +63,8 @@ class SamI2V(nn.Module):
         if config.selection != "consecutive" and picks > sam.num_maskmem - 1:
             raise ValueError(f"the selector picks {picks} frames but the model has temporal encodings for "
                              f"{sam.num_maskmem - 1} (num_maskmem {sam.num_maskmem})")
-        if isinstance(sam, TinySam) and not config.tfi and sam.trunk_config.out_chans != sam.hidden_dim:
-            raise ValueError(f"without the TFI the TinyViT neck ({sam.trunk_config.out_chans} channels) must be "
+        if isinstance(sam, SingleScaleSam) and not config.tfi and sam.neck_dim != sam.hidden_dim:
+            raise ValueError(f"without the TFI the image encoder's neck ({sam.neck_dim} channels) must be "
                              f"the heads' width ({sam.hidden_dim})")
         if config.integration_dim != sam.hidden_dim:
             raise ValueError(f"the TFI's integration_dim ({config.integration_dim}) must be the heads' width "
@@ -89,10 +93,11 @@ class SamI2V(nn.Module):
             (tmp / "config.json").write_text(json.dumps(self.meta(), indent=1))
 
     def meta(self) -> dict[str, object]:
-        """What config.json records: SAM-I2V's config, the heads' SAM 2 config, the TinyViT's."""
+        """What config.json records: SAM-I2V's config, the heads' SAM 2 config and, for a
+        single-scale image SAM, its trunk's config under the carrier's `META_KEY`."""
         meta: dict[str, object] = {"sam_i2v": dataclasses.asdict(self.config), "sam2": self.sam.config.to_dict()}
-        if isinstance(self.sam, TinySam):
-            meta["tiny_vit"] = dataclasses.asdict(self.sam.trunk_config)
+        if isinstance(self.sam, SingleScaleSam):
+            meta[self.sam.META_KEY] = self.sam.trunk_meta()
         return meta
 
     @classmethod
@@ -102,9 +107,9 @@ class SamI2V(nn.Module):
         fields["tapped_dims"] = tuple(fields["tapped_dims"])
         config = SamI2VConfig(**fields)
         heads = Sam2VideoConfig(**meta["sam2"])
-        if "tiny_vit" in meta:
-            trunk = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["tiny_vit"].items()}
-            return cls(TinySam(heads, TinyViTConfig(**trunk)), config)
+        for key, carrier in CARRIERS.items():
+            if key in meta:
+                return cls(carrier.from_trunk_meta(heads, meta[key]), config)
         return cls(Sam2(heads), config)
 
     @classmethod
@@ -125,11 +130,11 @@ class SamI2V(nn.Module):
 
 
 def tapped_dims(sam: Sam2) -> tuple[int, int, int]:
-    """Channels of the maps the TFI reads: trunk maps 2 and 3 and the embedding (TinyViT: its
-    stride-16 stages 2 and 3; Hiera: stage 3 at stride 16 and stage 4 at stride 32)."""
-    if isinstance(sam, TinySam):
-        dims = sam.trunk_config.embed_dims
-        return int(dims[2]), int(dims[3]), sam.trunk_config.out_chans
+    """Channels of the maps the TFI reads: the last two trunk maps and the embedding (TinyViT: its
+    stride-16 stages 2 and 3; SAM's ViT: two blocks, `vit_sam.tap_layers`; Hiera: stage 3 at
+    stride 16 and stage 4 at stride 32)."""
+    if isinstance(sam, SingleScaleSam):
+        return (*sam.tapped_dims, sam.neck_dim)
     dims = sam.config.vision_config.backbone_config.embed_dim_per_stage
     return int(dims[2]), int(dims[3]), sam.hidden_dim
 
@@ -143,7 +148,7 @@ def upgrade(image_sam: Sam2, config: SamI2VConfig, memory_layers: int = 4) -> Sa
     fields.update(memory_attention_num_layers=memory_layers, memory_attention_feed_forward_hidden_size=512,
                   memory_attention_num_attention_heads=1)
     heads = Sam2VideoConfig(**fields)
-    sam = TinySam(heads, image_sam.trunk_config) if isinstance(image_sam, TinySam) else Sam2(heads)
+    sam = type(image_sam)(heads, image_sam.trunk_config) if isinstance(image_sam, SingleScaleSam) else Sam2(heads)
     model = SamI2V(sam, dataclasses.replace(config, tapped_dims=tapped_dims(image_sam)))
     kept = {k: v for k, v in image_sam.state_dict().items() if k.startswith(IMAGE_PARTS)}
     missing = [k for k in sam.state_dict() if k.startswith(IMAGE_PARTS) and k not in kept]
@@ -171,9 +176,9 @@ class SamI2VHooks(MethodHooks):
         return self.model.tfi is not None
 
     def encode_output(self, window: Tensor | None, features: ImageFeatures) -> ImageFeatures:
-        """The TFI output replaces the embedding; it reads trunk maps 2 and 3 and the embedding."""
+        """The TFI output replaces the embedding; it reads the last two trunk maps and the embedding."""
         assert self.model.tfi is not None and window is not None
-        taps = [features.trunk[2], features.trunk[3], features.embed]
+        taps = [features.trunk[-2], features.trunk[-1], features.embed]
         return dataclasses.replace(features, embed=self.model.tfi(taps, window))
 
     # step 2 ---------------------------------------------------------------------------------------
