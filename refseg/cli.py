@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from refseg.engine import Session
+from refseg.engine import FeatureCache, Session
 from refseg.io import InputError, frames, read_mask_png, video_fps
 from refseg.io.outputs import OutputWriter
 from refseg.prompts import Box, Mask, Points, Prompt
@@ -243,7 +243,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError("--method sam-i2v: give --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
         _check_device(args.device)
         template = _click_session(args.method, args.sam2, args.model, args.device)
-        result = interactive.evaluate_pvs(gt, lambda: Session(template.model, template.hooks, seed=args.seed),
+        cache = FeatureCache()  # each frame encoded once over the protocol's many replays
+        result = interactive.evaluate_pvs(gt, lambda: Session(template.model, template.hooks, seed=args.seed,
+                                                              feature_cache=cache),
                                           mode=args.mode, split=args.split, max_frames=args.max_frames,
                                           clicks=args.clicks)
     else:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from refseg.engine.feature_cache import FeatureCache, frame_key
 from refseg.engine.hooks import MethodHooks
 from refseg.engine.memory_bank import MemoryBank, MemoryEntry
 from refseg.prompts import Box, Mask, Points, Prompt
@@ -106,6 +107,9 @@ class Session:
             None (a stream): M - 1, what the official code does for 16 frames or more.
         seed: seed of the random numbers a method's memory selection may draw
             (`MethodHooks.select_memories`); the same seed gives the same masks.
+        feature_cache: features of frames already encoded by this model and hooks, shared with
+            other sessions that push the same frames (`refseg.engine.feature_cache`); the masks
+            are the same with and without it. Inference only, and not with a stage hook.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class Session:
         kv_cache: bool = True,
         num_frames: int | None = None,
         seed: int = 0,
+        feature_cache: FeatureCache | None = None,
     ) -> None:
         self.model = model
         self.hooks = hooks if hooks is not None else MethodHooks()
@@ -133,6 +138,11 @@ class Session:
         self._pending: dict[int, dict[int, list[Prompt]]] = {}
         self._next = 0
         self._history: list[Tensor] = []  # model inputs [3, S, S] of the last pixel_window - 1 frames
+        self._history_keys: list[bytes] = []  # their `frame_key`s, with a feature cache
+        self.feature_cache = None
+        if feature_cache is not None and not grad and not self.hooks.has_stage_hook():
+            feature_cache.claim(model, self.hooks)
+            self.feature_cache = feature_cache
         with torch.inference_mode(not grad):
             self._memory_pos = memory_position_encoding(model)
             self._rope = memory_rope(model)
@@ -180,6 +190,7 @@ class Session:
         other.bank = self.bank.copy()
         other.generator = torch.Generator().set_state(self.generator.get_state())
         other._history = list(self._history)
+        other._history_keys = list(self._history_keys)
         other._pending = {t: {o: list(p) for o, p in objs.items()} for t, objs in self._pending.items()}
         return other
 
@@ -203,15 +214,41 @@ class Session:
             return []
         with torch.inference_mode(not self.grad):
             pixels = torch.cat([self.hooks.preprocess.pixels(t[None], self.model.image_size) for t in tensors])
-            hook = self.hooks.encode_stage if self.hooks.has_stage_hook() else None
-            features = self.model.encode_images(pixels, hook)
-            if self.hooks.has_output_hook():
-                features = self.hooks.encode_output(self._pixel_window(pixels), features)
+            windows = self._pixel_window(pixels)
+            features = self._encode(pixels, windows) if self.feature_cache is None else self._cached(tensors, pixels, windows)
             results = []
             for i, frame in enumerate(tensors):
-                results.append(self._track(self._next, features.frame(i), frame.shape[0], frame.shape[1]))
+                results.append(self._track(self._next, features[i], frame.shape[0], frame.shape[1]))
                 self._next += 1
         return results
+
+    def _encode(self, pixels: Tensor, windows: Tensor | None) -> list[ImageFeatures]:
+        """Per-frame features of the model inputs [T, 3, S, S] (their windows [T, n, 3, S, S])."""
+        hook = self.hooks.encode_stage if self.hooks.has_stage_hook() else None
+        features = self.model.encode_images(pixels, hook)
+        if self.hooks.has_output_hook():
+            features = self.hooks.encode_output(windows, features)
+        return [features.frame(i) for i in range(len(features))]
+
+    def _cached(self, tensors: list[Tensor], pixels: Tensor, windows: Tensor | None) -> list[ImageFeatures]:
+        """`_encode` through the feature cache: frames whose content (and window) it holds are not
+        encoded again (without a stage hook every frame's features depend on its pixels alone)."""
+        assert self.feature_cache is not None
+        n = self.hooks.pixel_window
+        keys = []
+        for frame in tensors:
+            key = frame_key(frame)
+            keys.append(b"".join([*self._history_keys, key]) if n > 1 else key)
+            self._history_keys = [*self._history_keys, key][-(n - 1):] if n > 1 else []
+        found = {i: self.feature_cache.get(key) for i, key in enumerate(keys)}
+        missing = [i for i, f in found.items() if f is None]
+        if missing:
+            index = torch.tensor(missing, device=pixels.device)
+            fresh = self._encode(pixels[index], None if windows is None else windows[index])
+            for i, features in zip(missing, fresh):
+                self.feature_cache.put(keys[i], features)
+                found[i] = features
+        return [found[i] for i in range(len(tensors))]  # type: ignore[misc]
 
     def _pixel_window(self, pixels: Tensor) -> Tensor | None:
         """[T, n, 3, S, S] windows of the clip's frames (see `MethodHooks.encode_output`), and the
