@@ -292,9 +292,11 @@ class Session:
             if prompted[obj_id] and prompts.get(obj_id, _FramePrompt()).mask is None and self.hooks.fill_holes:
                 # SAM 2 encodes a prompted frame's memory from its output mask, holes filled
                 outputs[obj_id] = with_holes_filled(self.model, outputs[obj_id], self.hooks.fill_holes)
+        # the output masks, holes filled once: what the user gets and what a method's memory keeps
+        filled = {o: fill_holes(out.low_res.float(), self.hooks.fill_holes) for o, out in outputs.items()}
         if outputs:
-            self._write_memory(t, features, outputs, prompted, binarize={o: o in given for o in outputs})
-        return FrameResult(t, height, width, {o: self._result(out, height, width) for o, out in outputs.items()})
+            self._write_memory(t, features, outputs, filled, prompted, binarize={o: o in given for o in outputs})
+        return FrameResult(t, height, width, {o: self._result(out, filled[o], height, width) for o, out in outputs.items()})
 
     def _decode(self, t: int, obj_id: int, features: ImageFeatures, points: PointPrompt | None) -> DecoderOutput:
         model = self.model
@@ -323,7 +325,7 @@ class Session:
                     and c.multimask_min_pt_num <= num_points <= c.multimask_max_pt_num)
 
     def _write_memory(self, t: int, features: ImageFeatures, outputs: dict[int, DecoderOutput],
-                      prompted: dict[int, bool], binarize: dict[int, bool]) -> None:
+                      filled: dict[int, Tensor], prompted: dict[int, bool], binarize: dict[int, bool]) -> None:
         ids = list(outputs)
         masks = torch.cat([self.hooks.memory_mask(t, o, features, outputs[o]) for o in ids])
         scores = torch.cat([outputs[o].object_score for o in ids])
@@ -333,10 +335,8 @@ class Session:
         key = features.embed[0] if self.hooks.store_keys else None
         for i, obj_id in enumerate(ids):
             kv = memory_kv(self.model, memories[i], self._memory_pos, self._rope) if self.kv_cache else None
-            mask = None
-            if self.hooks.store_masks:
-                # float32 whatever the memory's dtype: methods threshold these logits near 0
-                mask = fill_holes(outputs[obj_id].low_res.float(), self.hooks.fill_holes)[0, 0]
+            # float32 whatever the memory's dtype: methods threshold these logits near 0
+            mask = filled[obj_id][0, 0] if self.hooks.store_masks else None
             entry = MemoryEntry(t, memories[i], outputs[obj_id].pointer[0], kv, mask, key)
             self.bank.object(obj_id).add(entry, prompted[obj_id])
 
@@ -365,8 +365,8 @@ class Session:
         lab = torch.tensor(labels, dtype=torch.int32, device=self.device)
         return _FramePrompt(points=PointPrompt(xy[None], lab[None]))
 
-    def _result(self, out: DecoderOutput, height: int, width: int) -> ObjectResult:
-        low = fill_holes(out.low_res.float(), self.hooks.fill_holes)
+    def _result(self, out: DecoderOutput, low: Tensor, height: int, width: int) -> ObjectResult:
+        """The user's view of `out`, whose low-res logits with holes filled are `low` [1, 1, 4h, 4w]."""
         logits = self.hooks.preprocess.logits(low, height, width, self.model.image_size)[0, 0]
         logits = logits.detach().cpu()
         low_res = low[0, 0] if self.grad else low[0, 0].detach().cpu()
