@@ -1,0 +1,108 @@
+"""GLUS's conversation: the text and token ids of one LLM call (paper Sec. 4.1, Fig. 2; the
+official `inference_iter.py` layout).
+
+One call segments one query frame. Its prompt is a LLaVA-v1 conversation holding the 4 context
+frames (global) and a sliding window of at most 4 query frames (local), one user turn per query
+frame, the current frame last:
+
+    SYSTEM USER: <ctx> <ctx> <ctx> <ctx> CONTEXT_TEXT <q_1> QUESTION ASSISTANT: ANSWER[SEG].</s>
+    USER: <q_2> QUESTION ASSISTANT: ANSWER[SEG].</s> ... USER: <q_k> QUESTION ASSISTANT: ANSWER
+
+with every image as `<im_start><image><im_end>`. The last answer is forced up to its trailing
+space; the model's next token should be `[SEG]`, and the LLM's last-layer state at the position
+before each `[SEG]` is that frame's prompt embedding (LISA's shift, `seg_rows`). When the window
+slides, the oldest turn leaves and the context frames move into the new first turn.
+
+Token ids follow LLaVA's `tokenizer_image_token` with a LLaMA (SentencePiece, legacy) tokenizer:
+the text is split at the added tokens, whitespace next to an added token is dropped, every text
+piece is encoded on its own (so it gets SentencePiece's leading "▁"), the BOS comes once, and each
+`<image>` becomes `IMAGE_TOKEN` (-200), a placeholder for the image's tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from transformers import PreTrainedTokenizerBase
+
+SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+          "detailed, and polite answers to the human's questions.")
+IMAGE, IM_START, IM_END, SEG, EOS = "<image>", "<im_start>", "<im_end>", "[SEG]", "</s>"
+IMAGE_BLOCK = IM_START + IMAGE + IM_END
+CONTEXT_TEXT = "\nPlease finished the following tasks on the context frames above.\n"  # the official wording
+QUESTION = "\nCan you segment the {} in this frame?"
+ANSWER = "Sure, the segmentation result is "
+IMAGE_TOKEN = -200
+NEW_TOKENS = (SEG, IM_START, IM_END)  # added to the LLM's vocabulary
+
+
+def clean_expression(expression: str) -> str:
+    """The expression as the templates hold it: stripped, one final "." dropped, lowercased."""
+    text = expression.strip()
+    return (text[:-1] if text.endswith(".") else text).strip().lower()
+
+
+def glus_prompt(expression: str, turns: int, context_frames: int = 4, failed: Sequence[bool] = ()) -> str:
+    """The prompt of a call over `context_frames` context images and `turns` query frames (the
+    window, current frame last). `failed[i]`: the i-th earlier turn produced no [SEG] (its answer
+    then reads "[SEG] ." as the official code writes it)."""
+    if turns < 1:
+        raise ValueError(f"turns: at least the current frame, got {turns}")
+    if len(failed) not in (0, turns - 1):
+        raise ValueError(f"failed: one flag per earlier turn ({turns - 1}), got {len(failed)}")
+    question = QUESTION.format(clean_expression(expression))
+    parts = [SYSTEM + " "]
+    for turn in range(turns):
+        user = IMAGE_BLOCK + question
+        if turn == 0:
+            user = IMAGE_BLOCK * context_frames + CONTEXT_TEXT + user
+        parts.append(f"USER: {user} ASSISTANT: ")
+        if turn < turns - 1:
+            parts.append(ANSWER + SEG + (" ." if failed and failed[turn] else ".") + EOS)
+        else:
+            parts.append(ANSWER)
+    return "".join(parts)
+
+
+def glus_input_ids(prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids of `prompt` with `IMAGE_TOKEN` for every `<image>` (see the module docstring);
+    the tokenizer must hold `NEW_TOKENS`."""
+    specials = [IMAGE, *NEW_TOKENS, EOS]
+    pieces = [p for p in re.split("(" + "|".join(re.escape(s) for s in specials) + ")", prompt) if p]
+    ids: list[int] = []
+    if tokenizer.bos_token_id is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]:
+        ids.append(tokenizer.bos_token_id)
+    for i, piece in enumerate(pieces):
+        if piece == IMAGE:
+            ids.append(IMAGE_TOKEN)
+        elif piece in specials:
+            ids.append(_token_id(tokenizer, piece))
+        else:
+            if i > 0 and pieces[i - 1] in specials:
+                piece = piece.lstrip()
+            if i + 1 < len(pieces) and pieces[i + 1] in specials:
+                piece = piece.rstrip()
+            if piece:
+                ids.extend(tokenizer.encode(piece, add_special_tokens=False))
+    return ids
+
+
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+    index = tokenizer.convert_tokens_to_ids(token)
+    if index is None or index == tokenizer.unk_token_id:
+        raise ValueError(f"the tokenizer has no {token} token: add {NEW_TOKENS} to it (GLUS's added tokens)")
+    return int(index)
+
+
+def seg_rows(input_ids: Sequence[int], seg_id: int, image_tokens: int) -> list[int]:
+    """Rows of the LLM sequence whose last-layer states are the [SEG] embeddings: for each [SEG]
+    in `input_ids` (the prompt and the generated tokens), the row of the token before it, once every
+    earlier `IMAGE_TOKEN` has become `image_tokens` rows (LISA's shift)."""
+    rows, images = [], 0
+    for position, token in enumerate(input_ids):
+        if token == IMAGE_TOKEN:
+            images += 1
+        elif token == seg_id:
+            rows.append(position - 1 + images * (image_tokens - 1))
+    return rows
