@@ -48,6 +48,9 @@ class MethodHooks:
         store_keys: keep each frame's image embedding in its memories (`MemoryEntry.key`).
         store_masks: keep each frame's low-resolution mask logits in its memories
             (`MemoryEntry.mask`, read back as `MemoryReadout.masks`).
+        memory_reads_decoder_input: the memory encoder reads the embedding the decoder read
+            (memory-conditioned, or with the no-memory embedding added) instead of the frame's
+            own embedding, as GLUS's code does; SAM 2 encodes memory from the frame's embedding.
     """
 
     clip_len: int = 1
@@ -61,6 +64,7 @@ class MethodHooks:
     keep_recent: int = 0
     store_keys: bool = False
     store_masks: bool = False
+    memory_reads_decoder_input: bool = False
 
     def encode_stage(self, stage: int, features: Tensor) -> Tensor:
         """Step 1. Adapt the image encoder after Hiera stage `stage` ([T, h, w, C], T = clip)."""

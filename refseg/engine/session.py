@@ -277,14 +277,16 @@ class Session:
         prompts = {o: self._frame_prompt(p, height, width) if p else _FramePrompt()
                    for o, p in self._pending.pop(t, {}).items()}
         outputs: dict[int, DecoderOutput] = {}
+        read: dict[int, Tensor] = {}  # the embedding each object's decoder read [1, C, h, w]
         prompted: dict[int, bool] = {}
         for obj_id in list(dict.fromkeys([*self.object_ids, *prompts])):
             prompt = prompts.get(obj_id, _FramePrompt())
             if prompt.mask is not None:
                 extra = self.hooks.prompt_tokens(t, obj_id, features, features.embed, None, False)
                 outputs[obj_id] = mask_as_output(model, features.high_res, features.embed, prompt.mask, extra)
+                read[obj_id] = features.embed
             else:
-                outputs[obj_id] = self._decode(t, obj_id, features, prompt.points)
+                outputs[obj_id], read[obj_id] = self._decode(t, obj_id, features, prompt.points)
         given = {o for o, p in prompts.items() if p.points is not None or p.mask is not None}
         for obj_id in outputs:
             starting = obj_id in prompts or not self.bank.has_memory(obj_id)
@@ -295,10 +297,13 @@ class Session:
         # the output masks, holes filled once: what the user gets and what a method's memory keeps
         filled = {o: fill_holes(out.low_res.float(), self.hooks.fill_holes) for o, out in outputs.items()}
         if outputs:
-            self._write_memory(t, features, outputs, filled, prompted, binarize={o: o in given for o in outputs})
+            self._write_memory(t, features, outputs, read, filled, prompted, binarize={o: o in given for o in outputs})
         return FrameResult(t, height, width, {o: self._result(out, filled[o], height, width) for o, out in outputs.items()})
 
-    def _decode(self, t: int, obj_id: int, features: ImageFeatures, points: PointPrompt | None) -> DecoderOutput:
+    def _decode(self, t: int, obj_id: int, features: ImageFeatures,
+                points: PointPrompt | None) -> tuple[DecoderOutput, Tensor]:
+        """The decoder's output for `obj_id` and the embedding it read (memory-conditioned, or with
+        the no-memory embedding added)."""
         model = self.model
         conditioning = points is not None or not self.bank.has_memory(obj_id)
         readout = None
@@ -314,8 +319,9 @@ class Session:
         extra = self.hooks.prompt_tokens(t, obj_id, features, embed, readout, points is not None)
         sparse, dense = embed_prompts(model.prompt_encoder, 1, points=points, extra=extra)
         multimask = self._multimask(conditioning, points) if self.hooks.multimask is None else self.hooks.multimask
-        return decode_masks(model, features.high_res, embed, sparse, dense, multimask,
-                            self.hooks.stability_fallback, self.hooks.presence_gate)
+        out = decode_masks(model, features.high_res, embed, sparse, dense, multimask,
+                           self.hooks.stability_fallback, self.hooks.presence_gate)
+        return out, embed
 
     def _multimask(self, conditioning: bool, points: PointPrompt | None) -> bool:
         """SAM 2's rule: several candidate masks when there are 0 or 1 clicks (ambiguous)."""
@@ -324,13 +330,16 @@ class Session:
         return bool(c.multimask_output_in_sam and (conditioning or c.multimask_output_for_tracking)
                     and c.multimask_min_pt_num <= num_points <= c.multimask_max_pt_num)
 
-    def _write_memory(self, t: int, features: ImageFeatures, outputs: dict[int, DecoderOutput],
+    def _write_memory(self, t: int, features: ImageFeatures, outputs: dict[int, DecoderOutput], read: dict[int, Tensor],
                       filled: dict[int, Tensor], prompted: dict[int, bool], binarize: dict[int, bool]) -> None:
         ids = list(outputs)
         masks = torch.cat([self.hooks.memory_mask(t, o, features, outputs[o]) for o in ids])
         scores = torch.cat([outputs[o].object_score for o in ids])
         flags = torch.tensor([binarize[o] and not self.grad for o in ids], device=self.device)
-        embed = features.embed.expand(len(ids), -1, -1, -1)
+        if self.hooks.memory_reads_decoder_input:
+            embed = torch.cat([read[o] for o in ids])
+        else:
+            embed = features.embed.expand(len(ids), -1, -1, -1)
         memories = encode_memory(self.model, embed, masks, scores, flags, self.memory_dtype)
         key = features.embed[0] if self.hooks.store_keys else None
         for i, obj_id in enumerate(ids):
