@@ -147,7 +147,7 @@ def counted(owner: object, attr: str, key: str, counts: dict[str, float], counte
 def flops(name: str) -> dict[str, float]:
     """GFLOPs per module on the last of 25 frames (a tracked frame with full memory; without the
     key/value cache, so that memory attention runs as one module)."""
-    model = build(name)
+    model = build(name).requires_grad_(False)  # the counter's module hooks trip on parameters under inference mode
     clip = frames(25, model.sam.image_size)
     session = model.session(kv_cache=False)
     session.add_prompt(1, Points([[clip.shape[2] / 4, clip.shape[1] / 2]]))
