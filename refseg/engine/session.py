@@ -207,6 +207,28 @@ class Session:
             raise RuntimeError(f"this method reads clips of {self.hooks.clip_len} frames: use push_clip")
         return self.push_clip([frame])[0]
 
+    def skip(self, frame: np.ndarray | Tensor) -> FrameResult:
+        """Pass over the next frame without segmenting it: no object gets a mask or a memory there
+        (a method with nothing to prompt the frame with: GLUS when its LLM gives no [SEG]). The
+        frame still counts in the stream's indices and in a method's pixel window; objects that were
+        to start on it (`add_object`) start on the next frame."""
+        tensor = self._check_frame(frame, self._next)
+        starting = self._pending.get(self._next, {})
+        given = [o for o, prompts in starting.items() if prompts]
+        if given:
+            raise ValueError(f"frame {self._next}: object {given[0]} has clicks, a box or a mask there; "
+                             "a frame with prompts cannot be skipped")
+        n = self.hooks.pixel_window
+        if n > 0:
+            with torch.inference_mode(not self.grad):
+                self._pixel_window(self.hooks.preprocess.pixels(tensor[None], self.model.image_size))
+            if self.feature_cache is not None and n > 1:
+                self._history_keys = [*self._history_keys, frame_key(tensor)][-(n - 1):]
+        for obj_id in self._pending.pop(self._next, {}):
+            self._pending.setdefault(self._next + 1, {}).setdefault(obj_id, [])
+        self._next += 1
+        return FrameResult(self._next - 1, tensor.shape[0], tensor.shape[1], {})
+
     def push_clip(self, frames: Iterable[np.ndarray | Tensor]) -> list[FrameResult]:
         """Segment the next frames together (the image encoder sees them as one clip)."""
         tensors = [self._check_frame(f, self._next + i) for i, f in enumerate(frames)]
