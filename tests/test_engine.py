@@ -340,3 +340,24 @@ def test_fill_holes_fills_only_small_background_regions():
     assert torch.equal(filled, expected)
     assert torch.equal(fill_holes(logits, 0), logits)
     assert torch.equal(fill_holes(logits, 10)[..., 8:11, 8:11], torch.full((1, 1, 3, 3), 0.1))
+
+
+def test_a_skipped_frame_gets_no_mask_and_no_memory_and_delays_a_start(tiny_model):
+    frames = synthetic_video(4)
+    session = Session(tiny_model)
+    session.add_prompt(1, Points([[40, 50]]), frame=1)
+    session.add_prompt(2, Points([[40, 50]]))
+    with pytest.raises(ValueError, match="frame 0: object 2 has clicks"):
+        session.skip(frames[0])
+    session = Session(tiny_model)
+    session.add_prompt(1, Points([[40, 50]]))
+    session.push(frames[0])
+    skipped = session.skip(frames[1])
+    assert skipped.index == 1 and skipped.objects == {}
+    assert 1 not in session.bank.object(1).recent and session.frame_index == 2
+    assert set(session.push(frames[2]).objects) == {1}
+    # an object that was to start on a skipped frame starts on the next one
+    fresh = Session(tiny_model)
+    fresh.add_object(3)
+    fresh.skip(frames[0])
+    assert fresh.object_ids == [] and set(fresh.push(frames[1]).objects) == {3}
