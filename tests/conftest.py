@@ -12,8 +12,23 @@ import torch
 
 from refseg.demo import DISK, moving_shapes
 from refseg.sam import Sam2, tiny_test_config
+from refseg.sam.config import build_config
 
 torch.set_num_threads(2)
+
+
+def narrow_sam2_config(trunk: dict, image_size: int, width: int, memory_width: int, **overrides):
+    """A SAM 2.0 config whose heads are all `width` wide (neck, prompt encoder, decoder, memory
+    attention and encoder, fuser 4 x width) with memories `memory_width` wide: the tiny models the
+    official-parity fixtures were made with. `overrides` are `Sam2VideoConfig` fields."""
+    fields = dict(num_maskmem=7, memory_attention_hidden_size=width, memory_encoder_hidden_size=width,
+                  memory_encoder_output_channels=memory_width, mask_downsampler_embed_dim=width,
+                  memory_fuser_embed_dim=width, memory_fuser_intermediate_dim=4 * width)
+    config = build_config(trunk, image_size=image_size, version="2", **{**fields, **overrides})
+    config.vision_config.fpn_hidden_size = width
+    config.prompt_encoder_config.hidden_size = width
+    config.mask_decoder_config.hidden_size = width
+    return config
 
 
 def random_sam2(seed: int = 0, image_size: int = 128, **overrides) -> Sam2:

@@ -12,10 +12,11 @@ import pytest
 import torch
 from test_glus_vision import FIXTURE, official_state
 
+from conftest import narrow_sam2_config
+
 from refseg.engine import Session
 from refseg.methods.glus.hooks import GlusHooks
 from refseg.sam.checkpoint import convert_official_state_dict, load_state
-from refseg.sam.config import build_config
 from refseg.sam.model import Sam2
 
 ATOL, RTOL = 1e-4, 1e-5  # the fixture's mask logits reach +-70 (its decoder gains): |a - b| <= ATOL + RTOL |b|
@@ -31,13 +32,8 @@ def official_sam2() -> Sam2:
     trunk = dict(hidden_size=8, embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 2, 4, 8],
                  blocks_per_stage=[1, 2, 3, 1], global_attention_blocks=[4], window_size_per_stage=[4, 4, 2, 2],
                  window_positional_embedding_background_size=[7, 7])
-    config = build_config(trunk, image_size=64, version="2", num_maskmem=7, memory_attention_hidden_size=32,
-                          memory_attention_num_layers=4, memory_attention_feed_forward_hidden_size=64,
-                          memory_encoder_hidden_size=32, memory_encoder_output_channels=8,
-                          mask_downsampler_embed_dim=32, memory_fuser_embed_dim=32, memory_fuser_intermediate_dim=128)
-    config.vision_config.fpn_hidden_size = 32
-    config.prompt_encoder_config.hidden_size = 32
-    config.mask_decoder_config.hidden_size = 32
+    config = narrow_sam2_config(trunk, 64, width=32, memory_width=8, memory_attention_num_layers=4,
+                                memory_attention_feed_forward_hidden_size=64)
     state, _, _ = official_state()
     prefix = "model.visual_model."
     sam = convert_official_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from refseg.methods.samwise.checkpoint import load_official_samwise  # noqa: E402
 from refseg.methods.samwise.model import SamwiseConfig  # noqa: E402
-from refseg.sam.config import build_config  # noqa: E402
+from conftest import narrow_sam2_config  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "samwise_official"
 ATOL = 1e-4
@@ -32,13 +32,8 @@ def tiny_official_sam2_config():
     trunk = dict(hidden_size=8, embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[2, 4, 8, 16],
                  blocks_per_stage=[2, 2, 4, 2], global_attention_blocks=[5, 7], window_size_per_stage=[8, 4, 14, 7],
                  window_positional_embedding_background_size=[14, 14])
-    config = build_config(trunk, image_size=1024, version="2", num_maskmem=7, memory_attention_hidden_size=64,
-                          memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=64,
-                          memory_encoder_hidden_size=64, memory_encoder_output_channels=64,
-                          mask_downsampler_embed_dim=64, memory_fuser_embed_dim=64, memory_fuser_intermediate_dim=256)
-    config.vision_config.fpn_hidden_size = 64
-    config.prompt_encoder_config.hidden_size = 64
-    config.mask_decoder_config.hidden_size = 64
+    config = narrow_sam2_config(trunk, 1024, width=64, memory_width=64, memory_attention_num_layers=1,
+                                memory_attention_feed_forward_hidden_size=64)
     config.mask_decoder_config.mlp_dim = 64
     config.mask_decoder_config.iou_head_hidden_dim = 64
     return config
