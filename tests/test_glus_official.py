@@ -75,3 +75,43 @@ def test_key_frame_run_takes_each_frame_from_its_own_pass(recorded):
 def test_foreign_keys_are_named():
     with pytest.raises(CheckpointError, match="not a GLUS checkpoint key: \\['model.extra.weight'\\]"):
         official_parts({"model.extra.weight": torch.zeros(1)})
+
+
+def published_folder(tmp_path, gamma: float):
+    """The fixture's model written as a published GLUS folder: config.json, pytorch_model.bin
+    (no vision tower; fuser layer scales set to `gamma`, as trained SAM 2 weights hold), the
+    tokenizer, and a CLIP folder beside it."""
+    import shutil
+
+    state, config, _ = official_state()
+    tower = CLIPVisionModel(CLIPVisionConfig(**config["clip"]))
+    tower.load_state_dict(official_parts(state)["vision_tower"])
+    tower.save_pretrained(tmp_path / "clip")
+    folder = tmp_path / "glus"
+    shutil.copytree(FIXTURE.parent / "tokenizer", folder)
+    weights = {k: v for k, v in state.items() if not k.startswith("model.vision_tower.")}
+    for key in ("model.visual_model.memory_encoder.fuser.layers.0.gamma",
+                "model.visual_model.memory_encoder.fuser.layers.1.gamma"):
+        weights[key] = torch.full_like(weights[key], gamma)
+    torch.save(weights, folder / "pytorch_model.bin")
+    meta = {**config["llava_config"], "vision_tower": str(tmp_path / "clip")}
+    (folder / "config.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_a_published_folder_loads_and_computes_the_official_masks(recorded, tmp_path):
+    from refseg.methods.glus.checkpoint import load_official_glus
+
+    meta, data = recorded
+    folder = published_folder(tmp_path, gamma=0.5)
+    sam_config = official_sam2().config  # a tiny SAM 2 is no published size: its config is given
+    model = load_official_glus(folder, sam_config=sam_config)
+    result = model.segment(list(data["frames"]), meta["expression"])
+    for t in range(20):
+        assert agree(result.masks[t], data["main/masks"][t], data[f"main/{t}/frame_logits"]), t
+    # the official inference never loads the fuser's layer scales; the checkpoint's change the masks
+    kept = load_official_glus(folder, sam_config=sam_config, fuser="checkpoint").segment(list(data["frames"][:6]),
+                                                                                         meta["expression"])
+    assert any(not torch.allclose(a, b, atol=1e-3) for a, b in zip(kept.logits[1:], result.logits[1:6]))
+    with pytest.raises(CheckpointError, match="is not a local folder; pass vision_tower"):
+        load_official_glus(folder, vision_tower=tmp_path / "nowhere", sam_config=sam_config)
