@@ -16,7 +16,7 @@ slides, the oldest turn leaves and the context frames move into the new first tu
 Token ids follow LLaVA's `tokenizer_image_token` with a LLaMA (SentencePiece, legacy) tokenizer:
 the text is split at the added tokens, whitespace next to an added token is dropped, every text
 piece is encoded on its own (so it gets SentencePiece's leading "▁"), the BOS comes once, and each
-`<image>` becomes `IMAGE_TOKEN` (-200), a placeholder for the image's tokens.
+`<image>` becomes `IMAGE_TOKEN` (-200), which stands for the image's tokens.
 """
 
 from __future__ import annotations
