@@ -10,18 +10,15 @@ import torch
 from test_glus_vision import FIXTURE, official_state
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from refseg.methods.glus.checkpoint import LLAMA_FIELDS
 from refseg.methods.glus.conversation import IMAGE_TOKEN, seg_rows
 from refseg.methods.glus.mllm import GlusLlm
-
-FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "num_key_value_heads",
-          "rms_norm_eps", "vocab_size", "max_position_embeddings", "tie_word_embeddings", "bos_token_id",
-          "eos_token_id", "pad_token_id")
 
 
 def official_llm() -> tuple[GlusLlm, dict]:
     state, config, _ = official_state()
     llava = config["llava_config"]
-    llm = LlamaForCausalLM(LlamaConfig(**{k: llava[k] for k in FIELDS}))
+    llm = LlamaForCausalLM(LlamaConfig(**{k: llava[k] for k in LLAMA_FIELDS if k in llava}))
     llm.load_state_dict({k: v for k, v in state.items() if k.startswith(("model.layers.", "model.embed_tokens.",
                                                                          "model.norm.", "lm_head."))
                          and not k.endswith("rotary_emb.inv_freq")})  # a 4.31 buffer, recomputed

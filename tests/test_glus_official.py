@@ -8,12 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_glus_mllm import FIELDS
 from test_glus_sam import official_sam2
 from test_glus_vision import FIXTURE, official_state
 from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-from refseg.methods.glus.checkpoint import official_parts
+from refseg.methods.glus.checkpoint import LLAMA_FIELDS, official_parts
 from refseg.methods.glus.mllm import GlusLlm
 from refseg.methods.glus.model import Glus, GlusConfig
 from refseg.methods.glus.vision import VisionTokens
@@ -26,7 +25,7 @@ def official_glus() -> Glus:
     state, config, _ = official_state()
     parts = official_parts(state)
     llava = config["llava_config"]
-    llm = LlamaForCausalLM(LlamaConfig(**{k: llava[k] for k in FIELDS}))
+    llm = LlamaForCausalLM(LlamaConfig(**{k: llava[k] for k in LLAMA_FIELDS if k in llava}))
     llm.load_state_dict(parts["llm"])
     glus_llm = GlusLlm(llm, prompt_width=llava["out_dim"])
     glus_llm.text_hidden_fcs.layers.load_state_dict(parts["text_hidden_fcs"])
