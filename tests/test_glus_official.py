@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, Llama
 from refseg.methods.glus.checkpoint import LLAMA_FIELDS, official_parts
 from refseg.methods.glus.mllm import GlusLlm
 from refseg.methods.glus.model import Glus, GlusConfig
-from refseg.methods.glus.vision import VisionTokens
+from refseg.methods.glus.vision import ClipTower, VisionTokens
 from refseg.sam.checkpoint import CheckpointError
 
 MARGIN = 1e-3  # pixels whose official logit is this close to 0 may flip (the fixture's smallest is 1.3e-4)
@@ -31,12 +31,12 @@ def official_glus() -> Glus:
     glus_llm.text_hidden_fcs.layers.load_state_dict(parts["text_hidden_fcs"])
     tower = CLIPVisionModel(CLIPVisionConfig(**config["clip"]))
     tower.load_state_dict(parts["vision_tower"])
-    vision = VisionTokens(tower, llava["hidden_size"])
+    vision = VisionTokens(ClipTower(tower), llava["hidden_size"])
     vision.mm_projector.load_state_dict(parts["mm_projector"])
     sam = official_sam2()
     sam.load_state_dict(parts["sam"])
     tokenizer = AutoTokenizer.from_pretrained(FIXTURE.parent / "tokenizer")
-    return Glus(vision, glus_llm, sam, tokenizer, GlusConfig(clip_size=config["clip"]["image_size"])).eval()
+    return Glus(vision, glus_llm, sam, tokenizer, GlusConfig()).eval()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from refseg.methods.glus.vision import VisionTokens, clip_pixels
+from refseg.methods.glus.vision import ClipTower, VisionTokens, clip_pixels
 
 FIXTURE = Path(__file__).parent / "fixtures" / "glus_official" / "glus_official.npz"
 TOWER = "model.vision_tower.vision_tower.vision_model."  # `transformers` 5 names drop `vision_model.`
@@ -33,7 +33,7 @@ def test_image_tokens_equal_the_official_ones():
     tower = CLIPVisionModel(CLIPVisionConfig(**config["clip"]))
     weights = {k[len(TOWER):]: v for k, v in state.items() if k.startswith(TOWER) and not k.endswith("position_ids")}
     tower.load_state_dict(weights)
-    tokens = VisionTokens(tower, llm_width=64)
+    tokens = VisionTokens(ClipTower(tower), llm_width=64)
     tokens.mm_projector.load_state_dict({"weight": state["model.mm_projector.weight"],
                                          "bias": state["model.mm_projector.bias"]})
     assert torch.allclose(tokens.patches(pixels), torch.from_numpy(arrays["clip_patches"]), atol=1e-5)
@@ -45,7 +45,7 @@ def test_image_tokens_equal_the_official_ones():
 def test_pooling_is_along_the_token_sequence_not_square():
     tower = CLIPVisionModel(CLIPVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=2,
                                              num_attention_heads=2, image_size=28, patch_size=7))
-    tokens = VisionTokens(tower, llm_width=8)
+    tokens = VisionTokens(ClipTower(tower), llm_width=8)
     with torch.no_grad():
         tokens.mm_projector.weight.copy_(torch.eye(8))
         tokens.mm_projector.bias.zero_()

@@ -4,7 +4,7 @@ consistent (a horizontal flip swaps the words "left" and "right")."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,7 @@ class Clip:
     expression: Expression
     flipped: bool
     objects: dict[int, np.ndarray] = field(default_factory=dict)  # with `objects=True`: every object's [T, S, S]
+    context: int = 0  # the first `context` frames (and masks) are context frames drawn over the video (`ClipSampler`)
 
 
 class ClipSampler:
@@ -53,12 +54,16 @@ class ClipSampler:
         weights: phenomenon -> how many times more often an expression exercising it is drawn
             (`Expression.phenomena`; one with several takes the largest of their weights, one
             with none or unlisted ones weighs 1), to train on what a split holds little of.
+        context: (number of frames N, generator) -> frame indices; when given, each clip starts
+            with these frames of its video (a method's global context, e.g. GLUS's one frame per
+            segment), then its `clip_len` consecutive frames (`Clip.context` says how many).
     """
 
     def __init__(self, samples: Sequence[VideoSample], clip_len: int = 8, size: int = 256, flip_p: float = 0.5,
                  crop_scale: tuple[float, float] = (0.7, 1.0), brightness: float = 0.15, contrast: float = 0.15,
                  seed: int = 0, by: str = "expression", objects: bool = False,
-                 weights: Mapping[str, float] | None = None) -> None:
+                 weights: Mapping[str, float] | None = None,
+                 context: Callable[[int, np.random.Generator], list[int]] | None = None) -> None:
         if by == "expression":
             self.items = [(i, e) for i, s in enumerate(samples) for e in s.expressions]
         elif by == "object":
@@ -75,6 +80,7 @@ class ClipSampler:
         self.clip_len, self.size, self.flip_p = clip_len, size, flip_p
         self.crop_scale, self.brightness, self.contrast = crop_scale, brightness, contrast
         self.rng = np.random.default_rng(seed)
+        self.context = context
 
     def _probabilities(self, weights: Mapping[str, float]) -> np.ndarray | None:
         """Draw probability of each item under `weights` (None: uniform)."""
@@ -109,6 +115,8 @@ class ClipSampler:
             starts = starts[visible[starts]] if visible[starts].any() else np.flatnonzero(visible)[:1]
         start = int(starts[int(self.rng.integers(len(starts)))])
         ts = [min(start + k, len(video) - 1) for k in range(self.clip_len)]
+        context = self.context(len(video), self.rng) if self.context is not None else []
+        ts = context + ts
         expressions = [expression]
         if size > 1:
             if self.by != "expression":
@@ -119,10 +127,11 @@ class ClipSampler:
         frames = np.stack([video.load_frame(t) for t in ts])
         masks = [video.target_mask(e)[ts] for e in expressions]
         objects = {o: m[ts] for o, m in sorted(video.masks.items())} if self.objects else None
-        return self.augment(video.video_id, start, frames, masks, expressions, objects)
+        return self.augment(video.video_id, start, frames, masks, expressions, objects, len(context))
 
     def augment(self, video_id: str, start: int, frames: np.ndarray, masks: list[np.ndarray],
-                expressions: list[Expression], objects: dict[int, np.ndarray] | None = None) -> list[Clip]:
+                expressions: list[Expression], objects: dict[int, np.ndarray] | None = None,
+                context: int = 0) -> list[Clip]:
         """One random crop, jitter and flip for the frames, every target mask `masks[k]` (of
         `expressions[k]`) and `objects`; one clip per expression."""
         rng = self.rng
@@ -148,4 +157,5 @@ class ClipSampler:
             objects = {o: m[:, :, ::-1].copy() for o, m in objects.items()}
             expressions = [Expression(e.exp_id, flip_text(e.text), e.target_ids, e.phenomena) for e in expressions]
         objects = {o: m.astype(bool) for o, m in objects.items()}
-        return [Clip(video_id, start, frames, m.astype(bool), e, flipped, objects) for m, e in zip(masks, expressions)]
+        return [Clip(video_id, start, frames, m.astype(bool), e, flipped, objects, context)
+                for m, e in zip(masks, expressions)]

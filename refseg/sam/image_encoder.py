@@ -83,6 +83,19 @@ def encode_images(
     Returns:
         `ImageFeatures` for the T frames.
     """
+    stage_outputs = trunk_stages(vision, pixel_values, hook)
+    fpn, fpn_pos = vision.neck(tuple(stage_outputs))
+    levels = vision.num_feature_levels
+    fpn = list(fpn[-levels:][::-1])  # high -> low resolution
+    fpn_pos = list(fpn_pos[-levels:][::-1])
+    high_res = [mask_decoder.conv_s0(fpn[0]), mask_decoder.conv_s1(fpn[1])]
+    trunk_maps = [s.permute(0, 3, 1, 2) for s in stage_outputs]
+    return ImageFeatures(high_res=high_res, embed=fpn[-1], pos=fpn_pos[-1], trunk=trunk_maps)
+
+
+def trunk_stages(vision: Sam2VisionModel, pixel_values: Tensor, hook: StageHook | None = None) -> list[Tensor]:
+    """The Hiera trunk's stage outputs, each [T, h_s, w_s, C_s] (strides 4, 8, 16, 32), for
+    pixel_values [T, 3, S, S]; `hook` (optional) adapts each stage's output before the next."""
     trunk = vision.backbone
     hidden = trunk.patch_embed(pixel_values)  # [T, S/4, S/4, C0]
     hidden = hidden + trunk._get_pos_embed(hidden.shape[1:3])
@@ -97,13 +110,7 @@ def encode_images(
                                  f"{tuple(hooked.shape)}")
             hidden = hooked
         stage_outputs.append(hidden)
-    fpn, fpn_pos = vision.neck(tuple(stage_outputs))
-    levels = vision.num_feature_levels
-    fpn = list(fpn[-levels:][::-1])  # high -> low resolution
-    fpn_pos = list(fpn_pos[-levels:][::-1])
-    high_res = [mask_decoder.conv_s0(fpn[0]), mask_decoder.conv_s1(fpn[1])]
-    trunk_maps = [s.permute(0, 3, 1, 2) for s in stage_outputs]
-    return ImageFeatures(high_res=high_res, embed=fpn[-1], pos=fpn_pos[-1], trunk=trunk_maps)
+    return stage_outputs
 
 
 def normalise_frames(frames: Tensor, image_size: int) -> Tensor:

@@ -14,6 +14,7 @@ import yaml
 
 from refseg.io.atomic import atomic_file
 from refseg.methods.evf_sam import EvfConfig
+from refseg.methods.glus.model import GlusSpec
 from refseg.methods.sam_i2v.config import SamI2VConfig
 from refseg.methods.samwise.model import SamwiseConfig
 
@@ -87,6 +88,8 @@ class LossConfig:
     mlm: float = 1.0  # BEiT-3 pretraining: masked language modelling
     box: float = 5.0  # BEiT-3 pretraining: L1 on the referred box
     patch: float = 1.0  # BEiT-3 pretraining: each patch's covered fraction
+    ce: float = 1.0  # GLUS: cross-entropy on the assistant's tokens
+    contrastive: float = 0.1  # GLUS: object contrastive loss
 
 
 @dataclass
@@ -117,7 +120,7 @@ class PretrainConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), sam_i2v, samwise, evf, beit3 (EVF-SAM's encoder)
+    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), sam_i2v, samwise, evf, glus, beit3 (EVF-SAM's encoder)
     out: str = "runs/train"
     steps: int = 100
     batch_size: int = 2  # clips per optimizer step, over all processes
@@ -134,6 +137,7 @@ class TrainConfig:
     sam_i2v: SamI2VConfig = field(default_factory=SamI2VConfig)  # tapped_dims follow the image SAM
     evf: EvfConfig = field(default_factory=EvfConfig)  # also the encoder the beit3 task pretrains
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    glus: GlusSpec = field(default_factory=GlusSpec)  # the model the glus task builds (and its inference settings)
 
 
 def _build(cls: type, values: dict, where: str) -> object:
@@ -162,6 +166,8 @@ def _check(hint: object, value: object, path: str) -> object:
     for option in options:
         if typing.get_origin(option) is tuple and isinstance(value, list):
             items = typing.get_args(option)
+            if len(items) == 2 and items[1] is Ellipsis:  # tuple[T, ...]: any length
+                return tuple(_check(items[0], v, f"{path}[{i}]") for i, v in enumerate(value))
             if len(items) != len(value):
                 raise ValueError(f"{path}: expected {len(items)} values, got {value!r}")
             return tuple(_check(item, v, f"{path}[{i}]") for i, (item, v) in enumerate(zip(items, value)))

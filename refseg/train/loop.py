@@ -37,6 +37,8 @@ from refseg.data import formats, synth
 from refseg.encoders.text import TextEncoder
 from refseg.io.atomic import atomic_dir
 from refseg.methods.evf_sam import EvfSam
+from refseg.methods.glus import Glus
+from refseg.methods.glus.build import build_glus, load_stored
 from refseg.methods.sam_i2v import SamI2V, upgrade
 from refseg.methods.samwise import Samwise
 from refseg.models import KINDS
@@ -48,6 +50,7 @@ from refseg.sam.checkpoint import load_sam2
 from refseg.train.config import TrainConfig, dump, to_dict
 from refseg.train.beit3 import Beit3Pretrainer, Beit3PretrainTask
 from refseg.train.evf import EvfTask
+from refseg.train.glus import GlusTask
 from refseg.train.sam2_image import Sam2ImageTask
 from refseg.train.sam2_pvs import Sam2PvsTask
 from refseg.train.sam_i2v import SamI2VTask
@@ -55,6 +58,9 @@ from refseg.train.samwise import SamwiseTask
 
 log = logging.getLogger(__name__)
 
+
+
+RANDOM_SAM2 = ("tiny-test", "synth-small", "tiny", "small", "base_plus", "large")  # `model.sam2` values built at random
 
 
 def build_sam2(config: TrainConfig) -> Sam2:
@@ -71,15 +77,16 @@ def build_sam2(config: TrainConfig) -> Sam2:
     return model
 
 
-def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamI2VTask | SamwiseTask | EvfTask | Beit3PretrainTask:
+def build_task(config: TrainConfig) -> (Sam2ImageTask | Sam2PvsTask | SamI2VTask | SamwiseTask | EvfTask | GlusTask
+                                        | Beit3PretrainTask):
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
     if config.data.expressions_per_clip < 1:
         raise ValueError(f"data.expressions_per_clip: expected at least 1, got {config.data.expressions_per_clip}")
     expression_options = {"expressions_per_clip": config.data.expressions_per_clip > 1,
                           "phenomenon_weights": bool(config.data.phenomenon_weights)}
     for name, used in expression_options.items():
-        if used and config.task not in ("samwise", "evf", "beit3"):
-            raise ValueError(f"data.{name}: only the expression tasks (samwise, evf, beit3) draw expressions; "
+        if used and config.task not in ("samwise", "evf", "beit3", "glus"):
+            raise ValueError(f"data.{name}: only the expression tasks (samwise, evf, glus, beit3) draw expressions; "
                              f"task {config.task!r} draws objects")
     if config.data.cache_features and config.task != "evf":
         raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
@@ -101,7 +108,10 @@ def build_task(config: TrainConfig) -> Sam2ImageTask | Sam2PvsTask | SamI2VTask 
     if config.task == "sam_i2v":
         image_sam = from_sam1(load_sam1(config.model.sam1)) if config.model.sam1 else build_sam2(config)
         return SamI2VTask(upgrade(image_sam, config.sam_i2v, config.model.memory_layers), config)
-    raise ValueError(f"task: expected sam2_pvs, sam2_image, sam_i2v, samwise, evf or beit3, got {config.task!r}")
+    if config.task == "glus":
+        source = None if config.model.sam2 in RANDOM_SAM2 else config.model.sam2
+        return GlusTask(build_glus(config.glus, build_sam2(config), source), config)
+    raise ValueError(f"task: expected sam2_pvs, sam2_image, sam_i2v, samwise, evf, glus or beit3, got {config.task!r}")
 
 
 def load_samples(config: TrainConfig) -> list:
@@ -144,14 +154,20 @@ def _latest(run: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def _weights(model: Sam2 | Samwise | EvfSam | SamI2V | Beit3Pretrainer) -> dict[str, torch.Tensor]:
-    """What a checkpoint stores: every tensor but a frozen text encoder's (rebuilt from its source)."""
+def _weights(model: Sam2 | Samwise | EvfSam | SamI2V | Glus | Beit3Pretrainer) -> dict[str, torch.Tensor]:
+    """What a checkpoint stores: every tensor but a frozen text encoder's (rebuilt from its source);
+    GLUS's trained parts only (its language model is rebuilt from its source)."""
+    if isinstance(model, Glus):
+        return model.stored_state()
     return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("text.")}
 
 
 def _load_weights(model: nn.Module, path: Path, absent: tuple[str, ...] = ("text.",)) -> None:
     """Load a checkpoint's tensors (float32) into `model`; every name must match, but those
     under `absent` (the frozen text encoder's, which checkpoints do not store)."""
+    if isinstance(model, Glus):
+        load_stored(model, path)
+        return
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
@@ -174,11 +190,11 @@ def _load_init(model: nn.Module, config: TrainConfig) -> None:
     _load_weights(model, folder / "model.safetensors", ("text.", "sam.") if source is not None else ("text.",))
 
 
-def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | SamI2V | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
+def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | SamI2V | Glus | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
     if isinstance(model, Beit3Pretrainer):
         meta = {"beit3": dataclasses.asdict(model.encoder.config)}
-    elif isinstance(model, SamI2V):
+    elif isinstance(model, (SamI2V, Glus)):
         meta = model.meta()
     else:
         sam = model if isinstance(model, Sam2) else model.sam

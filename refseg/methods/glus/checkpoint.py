@@ -28,7 +28,7 @@ from transformers import (AutoTokenizer, CLIPVisionModel, LlamaConfig, LlamaForC
 
 from refseg.methods.glus.mllm import GlusLlm
 from refseg.methods.glus.model import Glus, GlusConfig
-from refseg.methods.glus.vision import VisionTokens
+from refseg.methods.glus.vision import ClipTower, VisionTokens
 from refseg.sam.checkpoint import (CheckpointError, config_for_official, convert_official_state_dict, load_state,
                                    read_state_dict)
 from refseg.sam.model import Sam2
@@ -108,7 +108,8 @@ def load_official_glus(folder: str | os.PathLike[str], vision_tower: str | os.Pa
     tower = CLIPVisionModel.from_pretrained(tower_path)
     if parts["vision_tower"]:
         tower.load_state_dict(parts["vision_tower"])
-    vision = VisionTokens(tower, int(meta["hidden_size"]), select_layer=int(meta.get("mm_vision_select_layer", -2)))
+    vision = VisionTokens(ClipTower(tower, select_layer=int(meta.get("mm_vision_select_layer", -2))),
+                          int(meta["hidden_size"]))
     vision.mm_projector.load_state_dict(parts["mm_projector"])
     sam = Sam2(sam_config if sam_config is not None else config_for_official(official_sam, image_size))
     sam_state = parts["sam"]
@@ -116,8 +117,7 @@ def load_official_glus(folder: str | os.PathLike[str], vision_tower: str | os.Pa
         sam_state = {k: torch.full_like(v, OFFICIAL_FUSER_GAMMA) if k in FUSER_GAMMAS else v for k, v in sam_state.items()}
     load_state(sam, sam_state, str(path))
     tokenizer = _tokenizer(path)
-    config = GlusConfig(clip_size=int(tower.config.image_size))
-    return Glus(vision, glus_llm, sam, tokenizer, config).eval()
+    return Glus(vision, glus_llm, sam, tokenizer, GlusConfig()).eval()
 
 
 def _tokenizer(path: Path) -> PreTrainedTokenizerBase:

@@ -43,10 +43,12 @@ def clean_expression(expression: str) -> str:
     return (text[:-1] if text.endswith(".") else text).strip().lower()
 
 
-def glus_prompt(expression: str, turns: int, context_frames: int = 4, failed: Sequence[bool] = ()) -> str:
+def glus_prompt(expression: str, turns: int, context_frames: int = 4, failed: Sequence[bool] = (),
+                complete: bool = False) -> str:
     """The prompt of a call over `context_frames` context images and `turns` query frames (the
     window, current frame last). `failed[i]`: the i-th earlier turn produced no [SEG] (its answer
-    then reads "[SEG] ." as the official code writes it)."""
+    then reads "[SEG] ." as the official code writes it). `complete`: the last answer too is
+    written out in full (a training conversation, every turn answered)."""
     if turns < 1:
         raise ValueError(f"turns: at least the current frame, got {turns}")
     if len(failed) not in (0, turns - 1):
@@ -55,11 +57,11 @@ def glus_prompt(expression: str, turns: int, context_frames: int = 4, failed: Se
     parts = [SYSTEM + " "]
     for turn in range(turns):
         user = IMAGE_BLOCK + question
-        if turn == 0:
+        if turn == 0 and context_frames:
             user = IMAGE_BLOCK * context_frames + CONTEXT_TEXT + user
         parts.append(f"USER: {user} ASSISTANT: ")
-        if turn < turns - 1:
-            parts.append(ANSWER + SEG + (" ." if failed and failed[turn] else ".") + EOS)
+        if turn < turns - 1 or complete:
+            parts.append(ANSWER + SEG + (" ." if failed and turn < len(failed) and failed[turn] else ".") + EOS)
         else:
             parts.append(ANSWER)
     return "".join(parts)
@@ -89,10 +91,24 @@ def glus_input_ids(prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]
 
 
 def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+    if token == EOS:  # the end of a turn is the tokenizer's own end-of-sequence token
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no end-of-sequence token")
+        return int(tokenizer.eos_token_id)
     index = tokenizer.convert_tokens_to_ids(token)
     if index is None or index == tokenizer.unk_token_id:
         raise ValueError(f"the tokenizer has no {token} token: add {NEW_TOKENS} to it (GLUS's added tokens)")
     return int(index)
+
+
+def token_rows(input_ids: Sequence[int], image_tokens: int) -> list[int]:
+    """Row of each token of `input_ids` in the LLM sequence once every `IMAGE_TOKEN` has become
+    `image_tokens` rows (an image's own entry: the row of its first token)."""
+    rows, images = [], 0
+    for position, token in enumerate(input_ids):
+        rows.append(position + images * (image_tokens - 1))
+        images += token == IMAGE_TOKEN
+    return rows
 
 
 def seg_rows(input_ids: Sequence[int], seg_id: int, image_tokens: int) -> list[int]:
@@ -106,3 +122,22 @@ def seg_rows(input_ids: Sequence[int], seg_id: int, image_tokens: int) -> list[i
         elif token == seg_id:
             rows.append(position - 1 + images * (image_tokens - 1))
     return rows
+
+
+def answer_targets(input_ids: Sequence[int], seg_id: int, eos_id: int, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Positions of the assistant's tokens in a complete conversation's ids (what the language
+    loss reads, LLaVA's rule): for each [SEG], the tokens of `ANSWER` before it, the [SEG] and
+    what follows it up to and including the turn's end-of-sequence token."""
+    answer = ANSWER.strip()
+    targets: list[int] = []
+    for position, token in enumerate(input_ids):
+        if token != seg_id:
+            continue
+        start = position
+        while start > 0 and answer not in tokenizer.decode(list(input_ids[start:position])):
+            start -= 1
+        end = position
+        while end < len(input_ids) - 1 and input_ids[end] != eos_id:
+            end += 1
+        targets.extend(range(start, end + 1))
+    return targets

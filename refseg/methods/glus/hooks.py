@@ -12,7 +12,8 @@ their positional encoding only: no temporal encoding, no object pointers, no pro
 first frame is decoded without memory and kept as an ordinary one). The memory encoder reads the
 embedding the decoder read (memory-conditioned, or plus the no-memory embedding on the first
 frame), as the official code overwrites the feature in place. The engine keeps the last
-(7 - 1) * r + 1 unprompted memories, what the stride reaches.
+(7 - 1) * r + 1 unprompted memories, what the stride reaches. In training (stride 1) memories
+are stored detached, as the official code stores them, unless `train_memory` (the paper's Sec. 4.2).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from refseg.engine.hooks import MethodHooks
 from refseg.engine.memory_bank import ObjectMemory
 from refseg.methods.glus.frames import memory_frames
 from refseg.sam.image_encoder import ImageFeatures
+from refseg.sam.mask_decoder import DecoderOutput
 from refseg.sam.memory import MemoryReadout
 from refseg.sam.preprocess import SAM2
 
@@ -39,8 +41,8 @@ class GlusHooks(MethodHooks):
     preprocess = SAM2
     memory_reads_decoder_input = True
 
-    def __init__(self, num_maskmem: int = 7, stride: int = 3) -> None:
-        self.num_maskmem, self.stride = num_maskmem, stride
+    def __init__(self, num_maskmem: int = 7, stride: int = 3, train_memory: bool = False) -> None:
+        self.num_maskmem, self.stride, self.train_memory = num_maskmem, stride, train_memory
         self.keep_recent = (num_maskmem - 1) * stride + 1
         self.prompt: Tensor | None = None
 
@@ -52,6 +54,11 @@ class GlusHooks(MethodHooks):
             if t in stored:  # a frame whose [SEG] failed stored no memory
                 out.add_memory(stored[t].features, 0, stored[t].kv, stored[t].mask)
         return out
+
+    def memory_mask(self, frame: int, obj_id: int, features: ImageFeatures, output: DecoderOutput) -> Tensor:
+        """The decoded mask, detached unless gradients train through memory (`train_memory`; the
+        official training stores memories detached)."""
+        return output.high_res if self.train_memory else output.high_res.detach()
 
     def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor,
                       readout: MemoryReadout | None, has_points: bool) -> Tensor:

@@ -7,6 +7,15 @@ LLM without a padding mask (plain causal attention, positions 0 .. L-1, as the o
 runs it). The [SEG] embedding of a query frame is the LLM's last-layer state after its final norm
 at the row before that frame's [SEG] (`conversation.seg_rows`), and `text_hidden_fcs` (Linear, ReLU,
 Linear to the SAM width C) turns it into the one sparse prompt token of that frame.
+
+GLUS's added tokens ([SEG], <im_start>, <im_end>) are part of a published checkpoint's vocabulary.
+A language model without them (refseg's SmolLM2 default) gets them as `added` extra rows: token
+id V + i (V the LLM's vocabulary) is looked up in `added_embed[i]` and scored by `added_head[i]`
+(the same tensor when the LLM ties its input and output embeddings). Only these rows train, so a
+trained model stores 3 x H numbers for them instead of the whole V x H table.
+
+Fine-tuning (Sec. 5.2): LoRA (`peft`) on the attention projections (`add_lora`), merged into the
+base weights for inference (`merge_lora`; the merged model computes what the unmerged one does).
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
@@ -32,13 +43,27 @@ class SegProjection(nn.Module):
 
 
 class GlusLlm(nn.Module):
-    """A causal LM (`transformers`, e.g. `LlamaForCausalLM`) with GLUS's image splicing and
-    [SEG] projection."""
+    """A causal LM (`transformers`, e.g. `LlamaForCausalLM`) with GLUS's image splicing, its
+    `added` token rows and the [SEG] projection."""
 
-    def __init__(self, llm: PreTrainedModel, prompt_width: int = 256) -> None:
+    def __init__(self, llm: PreTrainedModel, prompt_width: int = 256, added: int = 0) -> None:
         super().__init__()
         self.llm = llm
-        self.text_hidden_fcs = SegProjection(int(llm.config.hidden_size), prompt_width)
+        width = int(llm.config.hidden_size)
+        self.vocab = int(llm.get_input_embeddings().weight.shape[0])
+        self.text_hidden_fcs = SegProjection(width, prompt_width)
+        self.added_embed = nn.Parameter(torch.zeros(added, width))
+        self.tied = bool(getattr(llm.config, "tie_word_embeddings", False))
+        self.added_head = None if self.tied else nn.Parameter(torch.zeros(added, width))
+        if added:
+            with torch.no_grad():  # new tokens start at the mean embedding (as `resize_token_embeddings` does)
+                self.added_embed.copy_(llm.get_input_embeddings().weight.mean(0).expand(added, -1))
+                if self.added_head is not None:
+                    self.added_head.copy_(llm.get_output_embeddings().weight.mean(0).expand(added, -1))
+
+    @property
+    def width(self) -> int:
+        return int(self.llm.config.hidden_size)
 
     def embed(self, input_ids: Sequence[int], images: Tensor) -> Tensor:
         """Token embeddings [1, L', H] with image i's tokens (images [n, m, H]) in place of the
@@ -47,7 +72,14 @@ class GlusLlm(nn.Module):
         slots = (ids == IMAGE_TOKEN).nonzero().flatten().tolist()
         if len(slots) != len(images):
             raise ValueError(f"the prompt has {len(slots)} image places for {len(images)} images")
-        text = self.llm.get_input_embeddings()(ids.clamp(min=0))
+        if int(ids.max()) >= self.vocab + len(self.added_embed):
+            raise ValueError(f"token id {int(ids.max())} is beyond the vocabulary ({self.vocab} + "
+                             f"{len(self.added_embed)} added)")
+        base = ids.clamp(min=0, max=self.vocab - 1)
+        text = self.llm.get_input_embeddings()(base)
+        extra = ids >= self.vocab
+        if extra.any():
+            text = torch.where(extra[:, None], self.added_embed[(ids - self.vocab).clamp(min=0)].to(text.dtype), text)
         pieces, start = [], 0
         for slot, tokens in zip(slots, images):
             pieces += [text[start:slot], tokens.to(text.dtype)]
@@ -55,13 +87,37 @@ class GlusLlm(nn.Module):
         pieces.append(text[start:])
         return torch.cat(pieces)[None]
 
+    def states(self, input_ids: Sequence[int], images: Tensor) -> Tensor:
+        """Last-layer states after the final norm [L', H]."""
+        out = self.llm.model(inputs_embeds=self.embed(input_ids, images), use_cache=False)
+        return out.last_hidden_state[0]
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Next-token logits [.., V + added] of states [.., H]."""
+        head = self.added_embed if self.added_head is None else self.added_head
+        return torch.cat([self.llm.lm_head(hidden), hidden @ head.to(hidden.dtype).T], dim=-1)
+
     def forward(self, input_ids: Sequence[int], images: Tensor) -> tuple[Tensor, Tensor]:
-        """(last-layer states after the final norm [L', H], next-token logits [V] at the last row)."""
-        embeds = self.embed(input_ids, images)
-        out = self.llm.model(inputs_embeds=embeds, use_cache=False)
-        hidden = out.last_hidden_state[0]
-        return hidden, self.llm.lm_head(hidden[-1])
+        """(last-layer states after the final norm [L', H], next-token logits [V + added] at the last row)."""
+        hidden = self.states(input_ids, images)
+        return hidden, self.logits(hidden[-1])
 
     def seg_prompts(self, hidden: Tensor, rows: Sequence[int]) -> Tensor:
         """[k, C] prompt tokens of the [SEG]s at `rows` (`conversation.seg_rows`) of `hidden`."""
         return self.text_hidden_fcs(hidden[list(rows)])
+
+    def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+                 targets: Sequence[str] = ("q_proj", "v_proj")) -> None:
+        """LoRA adapters (r, alpha, dropout) on the LLM's linear layers named `targets`; the LLM's
+        own weights are held fixed (the adapters start at zero, so outputs do not change)."""
+        self.llm.requires_grad_(False)
+        inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                           target_modules=list(targets)), self.llm)
+
+    def merge_lora(self) -> None:
+        """Fold every LoRA adapter into its base layer and drop the adapters (inference speed)."""
+        for name, module in list(self.llm.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(self.llm.get_submodule(parent) if parent else self.llm, child, module.get_base_layer())

@@ -17,11 +17,16 @@ up with no mask; refseg keeps each frame's own prediction).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
@@ -30,20 +35,49 @@ from refseg.methods.glus.conversation import SEG, glus_input_ids, glus_prompt, s
 from refseg.methods.glus.frames import context_frames, query_window
 from refseg.methods.glus.hooks import GlusHooks
 from refseg.methods.glus.mllm import GlusLlm
-from refseg.methods.glus.vision import VisionTokens, clip_pixels
+from refseg.io.atomic import atomic_dir
+from refseg.methods.glus.vision import VisionTokens
 from refseg.sam.model import Sam2
 
 
 @dataclass(frozen=True)
 class GlusConfig:
     """Inference settings (the official defaults): context frames, query window, memory frames
-    and stride, the vision tower's input side (224 for CLIP ViT-L/14)."""
+    and stride."""
 
     context_frames: int = 4
     query_window: int = 4
     num_maskmem: int = 7
     memory_stride: int = 3
-    clip_size: int = 224
+
+
+@dataclass(frozen=True)
+class GlusSpec:
+    """What a refseg GLUS folder is built from (its config.json "glus"); the frozen parts are
+    referenced, not stored.
+
+    llm: None for SmolLM2-135M-Instruct (`refseg.encoders.llm.load_llm`), a `.gguf` file or a
+        `transformers` causal-LM folder, or "tiny-test" (a 2-layer LLaMA drawn from seed 0 around
+        `tokenizer`, a tokenizer folder; for tests).
+    tower: "sam2" (`vision.Sam2Tower`, the SAM 2's own trunk) or a CLIP vision model folder.
+    pool: 1-D pooling of the tower's tokens; prompt_width: SAM 2's prompt width C.
+    lora_*: the adapters on the LLM (Sec. 5.2: r 8, alpha 16, dropout 0.05 on q_proj and v_proj).
+    train_memory: gradients flow through the memory bank, and SAM 2's memory attention and memory
+        encoder train (the paper, Sec. 4.2); the official code detaches memories and trains only
+        the mask decoder of SAM 2.
+    """
+
+    llm: str | None = None
+    tokenizer: str | None = None
+    tower: str = "sam2"
+    pool: int = 4
+    prompt_width: int = 256
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    train_memory: bool = False
+    inference: GlusConfig = field(default_factory=GlusConfig)
 
 
 ABSENT = -1024.0  # the logit of every pixel of a frame whose call gave no [SEG] (SAM 2's "no object" value)
@@ -66,11 +100,43 @@ class Glus(nn.Module):
     """Vision tokens + LLM + SAM 2, and the tokenizer holding GLUS's added tokens."""
 
     def __init__(self, vision: VisionTokens, llm: GlusLlm, sam: Sam2, tokenizer: PreTrainedTokenizerBase,
-                 config: GlusConfig | None = None) -> None:
+                 config: GlusConfig | None = None, spec: GlusSpec | None = None, sam2_source: str | None = None) -> None:
         super().__init__()
         self.vision, self.llm, self.sam, self.tokenizer = vision, llm, sam, tokenizer
         self.config = config or GlusConfig()
+        self.spec, self.sam2_source = spec, sam2_source  # how a refseg folder rebuilds it (None: not one)
         self.seg_id = int(tokenizer.convert_tokens_to_ids(SEG))
+
+    def trained_prefixes(self) -> tuple[str, ...]:
+        """Names of the tensors that train, besides the LoRA adapters: the projector, the [SEG]
+        projection, the added token rows, SAM 2's mask decoder (and its memory modules with
+        `train_memory`)."""
+        sam: tuple[str, ...] = ("sam.mask_decoder.",)
+        if self.spec is not None and self.spec.train_memory:
+            sam += ("sam.memory_attention.", "sam.memory_encoder.")
+        return ("vision.mm_projector.", "llm.text_hidden_fcs.", "llm.added_", *sam)
+
+    def stored_state(self) -> dict[str, Tensor]:
+        """The tensors a refseg folder or training checkpoint holds: what trains (`trained_prefixes`,
+        the LoRA adapters), and all of SAM 2 when it has no `sam2_source` to reload it from."""
+        prefixes = self.trained_prefixes() + (("sam.",) if self.sam2_source is None else ())
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()
+                if k.startswith(prefixes) or ".lora_" in k}
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """config.json (the spec; SAM 2's source, or its config when it has none) + model.safetensors
+        (`stored_state`), written to a temporary folder first."""
+        with atomic_dir(Path(directory)) as tmp:
+            save_file(self.stored_state(), str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(self.meta(), indent=2))
+
+    def meta(self) -> dict[str, object]:
+        """What config.json records: the spec, and SAM 2's source (or its config when it has none)."""
+        if self.spec is None:
+            raise ValueError("this GLUS was not built from a spec (a published checkpoint): it has no refseg folder form")
+        meta: dict[str, object] = {"glus": dataclasses.asdict(self.spec)}
+        meta.update({"sam2_source": self.sam2_source} if self.sam2_source else {"sam2": self.sam.config.to_dict()})
+        return meta
 
     @torch.no_grad()
     def segment(self, frames: Sequence[np.ndarray], expression: str, key_frame: int | None = None) -> GlusResult:
@@ -86,8 +152,7 @@ class Glus(nn.Module):
         def image_tokens(indices: list[int]) -> Tensor:
             new = [i for i in dict.fromkeys(indices) if i not in tokens]
             if new:
-                pixels = torch.stack([clip_pixels(frames[i], c.clip_size) for i in new])
-                for i, t in zip(new, self.vision(pixels)):
+                for i, t in zip(new, self.vision(self.vision.pixels([frames[i] for i in new]))):
                     tokens[i] = t
             return torch.stack([tokens[i] for i in indices])
 

@@ -1,0 +1,116 @@
+"""GLUS training (paper Sec. 4 and 5.2, App. B.2; the official `train_ds.py`).
+
+A sample is one clip: `glus.inference.context_frames` context frames drawn one per segment of the
+video (`frames.context_frames` with a generator) and `data.clip_len` consecutive query frames,
+with up to `data.expressions_per_clip` expressions of that video (3 in the paper) that share the
+clip. Per expression:
+
+1. one LLM call over a complete conversation (`conversation.glus_prompt(complete=True)`): the
+   context frames, then one turn per query frame, every answer "... [SEG].";
+2. the language loss: cross-entropy on the assistant's tokens (`conversation.answer_targets`);
+3. each query frame's projected [SEG] prompts SAM 2 on that frame, in order, through the engine
+   with GLUS's memory at stride 1 (`hooks.GlusHooks`; memories detached unless
+   `glus.train_memory`): BCE and Dice (LISA's, smooth 1e-3) on the masks at the model's input size;
+4. the object contrastive loss (Sec. 4.3) on the projected [SEG] tokens, with a bank that lives as
+   long as the task (a resumed run starts it empty).
+
+The loss is `loss.ce` x CE + `loss.bce` x BCE + `loss.dice` x Dice + `loss.contrastive` x L_con
+(1.0, 2.0, 0.5, 0.1 in the paper). A single-frame stage (LISA's pretraining, which refseg cannot
+download) is the same task on SynthRef referring images: `data.image: true`, `data.clip_len: 1`,
+`glus.inference.context_frames: 0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from refseg.data.sample import VideoSample
+from refseg.data.sampler import ClipSampler
+from refseg.engine import Session
+from refseg.methods.glus import Glus
+from refseg.methods.glus.contrastive import TokenBank, TokenTag, object_contrastive_loss
+from refseg.methods.glus.conversation import answer_targets, glus_input_ids, glus_prompt, seg_rows, token_rows
+from refseg.methods.glus.frames import context_frames
+from refseg.methods.glus.hooks import GlusHooks
+from refseg.train.config import TrainConfig
+from refseg.train.losses import bce_loss, dice_loss
+from refseg.train.task import ExpressionTask, Referred, seeded
+
+OBJ = 1
+LISA_DICE_SMOOTH = 1e-3  # LISA's dice: scale 1000, eps 1e-6
+
+
+class GlusTask(ExpressionTask):
+    """GLUS on referring expressions (see the module docstring)."""
+
+    model: Glus
+
+    def __init__(self, model: Glus, config: TrainConfig) -> None:
+        super().__init__(model, config)
+        self.bank = TokenBank(512)
+
+    def sampler(self, samples: Sequence[VideoSample], seed: int) -> ClipSampler:
+        count = self.model.config.context_frames
+
+        def context(num_frames: int, rng: np.random.Generator) -> list[int]:
+            return context_frames(num_frames, count, rng) if count else []
+
+        return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
+                           by="expression", weights=self.config.data.phenomenon_weights, context=context)
+
+    def forward(self, batch: list[Referred]) -> dict[str, Tensor]:
+        """Mean of the per-expression losses, plus the contrastive loss over the batch's tokens."""
+        terms, tokens, tags = [], [], []
+        for sample in batch:
+            with seeded(sample.seed):
+                losses, prompts = self.expression_losses(sample)
+            terms.append(losses)
+            clip = sample.clip
+            tokens.append(prompts)
+            tags += [TokenTag(clip.video_id, clip.expression.exp_id, clip.start + t, frozenset(clip.expression.target_ids))
+                     for t in range(len(prompts))]
+        out = {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
+        generator = torch.Generator().manual_seed(batch[0].seed)
+        contrastive = object_contrastive_loss(torch.cat(tokens), tags, self.bank, generator)
+        out["contrastive"] = contrastive if contrastive is not None else out["loss"].new_zeros(())
+        out["loss"] = out["loss"] + self.config.loss.contrastive * out["contrastive"]
+        return out
+
+    def expression_losses(self, sample: Referred) -> tuple[dict[str, Tensor], Tensor]:
+        """(losses of one expression, its projected [SEG] tokens [T, C])."""
+        model, w, clip = self.model, self.config.loss, sample.clip
+        query = clip.frames[clip.context:]
+        turns = len(query)
+        ids = glus_input_ids(glus_prompt(clip.expression.text, turns, clip.context, complete=True), model.tokenizer)
+        images = model.vision(model.vision.pixels(list(clip.frames)))  # [context + T, m, H]
+        hidden = model.llm.states(ids, images)
+        m = images.shape[1]
+        rows = token_rows(ids, m)
+        targets = answer_targets(ids, model.seg_id, int(model.tokenizer.eos_token_id), model.tokenizer)
+        logits = model.llm.logits(hidden[[rows[t] - 1 for t in targets]])
+        ce = F.cross_entropy(logits.float(), torch.tensor([ids[t] for t in targets], device=logits.device))
+        prompts = model.llm.seg_prompts(hidden, seg_rows(ids, model.seg_id, m))  # [T, C]
+        if len(prompts) != turns:
+            raise RuntimeError(f"the conversation holds {len(prompts)} [SEG] for {turns} query frames")
+
+        c = model.config
+        hooks = GlusHooks(c.num_maskmem, stride=1, train_memory=model.spec is not None and model.spec.train_memory)
+        session = Session(model.sam, hooks, grad=True)
+        session.add_object(OBJ)
+        high_res = []
+        for t, frame in enumerate(query):
+            hooks.prompt = prompts[t][None, None]
+            high_res.append(session.push(frame).objects[OBJ].output.high_res)
+        size = model.sam.image_size
+        masks = torch.from_numpy(clip.mask[clip.context:]).to(hidden.device, torch.float32)[:, None]
+        masks = F.interpolate(masks, size=(size, size), mode="nearest")  # [T, 1, S, S]
+        mask_logits = torch.cat(high_res).float()
+        bce = bce_loss(mask_logits, masks)
+        dice = dice_loss(mask_logits, masks, smooth=LISA_DICE_SMOOTH)
+        loss = w.ce * ce + w.bce * bce + w.dice * dice
+        return {"ce": ce, "bce": bce, "dice": dice, "loss": loss}, prompts
