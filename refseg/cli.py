@@ -3,11 +3,11 @@
     refseg demo [--out DIR] [--model default|DIR | --sam2 SOURCE] [--frames N] [--device cpu|cuda]
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
     refseg train CONFIG.yaml [--resume]
-    refseg predict --data DIR --format mevis|ytvos|refcoco --model default|evf-sam|DIR --out PRED
+    refseg predict --data DIR --format mevis|ytvos|refcoco [--method glus] --model default|evf-sam|DIR --out PRED
     refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--count N]
                  [--scenario PHENOMENON] [--stats]
     refseg segment INPUT --text "..." [--text "..."]... [--model default|evf-sam|DIR] [--frame N] [--semantic]
-                   [--out DIR] [--device cpu|cuda]
+                   [--method glus] [--out DIR] [--device cpu|cuda]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
                    [--frame N] [--out DIR] [--device cpu|cuda]
 
@@ -87,6 +87,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise ValueError("segment: clicks, boxes and masks need --sam2 (a SAM 2 model directory or .pt file)")
     if args.method == "sam-i2v" and args.model == "default":
         raise ValueError("segment: --method sam-i2v needs --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
+    if args.method == "glus":
+        raise ValueError("segment: --method glus is prompted by --text, not clicks, boxes or masks")
     _check_device(args.device)
     stream = frames(args.input)
     first = next(stream)  # an unreadable input fails here, before anything is loaded or written
@@ -121,19 +123,31 @@ def _check_device(device: str) -> None:
 def _segment_text(args: argparse.Namespace) -> int:
     """Text prompts: one object per --text, tracked by the text model (SAMWISE in clips, or
     EVF-SAM from the prompted frame)."""
+    from refseg.io.video import is_live
     from refseg.methods.evf_sam import EvfSam, semantic
+    from refseg.methods.glus import Glus
     from refseg.methods.sam_i2v import SamI2V
     from refseg.models import load
 
     texts = [t.strip() for t in args.text]
     if any(not t for t in texts):
         raise ValueError("--text: a text prompt is empty")
+    if args.method == "sam-i2v":
+        raise ValueError("--method sam-i2v: SAM-I2V is prompted by clicks, boxes and masks, not --text")
     _check_device(args.device)
     stream = frames(args.input)
     first = next(stream)
-    model = load(args.model, device=args.device, tokenizer=args.tokenizer)
+    if args.method == "glus":
+        model = load("glus", None if args.model == "default" else args.model, device=args.device)
+    else:
+        model = load(args.model, device=args.device, tokenizer=args.tokenizer)
     if isinstance(model, SamI2V):
         raise ValueError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks, not --text")
+    if isinstance(model, Glus) and is_live(args.input):
+        raise ValueError(f"{args.input}: GLUS reads the whole video (its context frames are spread over it); "
+                         "give a video file, a folder of frames or an image, not a live source")
+    if isinstance(model, Glus) and args.frame:
+        raise ValueError("--frame: GLUS reads the text on every frame; --frame is for clicks, boxes, masks and EVF-SAM")
     if args.semantic:
         if not isinstance(model, EvfSam):
             raise ValueError("--semantic: only EVF-SAM models take semantic / part-level prompts")
@@ -272,6 +286,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from refseg.data import formats
+    from refseg.methods.sam_i2v import SamI2V
     from refseg.models import load
     from refseg.predict import predict_expressions
 
@@ -282,7 +297,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     samples = list(formats.reader(args.format)(data))
     if not samples:
         raise InputError(f"{data}: no {'image' if args.format == 'refcoco' else 'video'} in the {args.format} layout")
-    predict_expressions(load(args.model, device=args.device, tokenizer=args.tokenizer), samples, args.out, images=args.format == "refcoco")
+    if args.method == "glus":
+        model = load("glus", None if args.model == "default" else args.model, device=args.device)
+    else:
+        model = load(args.model, device=args.device, tokenizer=args.tokenizer)
+    if isinstance(model, SamI2V):
+        raise ValueError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks; predict runs text models")
+    predict_expressions(model, samples, args.out, images=args.format == "refcoco")
     return 0
 
 
@@ -299,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "or an official SAMWISE .pth file; with --method sam-i2v: a SAM-I2V folder or published .pt file")
     seg.add_argument("--tokenizer", default="roberta-base",
                      help="RoBERTa tokenizer folder of an official SAMWISE .pth (default: the hub's roberta-base)")
-    seg.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v"],
-                     help="for clicks, boxes and masks: plain SAM 2 (--sam2) or SAM-I2V (--model)")
+    seg.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v", "glus"],
+                     help="for clicks, boxes and masks: plain SAM 2 (--sam2) or SAM-I2V (--model); for --text: glus "
+                          "(the shipped SynthRef GLUS, or --model: a GLUS folder, refseg's or published)")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
     seg.add_argument("--box", action=_AddPrompt, help="box of one object: X0,Y0,X1,Y1")
@@ -332,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="dataset layout (refcoco: images, predictions as PRED/<sent_id>.png)")
     pr.add_argument("--model", default="default",
                     help="text model: default, evf-sam, a model folder or an official SAMWISE .pth file")
+    pr.add_argument("--method", choices=["glus"],
+                    help="glus: the shipped SynthRef GLUS, or --model a GLUS folder (refseg's or published)")
     pr.add_argument("--tokenizer", default="roberta-base", help="RoBERTa tokenizer folder of an official SAMWISE .pth")
     pr.add_argument("--out", required=True, help="prediction folder to write")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

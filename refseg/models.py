@@ -10,16 +10,20 @@ import torch
 from safetensors import safe_open
 
 from refseg.methods.evf_sam import EvfSam
+from refseg.methods.glus import Glus
+from refseg.methods.glus.build import load_glus
+from refseg.methods.glus.checkpoint import load_official_glus
 from refseg.methods.sam_i2v import SamI2V
 from refseg.methods.sam_i2v.checkpoint import load_official_sam_i2v
 from refseg.methods.samwise import Samwise
 from refseg.methods.samwise.checkpoint import load_official_samwise
 
 WEIGHTS = Path(__file__).parent / "weights"
-NAMES = {"default": "samwise_synth", "samwise": "samwise_synth", "evf-sam": "evf_synth"}
-TRAINED_BY = {"samwise_synth": "configs/samwise_synth.yaml", "evf_synth": "configs/evf_synth.yaml"}
-KINDS = {"samwise": Samwise, "evf": EvfSam, "sam_i2v": SamI2V}
-Model = Samwise | EvfSam | SamI2V
+NAMES = {"default": "samwise_synth", "samwise": "samwise_synth", "evf-sam": "evf_synth", "glus": "glus_synth"}
+TRAINED_BY = {"samwise_synth": "configs/samwise_synth.yaml", "evf_synth": "configs/evf_synth.yaml",
+              "glus_synth": "configs/glus_synth_image.yaml` and then `refseg train configs/glus_synth.yaml"}
+KINDS = {"samwise": Samwise, "evf": EvfSam, "sam_i2v": SamI2V}  # config.json key -> class with from_pretrained
+Model = Samwise | EvfSam | SamI2V | Glus
 
 
 def ships(name: str) -> bool:
@@ -40,6 +44,16 @@ def _official_evf(path: Path) -> bool:
     return False
 
 
+def _official_glus(path: Path) -> bool:
+    """Whether folder `path` holds a published GLUS checkpoint (a merged-LoRA `GLUSForCausalLM`:
+    `model.visual_model.*` and `model.text_hidden_fcs.*` weights; only safetensors headers are read)."""
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            if any(k.startswith("model.text_hidden_fcs.") for k in f.keys()):
+                return True
+    return False
+
+
 def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str] | None = None,
          device: str | torch.device = "cpu", tokenizer: str | os.PathLike[str] = "roberta-base") -> Model:
     """A text-prompted model ready to `.stream(texts)` (push frames, get `FrameResult`s), or
@@ -55,13 +69,24 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
     source: with "evf-sam", a folder to load instead: a refseg EVF-SAM folder or a published
         EVF-SAM / EVF-SAM2 checkpoint folder (`EvfSam.from_official`). With "sam-i2v" (which
         ships no weights), required: a refseg SAM-I2V folder or a published SAM-I2V `.pt` file
-        (`load_official_sam_i2v`).
+        (`load_official_sam_i2v`). With "glus", a folder to load instead of the shipped SynthRef
+        GLUS: a refseg GLUS folder (`refseg train`'s final/) or a published GLUS folder, whose CLIP
+        vision tower is the local folder its config.json names (`load_official_glus`).
     """
     if str(name) == "sam-i2v":
         return _load_sam_i2v(source).to(device)
+    if str(name) == "glus" and source is not None:
+        path = Path(source)
+        if not path.is_dir():
+            raise ValueError(f"glus: no such model folder: {path}")
+        model = _load_folder(path)
+        if not isinstance(model, Glus):
+            raise ValueError(f"glus: {path} holds a {type(model).__name__} model, not GLUS")
+        return model.to(device)
     if source is not None:
         if str(name) != "evf-sam":
-            raise ValueError(f"model {name!r}: a source folder is taken with 'evf-sam' only; pass the folder as the name")
+            raise ValueError(f"model {name!r}: a source folder is taken with 'evf-sam', 'glus' and 'sam-i2v' only; "
+                             "pass the folder as the name")
         path = Path(source)
         if not path.is_dir():
             raise ValueError(f"evf-sam: no such model folder: {path}")
@@ -97,16 +122,20 @@ def _load_sam_i2v(source: str | os.PathLike[str] | None) -> SamI2V:
 
 def _load_folder(path: Path) -> Model:
     """The model in folder `path`: a refseg folder (its kind read from config.json) or a
-    published EVF-SAM / EVF-SAM2 checkpoint."""
+    published EVF-SAM / EVF-SAM2 or GLUS checkpoint."""
     meta_file = path / "config.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if "glus" in meta:
+        return load_glus(path)
     kind = next((k for k in KINDS if k in meta), None)
     if kind is None:
+        if _official_glus(path):
+            return load_official_glus(path)
         if _official_evf(path):
             return EvfSam.from_official(path)
         if not meta_file.is_file():
             raise ValueError(f"{path}: not a model folder (no config.json)")
-        raise ValueError(f"{path}: config.json describes none of {', '.join(KINDS)} (a SAM 2 folder? use --sam2)")
+        raise ValueError(f"{path}: config.json describes none of {', '.join([*KINDS, 'glus'])} (a SAM 2 folder? use --sam2)")
     try:
         return KINDS[kind].from_pretrained(path)
     except FileNotFoundError as err:

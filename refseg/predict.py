@@ -16,12 +16,13 @@ from refseg.data.sample import VideoSample
 from refseg.io.atomic import atomic_dir
 from refseg.io.masks import write_mask_png
 from refseg.methods.evf_sam import EvfSam
+from refseg.methods.glus import Glus
 from refseg.methods.samwise import Samwise
 
 log = logging.getLogger(__name__)
 
 
-def predict_expressions(model: Samwise | EvfSam, samples: Sequence[VideoSample], out: str | os.PathLike[str],
+def predict_expressions(model: Samwise | EvfSam | Glus, samples: Sequence[VideoSample], out: str | os.PathLike[str],
                         images: bool = False) -> int:
     """Segment each video (or image) once for all its expressions, streamed together; writes
     `OUT/<video>/<expression id>/<frame>.png`, or `OUT/<expression id>.png` with `images`, and

@@ -30,12 +30,12 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from refseg.engine import Session
+from refseg.engine import FrameResult, ObjectResult, Session
+from refseg.io.atomic import atomic_dir
 from refseg.methods.glus.conversation import SEG, glus_input_ids, glus_prompt, seg_rows
 from refseg.methods.glus.frames import context_frames, query_window
 from refseg.methods.glus.hooks import GlusHooks
 from refseg.methods.glus.mllm import GlusLlm
-from refseg.io.atomic import atomic_dir
 from refseg.methods.glus.vision import VisionTokens
 from refseg.sam.model import Sam2
 
@@ -85,15 +85,58 @@ ABSENT = -1024.0  # the logit of every pixel of a frame whose call gave no [SEG]
 
 @dataclass
 class GlusResult:
-    """Per frame of the video: mask logits [H, W] and whether its call answered [SEG] (if not,
-    the logits are `ABSENT` everywhere)."""
+    """Per frame of the video: its `ObjectResult` and whether its call answered [SEG] (if not,
+    the logits are `ABSENT` everywhere and the presence score is -inf)."""
 
-    logits: list[Tensor]
+    frames: list[ObjectResult]
     answered: list[bool]
 
     @property
+    def logits(self) -> list[Tensor]:
+        """Mask logits [H, W] per frame."""
+        return [r.logits for r in self.frames]
+
+    @property
     def masks(self) -> list[np.ndarray]:
-        return [(x > 0).numpy() for x in self.logits]
+        return [r.mask for r in self.frames]
+
+
+def absent(height: int, width: int, low_res: int) -> ObjectResult:
+    """The result of a frame whose call gave no [SEG]: no mask, logits `ABSENT`."""
+    return ObjectResult(np.zeros((height, width), bool), torch.full((height, width), ABSENT),
+                        torch.full((low_res, low_res), ABSENT), float("-inf"), 0.0)
+
+
+class GlusStream:
+    """Stream frames for several expressions (object ids 1..N in the order given). GLUS reads
+    the whole video (its context frames spread over it), so `push` keeps the frames and returns
+    nothing, and `flush` segments them all (one `Glus.segment` per expression) and returns every
+    frame's results. Frames are held until then: a stream of a known, finite video."""
+
+    def __init__(self, model: Glus, texts: list[str]) -> None:
+        if not texts:
+            raise ValueError("GlusStream needs at least one text prompt")
+        self.model, self.texts = model, texts
+        self._frames: list[np.ndarray] = []
+
+    def push(self, frame: np.ndarray | Tensor) -> list[FrameResult]:
+        self._frames.append(frame.numpy() if isinstance(frame, Tensor) else np.asarray(frame))
+        return []
+
+    def flush(self) -> list[FrameResult]:
+        if not self._frames:
+            return []
+        frames, self._frames = self._frames, []
+        per_text = [self.model.segment(frames, text) for text in self.texts]
+        height, width = frames[0].shape[:2]
+        return [FrameResult(t, height, width, {obj_id: r.frames[t] for obj_id, r in enumerate(per_text, start=1)})
+                for t in range(len(frames))]
+
+    def __enter__(self) -> GlusStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._frames = []
 
 
 class Glus(nn.Module):
@@ -158,7 +201,7 @@ class Glus(nn.Module):
 
         context = context_frames(n, c.context_frames)
         passes = [list(range(n))] if not key_frame else [list(range(key_frame, n)), list(range(key_frame, -1, -1))]
-        logits: list[Tensor] = [torch.empty(0)] * n
+        results: list[ObjectResult | None] = [None] * n
         answered = [False] * n
         for order in passes:  # a later pass overwrites the key frame
             hooks = GlusHooks(c.num_maskmem, c.memory_stride)
@@ -176,9 +219,13 @@ class Glus(nn.Module):
                 answered[frame] = not failed[-1]
                 if failed[-1]:
                     session.skip(frames[frame])
-                    logits[frame] = torch.full(frames[frame].shape[:2], ABSENT)
+                    results[frame] = absent(*frames[frame].shape[:2], self.sam.image_size // 4)
                 else:
                     rows = seg_rows(list(ids) + [answer], self.seg_id, images.shape[1])
                     hooks.prompt = self.llm.seg_prompts(hidden, rows)[-1:][None]
-                    logits[frame] = session.push(frames[frame]).objects[1].logits
-        return GlusResult(logits, answered)
+                    results[frame] = session.push(frames[frame]).objects[1]
+        return GlusResult(results, answered)  # type: ignore[arg-type]
+
+    def stream(self, texts: list[str]) -> GlusStream:
+        """A stream for `texts` (see `GlusStream`)."""
+        return GlusStream(self, texts)

@@ -1,0 +1,268 @@
+"""GLUS as refseg trains, saves, loads and runs it: the training conversation and its targets,
+added token rows, LoRA merge, the SAM 2 tower, the glus task (what trains, resume), folder round
+trips and the CLI, on a tiny random model (a 2-layer LLaMA around the fixture's tokenizer)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from refseg.cli import main
+from refseg.data import synth
+from refseg.data.sampler import ClipSampler
+from refseg.methods.glus.build import TINY_LLM, load_glus
+from refseg.methods.glus.conversation import (ANSWER, IMAGE_TOKEN, SEG, answer_targets, glus_input_ids, glus_prompt,
+                                              token_rows)
+from refseg.methods.glus.frames import context_frames
+from refseg.methods.glus.mllm import GlusLlm
+from refseg.methods.glus.vision import Sam2Tower, VisionTokens
+from refseg.train.config import load_config
+from refseg.train.loop import train
+
+TOKENIZER = Path(__file__).parent / "fixtures" / "glus_official" / "tokenizer"
+
+
+def tiny_config(out: Path, steps: int = 3, **changes: object) -> dict:
+    values = {"task": "glus", "out": str(out), "steps": steps, "batch_size": 2, "checkpoint_every": 1,
+              "log_every": 1, "model": {"sam2": "tiny-test", "image_size": 64},
+              "data": {"source": "synthref", "split": "train", "count": 2, "clip_len": 2, "size": 64,
+                       "expressions_per_clip": 2},
+              "glus": {"llm": "tiny-test", "tokenizer": str(TOKENIZER), "pool": 1, "inference": {"context_frames": 2}},
+              "loss": {"bce": 2.0, "dice": 0.5}}
+    values.update(changes)
+    return values
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("glus") / "run"
+    return train(load_config(tiny_config(run)), progress=False)
+
+
+def tokenizer():
+    return AutoTokenizer.from_pretrained(TOKENIZER)
+
+
+def test_a_training_conversation_answers_every_turn_and_its_targets_are_the_answers():
+    tok = tokenizer()
+    prompt = glus_prompt("The red circle.", turns=3, context_frames=2, complete=True)
+    assert prompt.count(SEG) == 3 and prompt.count("<image>") == 5
+    assert prompt.endswith(ANSWER + SEG + ".</s>")
+    ids = glus_input_ids(prompt, tok)
+    seg, eos = tok.convert_tokens_to_ids(SEG), tok.eos_token_id
+    targets = answer_targets(ids, seg, eos, tok)
+    # independently: each answer is the text from "Sure" up to its </s>
+    spans = []
+    for end in [i for i, t in enumerate(ids) if t == eos]:
+        start = end
+        while "Sure" not in tok.decode(ids[start:end]):
+            start -= 1
+        spans += list(range(start, end + 1))
+    assert targets == spans
+    assert [ids[t] for t in targets].count(seg) == 3
+    assert tok.decode([ids[t] for t in targets if ids[t] not in (seg, eos)]).replace(" ", "").count("Sure,") == 3
+    # no context frames: no context text (the single-frame stage)
+    assert "context frames" not in glus_prompt("x", turns=1, context_frames=0)
+
+
+def test_token_rows_skip_the_rows_of_each_image():
+    ids = [5, IMAGE_TOKEN, 6, IMAGE_TOKEN, IMAGE_TOKEN, 7]
+    assert token_rows(ids, 4) == [0, 1, 5, 6, 10, 14]
+
+
+def test_added_tokens_are_extra_rows_of_the_embedding_and_the_head():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=50, **TINY_LLM))
+    model = GlusLlm(llm, prompt_width=8, added=3)
+    with torch.no_grad():
+        model.added_embed.normal_()
+    embeds = model.embed([3, 51, 49], torch.zeros(0, 1, 64))[0]
+    assert torch.equal(embeds[0], llm.get_input_embeddings().weight[3])
+    assert torch.equal(embeds[1], model.added_embed[1])
+    assert torch.equal(embeds[2], llm.get_input_embeddings().weight[49])
+    hidden = torch.randn(2, 64)
+    logits = model.logits(hidden)
+    assert logits.shape == (2, 53)
+    # tied embeddings: the added rows score as they embed
+    assert torch.allclose(logits[:, 50:], hidden @ model.added_embed.T, atol=1e-6)
+    with pytest.raises(ValueError, match="beyond the vocabulary"):
+        model.embed([53], torch.zeros(0, 1, 64))
+
+
+def test_lora_merge_computes_what_the_adapters_compute():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = GlusLlm(LlamaForCausalLM(LlamaConfig(vocab_size=50, **TINY_LLM)), prompt_width=8).eval()
+    images = torch.randn(1, 3, 64)
+    ids = [1, 2, 3, IMAGE_TOKEN, 4]
+    before = model.states(ids, images).detach()
+    model.add_lora(r=4, alpha=8, dropout=0.0)
+    lora = {n: p for n, p in model.named_parameters() if ".lora_" in n}
+    assert len(lora) == 2 * 2 * 2 and all(p.requires_grad for p in lora.values())  # A, B on q and v of 2 layers
+    assert not any(p.requires_grad for n, p in model.llm.named_parameters() if ".lora_" not in n)
+    assert torch.equal(model.states(ids, images), before)  # B starts at zero: the adapters change nothing yet
+    with torch.no_grad():
+        for name, p in lora.items():
+            p.normal_(std=0.3)
+    unmerged = model.states(ids, images).detach()
+    assert (unmerged - before).abs().max() > 1e-3
+    model.merge_lora()
+    assert not any(".lora_" in n for n, _ in model.named_parameters())
+    merged = model.states(ids, images).detach()
+    assert torch.allclose(merged, unmerged, atol=1e-5)
+
+
+def test_sam2_tower_tokens_are_the_last_trunk_stage_in_raster_order(tmp_path):
+    from conftest import random_sam2
+
+    sam = random_sam2(image_size=128)
+    tokens = VisionTokens(Sam2Tower(sam), llm_width=16, pool=4)
+    frames = [np.random.default_rng(i).integers(0, 255, (90, 120, 3), dtype=np.uint8) for i in range(2)]
+    pixels = tokens.pixels(frames)
+    trunk = sam.encode_images(pixels).trunk[-1]  # [T, C, 4, 4]
+    patches = tokens.patches(pixels)
+    assert patches.shape == (2, 16, trunk.shape[1])
+    assert torch.allclose(patches[1, 5], trunk[1, :, 1, 1], atol=1e-6)
+    out = tokens(pixels)
+    assert out.shape == (2, 4, 16)
+    expected = tokens.mm_projector(trunk[0, :, 2, :].T.mean(0))  # third row of the 4 x 4 map, pooled
+    assert torch.allclose(out[0, 2], expected, atol=1e-5)
+
+
+def test_the_sampler_puts_one_context_frame_per_segment_ahead_of_the_query_frames():
+    samples = list(synth.split_samples("train", 0, 1))
+    video = samples[0]
+    n = len(video)
+    sampler = ClipSampler(samples, clip_len=3, size=64, seed=0, flip_p=0.0, crop_scale=(1.0, 1.0), brightness=0,
+                          contrast=0, context=lambda count, rng: context_frames(count, 4, rng))
+    clip = sampler.sample()
+    assert clip.context == 4 and len(clip.frames) == 7
+    bounds = np.linspace(0, n, 5).astype(int)
+    full = [np.asarray(video.load_frame(t)) for t in range(n)]
+    for j in range(4):  # each context frame is one of its segment's frames
+        from PIL import Image
+        resized = [np.asarray(Image.fromarray(f).resize((64, 64), Image.BILINEAR)) for f in full[bounds[j]:bounds[j + 1]]]
+        assert any(np.array_equal(clip.frames[j], r) for r in resized), j
+
+
+def test_the_task_trains_only_glus_parts_and_saves_only_them(trained):
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert all({"ce", "bce", "dice", "contrastive", "loss"} <= set(r) for r in records)
+    first = load_file(str(trained / "checkpoints" / "step_0000001" / "model.safetensors"))
+    last = load_file(str(trained / "final" / "model.safetensors"))
+    assert set(first) == set(last)
+    prefixes = ("vision.mm_projector.", "llm.text_hidden_fcs.", "llm.added_embed", "sam.mask_decoder.")
+    for prefix in prefixes:
+        assert any(not torch.equal(first[k], last[k]) for k in last if k.startswith(prefix)), prefix
+    assert any(".lora_B" in k and not torch.equal(first[k], last[k]) for k in last)
+    # no SAM 2 source (a random tiny one): stored whole, but only its mask decoder changed
+    assert all(torch.equal(first[k], last[k]) for k in last
+               if k.startswith("sam.") and not k.startswith("sam.mask_decoder."))
+    assert not any(k.startswith("llm.llm.") and ".lora_" not in k for k in last)  # the LLM is rebuilt, not stored
+
+
+def test_resume_reproduces_the_uninterrupted_run(trained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    shutil.rmtree(copy / "final")
+    shutil.rmtree(copy / "checkpoints" / "step_0000003")
+    train(load_config(tiny_config(copy)), resume=True, progress=False)
+    a = load_file(str(trained / "final" / "model.safetensors"))
+    b = load_file(str(copy / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (copy / "metrics.jsonl").read_text().count("\n") == 3
+
+
+def frames_of(n: int = 5) -> list[np.ndarray]:
+    video = next(iter(synth.split_samples("valid", 3, 1)))
+    return [np.asarray(video.load_frame(t)) for t in range(n)]
+
+
+def test_a_loaded_folder_computes_what_the_trained_model_computes(trained):
+    unmerged = load_glus(trained / "final", merge=False)
+    merged = load_glus(trained / "final")
+    assert not any(".lora_" in n for n, _ in merged.named_parameters())
+    state = load_file(str(trained / "final" / "model.safetensors"))
+    mine = unmerged.stored_state()
+    assert all(torch.equal(mine[k], state[k].float()) for k in state)
+    with torch.no_grad():  # give the adapters weight, so merging matters
+        for name, p in unmerged.named_parameters():
+            if ".lora_B" in name:
+                p.normal_(std=0.2)
+        merged = load_glus(trained / "final", merge=False)
+        merged.load_state_dict(unmerged.state_dict())
+        merged.llm.merge_lora()
+    frames = frames_of()
+    ids = glus_input_ids(glus_prompt("the red thing", 2, 2), unmerged.tokenizer)
+    images = unmerged.vision(unmerged.vision.pixels(frames[:4]))
+    a, b = unmerged.llm(ids, images), merged.llm(ids, images)
+    assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[1], b[1], atol=1e-4)
+
+
+def test_a_frame_without_seg_gets_no_mask_and_keeps_its_place(trained):
+    model = load_glus(trained / "final")
+    frames = frames_of()
+    forward = model.llm.forward
+    calls = []
+
+    def answer_on_even_frames(ids, images):  # the real pass, then [SEG] (even calls) or another token
+        hidden, logits = forward(ids, images)
+        calls.append(ids)
+        forced = torch.full_like(logits, -1e9)
+        forced[model.seg_id if len(calls) % 2 == 1 else 7] = 0
+        return hidden, forced
+
+    model.llm.forward = answer_on_even_frames
+    result = model.segment(frames, "the red thing")
+    assert result.answered == [True, False, True, False, True]
+    for t, frame in enumerate(result.frames):
+        assert frame.mask.shape == frames[0].shape[:2]
+        if t % 2:
+            assert not frame.mask.any() and float(frame.logits.max()) == -1024.0
+        else:
+            assert float(frame.logits.max()) > -1024.0 and np.isfinite(frame.score)
+    # a failed turn reads "[SEG] ." in the later windows, as the official conversation writes it
+    c = model.config
+    written = glus_input_ids(glus_prompt("the red thing", 3, c.context_frames, [False, True]), model.tokenizer)
+    plain = glus_input_ids(glus_prompt("the red thing", 3, c.context_frames, [False, False]), model.tokenizer)
+    assert calls[2] == written != plain
+
+
+def test_cli_segment_and_predict_with_glus(trained, tmp_path):
+    frames = frames_of(4)
+    folder = tmp_path / "video"
+    folder.mkdir()
+    from PIL import Image
+
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{t:05d}.jpg")
+    out = tmp_path / "out"
+    code = main(["segment", str(folder), "--method", "glus", "--model", str(trained / "final"), "--text", "the red one",
+                 "--text", "the moving square", "--out", str(out)])
+    assert code == 0
+    for obj in ("1", "2"):
+        assert sorted(p.name for p in (out / "masks" / obj).iterdir()) == [f"{t:05d}.png" for t in range(4)]
+    assert (out / "overlay.mp4").is_file()
+    assert main(["segment", "cam://0", "--method", "glus", "--model", str(trained / "final"), "--text", "x",
+                 "--out", str(tmp_path / "live")]) == 2
+    assert main(["segment", str(folder), "--method", "glus", "--points", "1,1", "--out", str(tmp_path / "c")]) == 2
+    data = tmp_path / "mevis"
+    from refseg.data import formats
+
+    formats.write("mevis", synth.split_samples("valid", 3, 1), data)
+    pred = tmp_path / "pred"
+    assert main(["predict", "--data", str(data), "--format", "mevis", "--method", "glus", "--model",
+                 str(trained / "final"), "--out", str(pred)]) == 0
+    written = list(pred.rglob("*.png"))
+    sample = next(iter(synth.split_samples("valid", 3, 1)))
+    assert len(written) == len(sample.expressions) * len(sample)
