@@ -23,6 +23,7 @@ import itertools
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -32,6 +33,9 @@ from refseg.io import InputError, frames, read_mask_png, video_fps
 from refseg.io.outputs import OutputWriter
 from refseg.prompts import Box, Mask, Points, Prompt
 from refseg.sam.checkpoint import CheckpointError, load_sam2
+
+if TYPE_CHECKING:
+    from refseg.models import Model  # imported late: the heavy model imports wait until the input is checked
 
 log = logging.getLogger("refseg")
 
@@ -127,7 +131,6 @@ def _segment_text(args: argparse.Namespace) -> int:
     from refseg.methods.evf_sam import EvfSam, semantic
     from refseg.methods.glus import Glus
     from refseg.methods.sam_i2v import SamI2V
-    from refseg.models import load
 
     texts = [t.strip() for t in args.text]
     if any(not t for t in texts):
@@ -137,10 +140,7 @@ def _segment_text(args: argparse.Namespace) -> int:
     _check_device(args.device)
     stream = frames(args.input)
     first = next(stream)
-    if args.method == "glus":
-        model = load("glus", None if args.model == "default" else args.model, device=args.device)
-    else:
-        model = load(args.model, device=args.device, tokenizer=args.tokenizer)
+    model = _text_model(args)
     if isinstance(model, SamI2V):
         raise ValueError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks, not --text")
     if isinstance(model, Glus) and is_live(args.input):
@@ -171,6 +171,25 @@ def _segment_text(args: argparse.Namespace) -> int:
     log.info("wrote %d frames: masks in %s (PNG) and %s (COCO RLE), overlay %s", writer.frames_written,
              out / "masks", out / "masks.json", out / "overlay.mp4")
     return 0
+
+
+def _text_model(args: argparse.Namespace) -> Model:
+    """The text model of `segment --text` and `predict`: `--method glus` (with `--selector`) or `--model`."""
+    from refseg.methods.glus import Glus
+    from refseg.methods.glus.build import load_selector
+    from refseg.models import load
+
+    if args.selector and args.method != "glus":
+        raise ValueError("--selector: a GLUS key-frame selector folder, taken with --method glus")
+    if args.method == "glus":
+        model = load("glus", None if args.model == "default" else args.model, device=args.device)
+    else:
+        model = load(args.model, device=args.device, tokenizer=args.tokenizer)
+    if args.selector and isinstance(model, Glus):
+        if not Path(args.selector).is_dir():
+            raise ValueError(f"--selector {args.selector}: no such key-frame selector folder")
+        model.selector = load_selector(args.selector).to(args.device)
+    return model
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -287,7 +306,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from refseg.data import formats
     from refseg.methods.sam_i2v import SamI2V
-    from refseg.models import load
     from refseg.predict import predict_expressions
 
     data = Path(args.data)
@@ -297,10 +315,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     samples = list(formats.reader(args.format)(data))
     if not samples:
         raise InputError(f"{data}: no {'image' if args.format == 'refcoco' else 'video'} in the {args.format} layout")
-    if args.method == "glus":
-        model = load("glus", None if args.model == "default" else args.model, device=args.device)
-    else:
-        model = load(args.model, device=args.device, tokenizer=args.tokenizer)
+    model = _text_model(args)
     if isinstance(model, SamI2V):
         raise ValueError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks; predict runs text models")
     predict_expressions(model, samples, args.out, images=args.format == "refcoco")
@@ -323,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v", "glus"],
                      help="for clicks, boxes and masks: plain SAM 2 (--sam2) or SAM-I2V (--model); for --text: glus "
                           "(the shipped SynthRef GLUS, or --model: a GLUS folder, refseg's or published)")
+    seg.add_argument("--selector", help="--method glus: a key-frame selector folder (passes start at its key frame)")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
     seg.add_argument("--box", action=_AddPrompt, help="box of one object: X0,Y0,X1,Y1")
@@ -356,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="text model: default, evf-sam, a model folder or an official SAMWISE .pth file")
     pr.add_argument("--method", choices=["glus"],
                     help="glus: the shipped SynthRef GLUS, or --model a GLUS folder (refseg's or published)")
+    pr.add_argument("--selector", help="--method glus: a key-frame selector folder (passes start at its key frame)")
     pr.add_argument("--tokenizer", default="roberta-base", help="RoBERTa tokenizer folder of an official SAMWISE .pth")
     pr.add_argument("--out", required=True, help="prediction folder to write")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

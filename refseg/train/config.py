@@ -90,6 +90,7 @@ class LossConfig:
     patch: float = 1.0  # BEiT-3 pretraining: each patch's covered fraction
     ce: float = 1.0  # GLUS: cross-entropy on the assistant's tokens
     contrastive: float = 0.1  # GLUS: object contrastive loss
+    score: float = 1.0  # GLUS key-frame selector: L1 on the frame's score
 
 
 @dataclass
@@ -119,8 +120,19 @@ class PretrainConfig:
 
 
 @dataclass
+class KeyFramesConfig:
+    """GLUS's key-frame selector (task `glus_kfs`, `refseg.train.glus_kfs`): context frames per
+    call (8 in the paper), the pseudo-label file, and the early GLUS folder that makes it when it
+    is missing. The selector's LLM, tower and adapters are `glus:`'s."""
+
+    context: int = 8
+    labels: str | None = None
+    early: str | None = None
+
+
+@dataclass
 class TrainConfig:
-    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), sam_i2v, samwise, evf, glus, beit3 (EVF-SAM's encoder)
+    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), sam_i2v, samwise, evf, glus, glus_kfs, beit3 (EVF-SAM's encoder)
     out: str = "runs/train"
     steps: int = 100
     batch_size: int = 2  # clips per optimizer step, over all processes
@@ -138,6 +150,7 @@ class TrainConfig:
     evf: EvfConfig = field(default_factory=EvfConfig)  # also the encoder the beit3 task pretrains
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     glus: GlusSpec = field(default_factory=GlusSpec)  # the model the glus task builds (and its inference settings)
+    key_frames: KeyFramesConfig = field(default_factory=KeyFramesConfig)
 
 
 def _build(cls: type, values: dict, where: str) -> object:

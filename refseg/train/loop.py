@@ -38,7 +38,8 @@ from refseg.encoders.text import TextEncoder
 from refseg.io.atomic import atomic_dir
 from refseg.methods.evf_sam import EvfSam
 from refseg.methods.glus import Glus
-from refseg.methods.glus.build import build_glus, load_stored
+from refseg.methods.glus.build import build_glus, build_selector, load_stored
+from refseg.methods.glus.keyframe import KeyFrameSelector
 from refseg.methods.sam_i2v import SamI2V, upgrade
 from refseg.methods.samwise import Samwise
 from refseg.models import KINDS
@@ -51,6 +52,7 @@ from refseg.train.config import TrainConfig, dump, to_dict
 from refseg.train.beit3 import Beit3Pretrainer, Beit3PretrainTask
 from refseg.train.evf import EvfTask
 from refseg.train.glus import GlusTask
+from refseg.train.glus_kfs import GlusKeyFrameTask
 from refseg.train.sam2_image import Sam2ImageTask
 from refseg.train.sam2_pvs import Sam2PvsTask
 from refseg.train.sam_i2v import SamI2VTask
@@ -85,8 +87,9 @@ def build_task(config: TrainConfig) -> (Sam2ImageTask | Sam2PvsTask | SamI2VTask
     expression_options = {"expressions_per_clip": config.data.expressions_per_clip > 1,
                           "phenomenon_weights": bool(config.data.phenomenon_weights)}
     for name, used in expression_options.items():
-        if used and config.task not in ("samwise", "evf", "beit3", "glus"):
-            raise ValueError(f"data.{name}: only the expression tasks (samwise, evf, glus, beit3) draw expressions; "
+        if used and config.task not in ("samwise", "evf", "beit3", "glus", "glus_kfs"):
+            raise ValueError(f"data.{name}: only the expression tasks (samwise, evf, glus, glus_kfs, beit3) draw "
+                             "expressions; "
                              f"task {config.task!r} draws objects")
     if config.data.cache_features and config.task != "evf":
         raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
@@ -108,10 +111,14 @@ def build_task(config: TrainConfig) -> (Sam2ImageTask | Sam2PvsTask | SamI2VTask
     if config.task == "sam_i2v":
         image_sam = from_sam1(load_sam1(config.model.sam1)) if config.model.sam1 else build_sam2(config)
         return SamI2VTask(upgrade(image_sam, config.sam_i2v, config.model.memory_layers), config)
-    if config.task == "glus":
+    if config.task in ("glus", "glus_kfs"):
         source = None if config.model.sam2 in RANDOM_SAM2 else config.model.sam2
-        return GlusTask(build_glus(config.glus, build_sam2(config), source), config)
-    raise ValueError(f"task: expected sam2_pvs, sam2_image, sam_i2v, samwise, evf, glus or beit3, got {config.task!r}")
+        if config.task == "glus":
+            return GlusTask(build_glus(config.glus, build_sam2(config), source), config)
+        selector = build_selector(config.glus, build_sam2(config), source, config.key_frames.context)
+        return GlusKeyFrameTask(selector, config)
+    raise ValueError(f"task: expected sam2_pvs, sam2_image, sam_i2v, samwise, evf, glus, glus_kfs or beit3, "
+                     f"got {config.task!r}")
 
 
 def load_samples(config: TrainConfig) -> list:
@@ -154,10 +161,10 @@ def _latest(run: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def _weights(model: Sam2 | Samwise | EvfSam | SamI2V | Glus | Beit3Pretrainer) -> dict[str, torch.Tensor]:
+def _weights(model: Sam2 | Samwise | EvfSam | SamI2V | Glus | KeyFrameSelector | Beit3Pretrainer) -> dict[str, torch.Tensor]:
     """What a checkpoint stores: every tensor but a frozen text encoder's (rebuilt from its source);
-    GLUS's trained parts only (its language model is rebuilt from its source)."""
-    if isinstance(model, Glus):
+    GLUS's (and its key-frame selector's) trained parts only (the language model is rebuilt from its source)."""
+    if isinstance(model, (Glus, KeyFrameSelector)):
         return model.stored_state()
     return {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("text.")}
 
@@ -165,7 +172,7 @@ def _weights(model: Sam2 | Samwise | EvfSam | SamI2V | Glus | Beit3Pretrainer) -
 def _load_weights(model: nn.Module, path: Path, absent: tuple[str, ...] = ("text.",)) -> None:
     """Load a checkpoint's tensors (float32) into `model`; every name must match, but those
     under `absent` (the frozen text encoder's, which checkpoints do not store)."""
-    if isinstance(model, Glus):
+    if isinstance(model, (Glus, KeyFrameSelector)):
         load_stored(model, path)
         return
     if not path.is_file():
@@ -190,11 +197,11 @@ def _load_init(model: nn.Module, config: TrainConfig) -> None:
     _load_weights(model, folder / "model.safetensors", ("text.", "sam.") if source is not None else ("text.",))
 
 
-def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | SamI2V | Glus | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
+def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | SamI2V | Glus | KeyFrameSelector | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
     if isinstance(model, Beit3Pretrainer):
         meta = {"beit3": dataclasses.asdict(model.encoder.config)}
-    elif isinstance(model, (SamI2V, Glus)):
+    elif isinstance(model, (SamI2V, Glus, KeyFrameSelector)):
         meta = model.meta()
     else:
         sam = model if isinstance(model, Sam2) else model.sam

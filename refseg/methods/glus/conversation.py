@@ -67,10 +67,10 @@ def glus_prompt(expression: str, turns: int, context_frames: int = 4, failed: Se
     return "".join(parts)
 
 
-def glus_input_ids(prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def glus_input_ids(prompt: str, tokenizer: PreTrainedTokenizerBase, added: Sequence[str] = NEW_TOKENS) -> list[int]:
     """Token ids of `prompt` with `IMAGE_TOKEN` for every `<image>` (see the module docstring);
-    the tokenizer must hold `NEW_TOKENS`."""
-    specials = [IMAGE, *NEW_TOKENS, EOS]
+    the tokenizer must hold the `added` tokens (GLUS's `NEW_TOKENS`, or the key-frame selector's)."""
+    specials = [IMAGE, *added, EOS]
     pieces = [p for p in re.split("(" + "|".join(re.escape(s) for s in specials) + ")", prompt) if p]
     ids: list[int] = []
     if tokenizer.bos_token_id is not None and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]:
@@ -97,7 +97,7 @@ def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
         return int(tokenizer.eos_token_id)
     index = tokenizer.convert_tokens_to_ids(token)
     if index is None or index == tokenizer.unk_token_id:
-        raise ValueError(f"the tokenizer has no {token} token: add {NEW_TOKENS} to it (GLUS's added tokens)")
+        raise ValueError(f"the tokenizer has no {token} token: add it (GLUS's added tokens: {NEW_TOKENS})")
     return int(index)
 
 
@@ -124,11 +124,13 @@ def seg_rows(input_ids: Sequence[int], seg_id: int, image_tokens: int) -> list[i
     return rows
 
 
-def answer_targets(input_ids: Sequence[int], seg_id: int, eos_id: int, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def answer_targets(input_ids: Sequence[int], seg_id: int, eos_id: int, tokenizer: PreTrainedTokenizerBase,
+                   answer: str = ANSWER) -> list[int]:
     """Positions of the assistant's tokens in a complete conversation's ids (what the language
-    loss reads, LLaVA's rule): for each [SEG], the tokens of `ANSWER` before it, the [SEG] and
-    what follows it up to and including the turn's end-of-sequence token."""
-    answer = ANSWER.strip()
+    loss reads, LLaVA's rule): for each `seg_id` token ([SEG], or the selector's [SCORE]), the
+    tokens of `answer` before it, the token itself and what follows it up to and including the
+    turn's end-of-sequence token."""
+    answer = answer.strip()
     targets: list[int] = []
     for position, token in enumerate(input_ids):
         if token != seg_id:

@@ -110,8 +110,8 @@ def absent(height: int, width: int, low_res: int) -> ObjectResult:
 class GlusStream:
     """Stream frames for several expressions (object ids 1..N in the order given). GLUS reads
     the whole video (its context frames spread over it), so `push` keeps the frames and returns
-    nothing, and `flush` segments them all (one `Glus.segment` per expression) and returns every
-    frame's results. Frames are held until then: a stream of a known, finite video."""
+    nothing, and `flush` segments them all (one `Glus.segment` per expression, from the key frame
+    the model's `selector` picks when it has one) and returns every frame's results. Frames are held until then: a stream of a known, finite video."""
 
     def __init__(self, model: Glus, texts: list[str]) -> None:
         if not texts:
@@ -127,7 +127,9 @@ class GlusStream:
         if not self._frames:
             return []
         frames, self._frames = self._frames, []
-        per_text = [self.model.segment(frames, text) for text in self.texts]
+        selector = self.model.selector
+        per_text = [self.model.segment(frames, text, None if selector is None else selector.key_frame(frames, text))
+                    for text in self.texts]
         height, width = frames[0].shape[:2]
         return [FrameResult(t, height, width, {obj_id: r.frames[t] for obj_id, r in enumerate(per_text, start=1)})
                 for t in range(len(frames))]
@@ -148,6 +150,7 @@ class Glus(nn.Module):
         self.vision, self.llm, self.sam, self.tokenizer = vision, llm, sam, tokenizer
         self.config = config or GlusConfig()
         self.spec, self.sam2_source = spec, sam2_source  # how a refseg folder rebuilds it (None: not one)
+        self.selector: nn.Module | None = None  # a `keyframe.KeyFrameSelector`: streams start from its key frame
         self.seg_id = int(tokenizer.convert_tokens_to_ids(SEG))
 
     def trained_prefixes(self) -> tuple[str, ...]:
