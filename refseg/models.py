@@ -75,24 +75,18 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
     """
     if str(name) == "sam-i2v":
         return _load_sam_i2v(source).to(device)
-    if str(name) == "glus" and source is not None:
-        path = Path(source)
-        if not path.is_dir():
-            raise ValueError(f"glus: no such model folder: {path}")
-        model = _load_folder(path)
-        if not isinstance(model, Glus):
-            raise ValueError(f"glus: {path} holds a {type(model).__name__} model, not GLUS")
-        return model.to(device)
     if source is not None:
-        if str(name) != "evf-sam":
+        kinds = {"evf-sam": (EvfSam, "EVF-SAM"), "glus": (Glus, "GLUS")}
+        if str(name) not in kinds:
             raise ValueError(f"model {name!r}: a source folder is taken with 'evf-sam', 'glus' and 'sam-i2v' only; "
                              "pass the folder as the name")
+        cls, title = kinds[str(name)]
         path = Path(source)
         if not path.is_dir():
-            raise ValueError(f"evf-sam: no such model folder: {path}")
+            raise ValueError(f"{name}: no such model folder: {path}")
         model = _load_folder(path)
-        if not isinstance(model, EvfSam):
-            raise ValueError(f"evf-sam: {path} holds a {type(model).__name__} model, not EVF-SAM")
+        if not isinstance(model, cls):
+            raise ValueError(f"{name}: {path} holds a {type(model).__name__} model, not {title}")
         return model.to(device)
     known = str(name) in NAMES
     path = WEIGHTS / NAMES[str(name)] if known else Path(name)
