@@ -78,3 +78,7 @@ def test_training_context_frames_draw_one_per_segment():
     # shorter than 4: b = [0, 0, 1, 1, 2], offset 0 -> min(0, -1), min(0, 0), min(1, 0), min(1, 1);
     # the official -1 indexes the last frame
     assert context_frames(2) == [1, 0, 0, 1]
+
+
+def test_no_context_frames_for_a_model_without_global_context():
+    assert context_frames(40, 0) == [] and context_frames(1, 0, np.random.default_rng(0)) == []

@@ -234,7 +234,11 @@ def test_a_frame_without_seg_gets_no_mask_and_keeps_its_place(trained):
     # the third call's window holds frames 0..2 with frame 1's turn failed (the official conversation
     # writes "[SEG] ."; the space next to an added token is dropped when tokenised)
     c = model.config
-    assert calls[2] == glus_input_ids(glus_prompt("the red thing", 3, c.context_frames, [False, True]), model.tokenizer)
+    prompt = glus_prompt("the red thing", 3, c.context_frames, [False, True]).rstrip()
+    assert calls[2] == glus_input_ids(prompt, model.tokenizer)
+    # a model refseg trained is asked exactly what it was trained on: the training conversation up to its [SEG]
+    trained_on = glus_input_ids(glus_prompt("the red thing", 1, c.context_frames, complete=True), model.tokenizer)
+    assert calls[0] == trained_on[:trained_on.index(model.seg_id)]
     assert len(calls) == 5 and calls[4].count(model.seg_id) == c.query_window - 1
 
 

@@ -58,7 +58,7 @@ class GlusTask(ExpressionTask):
         count = self.model.config.context_frames
 
         def context(num_frames: int, rng: np.random.Generator) -> list[int]:
-            return context_frames(num_frames, count, rng) if count else []
+            return context_frames(num_frames, count, rng)
 
         return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
                            by="expression", weights=self.config.data.phenomenon_weights, context=context)

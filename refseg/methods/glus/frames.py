@@ -22,6 +22,8 @@ def context_frames(num_frames: int, count: int = 4, rng: np.random.Generator | N
     """
     if num_frames < 1:
         raise ValueError(f"num_frames: at least 1, got {num_frames}")
+    if count == 0:  # a model without global context (the single-frame stage, the local-only baseline)
+        return []
     bounds = np.linspace(0, num_frames, count + 1).astype(int)
     offset = math.ceil(num_frames / count) // 2
     frames = []

@@ -10,6 +10,12 @@ up to the [SEG] slot and one token is generated; if that token is [SEG], its pro
 prompts SAM 2 on the frame (`hooks.GlusHooks`), else the frame gets an empty mask and no memory
 and its turn reads "[SEG] ." in later windows, as the official code does.
 
+The forced answer ends "... result is " with its space, as the official inference writes it; the
+official training conversation drops the space before [SEG] (the tokenizer splits around the added
+token), so the published models are asked at inference after a space token they never saw before
+[SEG]. refseg keeps that for published models (their outputs are the official ones) and drops the
+space for the models it trains, which then read at inference exactly what they were trained on.
+
 With a key frame k the forward pass gives frames k+1 .. N-1 and the backward pass frames k .. 0
 (the official script writes the forward pass under the wrong file names, so frames after k end
 up with no mask; refseg keeps each frame's own prediction).
@@ -214,7 +220,10 @@ class Glus(nn.Module):
             for step, frame in enumerate(order):
                 window = query_window(step, c.query_window)
                 earlier = failed[len(failed) - len(window) + 1:] if len(window) > 1 else []
-                ids = glus_input_ids(glus_prompt(expression, len(window), c.context_frames, earlier), self.tokenizer)
+                prompt = glus_prompt(expression, len(window), c.context_frames, earlier)
+                if self.spec is not None:  # a model refseg trained: no space before [SEG] (module docstring)
+                    prompt = prompt.rstrip()
+                ids = glus_input_ids(prompt, self.tokenizer)
                 images = image_tokens(context + [order[w] for w in window])
                 hidden, next_logits = self.llm(ids, images)
                 answer = int(next_logits.argmax())
