@@ -270,3 +270,34 @@ def test_cli_segment_and_predict_with_glus(trained, tmp_path):
     written = list(pred.rglob("*.png"))
     sample = next(iter(synth.split_samples("valid", 3, 1)))
     assert len(written) == len(sample.expressions) * len(sample)
+
+
+def test_standardize_seg_calibrates_once_and_the_folder_keeps_it(tmp_path):
+    from refseg.methods.glus.conversation import seg_rows
+    from refseg.train.loop import build_task, load_samples
+
+    config = load_config(tiny_config(tmp_path / "std", steps=1, glus={**tiny_config(tmp_path)["glus"],
+                                                                       "standardize_seg": True}))
+    task = build_task(config)
+    model = task.model
+    assert not model.llm.calibrated
+    samples = load_samples(config)
+    clips = [ClipSampler(samples, clip_len=2, size=64, seed=s).sample() for s in range(6)]
+    task.calibrate(clips)
+    states = []
+    with torch.no_grad():
+        for clip in clips:  # the standardised [SEG] states of the calibration clips: mean 0, spread 1
+            ids = glus_input_ids(glus_prompt(clip.expression.text, 2, 0, complete=True), model.tokenizer)
+            images = model.vision(model.vision.pixels(list(clip.frames)))
+            hidden = model.llm.states(ids, images)
+            states.append((hidden[seg_rows(ids, model.seg_id, images.shape[1])] - model.llm.seg_shift) * model.llm.seg_gain)
+    states = torch.cat(states)
+    assert torch.allclose(states.mean(0), torch.zeros(64), atol=1e-4)
+    assert torch.allclose(states.std(0), torch.ones(64), atol=1e-3)
+    shift = model.llm.seg_shift.clone()
+    task.sampler(samples, 0)  # already calibrated: kept
+    assert torch.equal(model.llm.seg_shift, shift)
+    run = train(config, progress=False)
+    loaded = load_glus(run / "final")
+    assert loaded.llm.calibrated
+    assert torch.equal(loaded.llm.seg_gain, load_file(str(run / "final" / "model.safetensors"))["llm.seg_gain"])

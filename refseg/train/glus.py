@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from refseg.data.sample import VideoSample
-from refseg.data.sampler import ClipSampler
+from refseg.data.sampler import Clip, ClipSampler
 from refseg.engine import Session
 from refseg.methods.glus import Glus
 from refseg.methods.glus.contrastive import TokenBank, TokenTag, object_contrastive_loss
@@ -42,6 +42,7 @@ from refseg.train.losses import bce_loss, dice_loss
 from refseg.train.task import ExpressionTask, Referred, seeded
 
 OBJ = 1
+CALIBRATION_SEED, CALIBRATION_CLIPS = 7919, 32  # `glus.standardize_seg`: clips drawn apart from training's
 LISA_DICE_SMOOTH = 1e-3  # LISA's dice: scale 1000, eps 1e-6
 
 
@@ -60,8 +61,29 @@ class GlusTask(ExpressionTask):
         def context(num_frames: int, rng: np.random.Generator) -> list[int]:
             return context_frames(num_frames, count, rng)
 
-        return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
-                           by="expression", weights=self.config.data.phenomenon_weights, context=context)
+        sampler = ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size,
+                              seed=seed, by="expression", weights=self.config.data.phenomenon_weights, context=context)
+        spec = self.model.spec
+        if spec is not None and spec.standardize_seg and not self.model.llm.calibrated:
+            calibration = ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size,
+                                      seed=seed + CALIBRATION_SEED, by="expression", context=context)
+            self.calibrate([calibration.sample() for _ in range(CALIBRATION_CLIPS)])
+        return sampler
+
+    @torch.no_grad()
+    def calibrate(self, clips: list[Clip]) -> None:
+        """Standardise the [SEG] state by its statistics over the [SEG]s of `clips` (`GlusLlm.calibrate`)."""
+        model = self.model
+        mode = model.training
+        model.eval()  # no adapter dropout in the statistics
+        states = []
+        for clip in clips:
+            ids = glus_input_ids(glus_prompt(clip.expression.text, len(clip.frames) - clip.context, clip.context,
+                                             complete=True), model.tokenizer)
+            images = model.vision(model.vision.pixels(list(clip.frames)))
+            states.append(model.llm.states(ids, images)[seg_rows(ids, model.seg_id, images.shape[1])])
+        model.llm.calibrate(torch.cat(states))
+        model.train(mode)
 
     def forward(self, batch: list[Referred]) -> dict[str, Tensor]:
         """Mean of the per-expression losses, plus the contrastive loss over the batch's tokens."""

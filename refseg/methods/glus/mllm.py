@@ -52,6 +52,9 @@ class GlusLlm(nn.Module):
         width = int(llm.config.hidden_size)
         self.vocab = int(llm.get_input_embeddings().weight.shape[0])
         self.text_hidden_fcs = SegProjection(width, prompt_width)
+        # per-channel standardisation of the [SEG] state before `text_hidden_fcs` (identity unless calibrated)
+        self.register_buffer("seg_shift", torch.zeros(width))
+        self.register_buffer("seg_gain", torch.ones(width))
         self.added_embed = nn.Parameter(torch.zeros(added, width))
         self.tied = bool(getattr(llm.config, "tie_word_embeddings", False))
         self.added_head = None if self.tied else nn.Parameter(torch.zeros(added, width))
@@ -104,7 +107,21 @@ class GlusLlm(nn.Module):
 
     def seg_prompts(self, hidden: Tensor, rows: Sequence[int]) -> Tensor:
         """[k, C] prompt tokens of the [SEG]s at `rows` (`conversation.seg_rows`) of `hidden`."""
-        return self.text_hidden_fcs(hidden[list(rows)])
+        return self.text_hidden_fcs((hidden[list(rows)] - self.seg_shift) * self.seg_gain)
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.seg_shift.any() or (self.seg_gain != 1).any())
+
+    def calibrate(self, states: Tensor) -> None:
+        """Standardise each channel of the [SEG] state by its mean and spread over `states` [n, H]
+        (what `text_hidden_fcs` reads then has zero mean and unit spread per channel). A small LLM's
+        last-layer states share one large direction and a few huge channels (here 93 % of a state's
+        norm is common to every expression), which a freshly initialised projection reads as one
+        constant token."""
+        with torch.no_grad():
+            self.seg_shift.copy_(states.mean(0))
+            self.seg_gain.copy_(1 / states.std(0).clamp(min=1e-4))
 
     def add_lora(self, r: int = 8, alpha: int = 16, dropout: float = 0.05,
                  targets: Sequence[str] = ("q_proj", "v_proj")) -> None:

@@ -71,6 +71,8 @@ class GlusSpec:
     train_memory: gradients flow through the memory bank, and SAM 2's memory attention and memory
         encoder train (the paper, Sec. 4.2); the official code detaches memories and trains only
         the mask decoder of SAM 2.
+    standardize_seg: training calibrates a per-channel standardisation of the [SEG] state on the
+        first training samples (`GlusLlm.calibrate`); the folder stores it.
     """
 
     llm: str | None = None
@@ -83,6 +85,7 @@ class GlusSpec:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     train_memory: bool = False
+    standardize_seg: bool = False
     inference: GlusConfig = field(default_factory=GlusConfig)
 
 
@@ -171,7 +174,7 @@ class Glus(nn.Module):
     def stored_state(self) -> dict[str, Tensor]:
         """The tensors a refseg folder or training checkpoint holds: what trains (`trained_prefixes`,
         the LoRA adapters), and all of SAM 2 when it has no `sam2_source` to reload it from."""
-        prefixes = self.trained_prefixes() + (("sam.",) if self.sam2_source is None else ())
+        prefixes = self.trained_prefixes() + ("llm.seg_",) + (("sam.",) if self.sam2_source is None else ())
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()
                 if k.startswith(prefixes) or ".lora_" in k}
 

@@ -1,0 +1,70 @@
+"""Does a GLUS checkpoint ground its expressions? On SynthRef referring images it never trained on
+(`--split`, `--seed`), per GLUS folder:
+
+- mIoU: mean IoU of the single-frame mask with each expression's target (1 when both are empty);
+- answered: the share of calls that answered [SEG];
+- token cos: the mean cosine similarity of the projected [SEG] tokens of different expressions
+  on the same image (1.0: one token whatever the text, so one mask per image: no grounding);
+- same-mask share: the share of expression pairs on the same image whose masks are identical.
+
+    python bench/glus_grounding_probe.py runs/glus_synth_image/final [more folders] [--images 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from refseg.data import synth
+from refseg.methods.glus.build import load_glus
+from refseg.methods.glus.conversation import glus_input_ids, glus_prompt, seg_rows
+
+
+@torch.no_grad()
+def probe(folder: str, images: int, split: str, seed: int) -> dict[str, float]:
+    model = load_glus(folder)
+    ious, answered, cosines, same = [], [], [], []
+    for sample in synth.split_samples(split, seed, images, image=True):
+        frame = np.asarray(sample.load_frame(0))
+        tokens = model.vision(model.vision.pixels([frame]))
+        projected, masks = [], []
+        for expression in sample.expressions:
+            result = model.segment([frame], expression.text)
+            mask, target = result.masks[0], sample.target_mask(expression)[0]
+            union = (mask | target).sum()
+            ious.append(1.0 if union == 0 else float((mask & target).sum() / union))
+            answered.append(result.answered[0])
+            masks.append(mask)
+            ids = glus_input_ids(glus_prompt(expression.text, 1, 0).rstrip(), model.tokenizer)
+            hidden, _ = model.llm(ids, tokens)
+            projected.append(model.llm.seg_prompts(hidden, seg_rows(ids + [model.seg_id], model.seg_id, tokens.shape[1]))[0])
+        for a, b in itertools.combinations(range(len(projected)), 2):
+            cosines.append(float(F.cosine_similarity(projected[a], projected[b], dim=0)))
+            same.append(bool(np.array_equal(masks[a], masks[b])))
+    return {"mIoU": float(np.mean(ious)), "answered": float(np.mean(answered)), "token_cos": float(np.mean(cosines)),
+            "same_mask": float(np.mean(same)), "expressions": len(ious)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--split", default="valid")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for folder in args.folders:
+        result = probe(folder, args.images, args.split, args.seed)
+        print(folder, " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()
