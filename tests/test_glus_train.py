@@ -301,3 +301,28 @@ def test_standardize_seg_calibrates_once_and_the_folder_keeps_it(tmp_path):
     loaded = load_glus(run / "final")
     assert loaded.llm.calibrated
     assert torch.equal(loaded.llm.seg_gain, load_file(str(run / "final" / "model.safetensors"))["llm.seg_gain"])
+
+
+def test_without_a_memory_bank_each_frame_is_decoded_as_a_first_frame(trained):
+    import dataclasses
+
+    from refseg.methods.glus.hooks import GlusHooks
+
+    model = load_glus(trained / "final")
+    forward, project = model.llm.forward, model.llm.seg_prompts
+    model.llm.forward = lambda ids, images: (forward(ids, images)[0],  # always [SEG]
+                                             torch.where(torch.arange(403) == model.seg_id, 0.0, -1e9))
+    prompts = []
+    model.llm.seg_prompts = lambda hidden, rows: prompts.append(project(hidden, rows)) or prompts[-1]
+    frames = frames_of(4)
+    model.config = dataclasses.replace(model.config, num_maskmem=0)
+    alone = model.segment(frames, "the red thing")
+    hooks = GlusHooks(0)
+    with torch.no_grad():
+        for t, frame in enumerate(frames):  # each frame on its own, prompted by the token its call made
+            hooks.prompt = prompts[t][-1:][None]
+            assert torch.equal(hooks.session(model.sam).push(frame).objects[1].logits, alone.logits[t]), t
+    model.config = dataclasses.replace(model.config, num_maskmem=7)
+    remembered = model.segment(frames, "the red thing")
+    assert torch.equal(remembered.logits[0], alone.logits[0])
+    assert not torch.equal(remembered.logits[3], alone.logits[3])  # memory changes later frames

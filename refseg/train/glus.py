@@ -31,7 +31,6 @@ from torch.nn import functional as F
 
 from refseg.data.sample import VideoSample
 from refseg.data.sampler import Clip, ClipSampler
-from refseg.engine import Session
 from refseg.methods.glus import Glus
 from refseg.methods.glus.contrastive import TokenBank, TokenTag, object_contrastive_loss
 from refseg.methods.glus.conversation import answer_targets, glus_input_ids, glus_prompt, seg_rows, token_rows
@@ -41,7 +40,7 @@ from refseg.train.config import TrainConfig
 from refseg.train.losses import bce_loss, dice_loss
 from refseg.train.task import ExpressionTask, Referred, seeded
 
-OBJ = 1
+OBJ = 1  # the one object of a GLUS pass (`GlusHooks.session`)
 CALIBRATION_SEED, CALIBRATION_CLIPS = 7919, 32  # `glus.standardize_seg`: clips drawn apart from training's
 LISA_DICE_SMOOTH = 1e-3  # LISA's dice: scale 1000, eps 1e-6
 
@@ -122,10 +121,11 @@ class GlusTask(ExpressionTask):
 
         c = model.config
         hooks = GlusHooks(c.num_maskmem, stride=1, train_memory=model.spec is not None and model.spec.train_memory)
-        session = Session(model.sam, hooks, grad=True)
-        session.add_object(OBJ)
+        session = hooks.session(model.sam, grad=True)
         high_res = []
         for t, frame in enumerate(query):
+            if not c.num_maskmem:  # no memory bank: every query frame decoded alone
+                session = hooks.session(model.sam, grad=True)
             hooks.prompt = prompts[t][None, None]
             high_res.append(session.push(frame).objects[OBJ].output.high_res)
         size = model.sam.image_size

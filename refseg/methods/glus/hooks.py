@@ -21,11 +21,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from refseg.engine import Session
 from refseg.engine.hooks import MethodHooks
 from refseg.engine.memory_bank import ObjectMemory
 from refseg.methods.glus.frames import memory_frames
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput
+from refseg.sam.model import Sam2
 from refseg.sam.memory import MemoryReadout
 from refseg.sam.preprocess import SAM2
 
@@ -43,8 +45,15 @@ class GlusHooks(MethodHooks):
 
     def __init__(self, num_maskmem: int = 7, stride: int = 3, train_memory: bool = False) -> None:
         self.num_maskmem, self.stride, self.train_memory = num_maskmem, stride, train_memory
-        self.keep_recent = (num_maskmem - 1) * stride + 1
+        self.keep_recent = max(num_maskmem - 1, 0) * stride + 1
         self.prompt: Tensor | None = None
+
+    def session(self, sam: Sam2, grad: bool = False) -> Session:
+        """A fresh pass: a session on `sam` with these hooks and the object (id 1) it segments,
+        memories kept in float32."""
+        session = Session(sam, self, grad=grad, memory_dtype=torch.float32)
+        session.add_object(1)
+        return session
 
     def select_memories(self, frame: int, obj_id: int, memory: ObjectMemory, features: ImageFeatures,
                         generator: torch.Generator) -> MemoryReadout:

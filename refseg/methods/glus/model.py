@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from refseg.engine import FrameResult, ObjectResult, Session
+from refseg.engine import FrameResult, ObjectResult
 from refseg.io.atomic import atomic_dir
 from refseg.methods.glus.conversation import SEG, glus_input_ids, glus_prompt, seg_rows
 from refseg.methods.glus.frames import context_frames, query_window
@@ -53,7 +53,7 @@ class GlusConfig:
 
     context_frames: int = 4
     query_window: int = 4
-    num_maskmem: int = 7
+    num_maskmem: int = 7  # 0: no memory bank (the ablation's rows without it)
     memory_stride: int = 3
 
 
@@ -217,10 +217,11 @@ class Glus(nn.Module):
         answered = [False] * n
         for order in passes:  # a later pass overwrites the key frame
             hooks = GlusHooks(c.num_maskmem, c.memory_stride)
-            session = Session(self.sam, hooks, memory_dtype=torch.float32)
-            session.add_object(1)
+            session = hooks.session(self.sam)
             failed: list[bool] = []
             for step, frame in enumerate(order):
+                if not c.num_maskmem:  # no memory bank: every frame is decoded as a pass's first frame
+                    session = hooks.session(self.sam)
                 window = query_window(step, c.query_window)
                 earlier = failed[len(failed) - len(window) + 1:] if len(window) > 1 else []
                 prompt = glus_prompt(expression, len(window), c.context_frames, earlier)
