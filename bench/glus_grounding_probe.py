@@ -7,7 +7,14 @@
   on the same image (1.0: one token whatever the text, so one mask per image: no grounding);
 - same-mask share: the share of expression pairs on the same image whose masks are identical.
 
+`--colour-reader` asks instead whether the text is in the [SEG] state at all: 60 prompts on one
+image (5 colours x 4 shapes x 3 phrasings), and a nearest-centroid reader of the named colour
+from the state, fitted on two phrasings and tested on the third (each in turn), on the raw state
+and on the state standardised per channel over the 60. `fresh` as a folder: an untrained model of
+the shipped layout (no context frames).
+
     python bench/glus_grounding_probe.py runs/glus_synth_image/final [more folders] [--images 12]
+    python bench/glus_grounding_probe.py fresh --colour-reader
 """
 
 from __future__ import annotations
@@ -23,13 +30,56 @@ import torch
 from torch.nn import functional as F
 
 from refseg.data import synth
-from refseg.methods.glus.build import load_glus
+from refseg.methods.glus import Glus
+from refseg.methods.glus.build import build_glus, load_glus
+from refseg.methods.glus.model import GlusConfig, GlusSpec
+from refseg.sam.checkpoint import load_sam2
 from refseg.methods.glus.conversation import glus_input_ids, glus_prompt, seg_rows
+
+
+COLOURS, SHAPES = ("red", "green", "blue", "yellow", "white"), ("circle", "square", "triangle", "diamond")
+PHRASINGS = ("the {c} {s}", "the {s} that is {c}", "a {c} {s}")
+
+
+def load(folder: str) -> Glus:
+    if folder != "fresh":
+        return load_glus(folder)
+    model = build_glus(GlusSpec(inference=GlusConfig(context_frames=0)), load_sam2("synth"), "synth").eval()
+    model.llm.merge_lora()
+    return model
+
+
+@torch.no_grad()
+def colour_reader(folder: str, split: str, seed: int) -> dict[str, float]:
+    """Held-out-phrasing accuracy of a nearest-centroid colour reader on the [SEG] state."""
+    model = load(folder)
+    frame = np.asarray(next(iter(synth.split_samples(split, seed, 1, image=True))).load_frame(0))
+    tokens = model.vision(model.vision.pixels([frame]))
+    states, colours, phrasings = [], [], []
+    for c, colour in enumerate(COLOURS):
+        for shape in SHAPES:
+            for k, phrasing in enumerate(PHRASINGS):
+                ids = glus_input_ids(glus_prompt(phrasing.format(c=colour, s=shape), 1, 0).rstrip(), model.tokenizer)
+                hidden, _ = model.llm(ids, tokens)
+                states.append(hidden[seg_rows(ids + [model.seg_id], model.seg_id, tokens.shape[1])[0]])
+                colours.append(c)
+                phrasings.append(k)
+    x, y, k = torch.stack(states), torch.tensor(colours), torch.tensor(phrasings)
+    out = {}
+    for name, feats in (("raw", x), ("standardised", (x - x.mean(0)) / x.std(0).clamp(min=1e-6))):
+        right = 0
+        for held in range(len(PHRASINGS)):
+            test = k == held
+            centroids = torch.stack([feats[~test & (y == c)].mean(0) for c in range(len(COLOURS))])
+            right += int((torch.cdist(feats[test], centroids).argmin(1) == y[test]).sum())
+        out[f"colour_acc_{name}"] = right / len(y)
+    spread = (x - x.mean(0)).norm(dim=1).mean() / x.norm(dim=1).mean()
+    return {**out, "spread_over_norm": float(spread)}
 
 
 @torch.no_grad()
 def probe(folder: str, images: int, split: str, seed: int) -> dict[str, float]:
-    model = load_glus(folder)
+    model = load(folder)
     ious, answered, cosines, same = [], [], [], []
     for sample in synth.split_samples(split, seed, images, image=True):
         frame = np.asarray(sample.load_frame(0))
@@ -59,10 +109,14 @@ def main() -> None:
     parser.add_argument("--split", default="valid")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--colour-reader", action="store_true", help="read the named colour from the [SEG] state")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for folder in args.folders:
-        result = probe(folder, args.images, args.split, args.seed)
+        if args.colour_reader:
+            result = colour_reader(folder, args.split, args.seed)
+        else:
+            result = probe(folder, args.images, args.split, args.seed)
         print(folder, " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
 

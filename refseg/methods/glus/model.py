@@ -173,8 +173,10 @@ class Glus(nn.Module):
 
     def stored_state(self) -> dict[str, Tensor]:
         """The tensors a refseg folder or training checkpoint holds: what trains (`trained_prefixes`,
-        the LoRA adapters), and all of SAM 2 when it has no `sam2_source` to reload it from."""
-        prefixes = self.trained_prefixes() + ("llm.seg_",) + (("sam.",) if self.sam2_source is None else ())
+        the LoRA adapters), the [SEG] standardisation with `standardize_seg`, and all of SAM 2
+        when it has no `sam2_source` to reload it from."""
+        standardised = ("llm.seg_",) if self.spec is not None and self.spec.standardize_seg else ()
+        prefixes = self.trained_prefixes() + standardised + (("sam.",) if self.sam2_source is None else ())
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()
                 if k.startswith(prefixes) or ".lora_" in k}
 
