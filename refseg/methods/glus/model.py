@@ -29,6 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ from refseg.methods.glus.hooks import GlusHooks
 from refseg.methods.glus.mllm import GlusLlm
 from refseg.methods.glus.vision import VisionTokens
 from refseg.sam.model import Sam2
+
+if TYPE_CHECKING:
+    from refseg.methods.glus.keyframe import KeyFrameSelector  # which reads GlusSpec from here
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,9 @@ class GlusSpec:
     train_memory: gradients flow through the memory bank, and SAM 2's memory attention and memory
         encoder train (the paper, Sec. 4.2); the official code detaches memories and trains only
         the mask decoder of SAM 2.
-    standardize_seg: training calibrates a per-channel standardisation of the [SEG] state on the
-        first training samples (`GlusLlm.calibrate`); the folder stores it.
+    standardize_seg: training first calibrates a per-channel standardisation of the [SEG] state
+        on training clips drawn apart from the training draws (`GlusLlm.calibrate`); the folder
+        stores it.
     """
 
     llm: str | None = None
@@ -120,7 +125,8 @@ class GlusStream:
     """Stream frames for several expressions (object ids 1..N in the order given). GLUS reads
     the whole video (its context frames spread over it), so `push` keeps the frames and returns
     nothing, and `flush` segments them all (one `Glus.segment` per expression, from the key frame
-    the model's `selector` picks when it has one) and returns every frame's results. Frames are held until then: a stream of a known, finite video."""
+    the model's `selector` picks when it has one) and returns every frame's results. Frames are
+    held until then: a stream of a known, finite video."""
 
     def __init__(self, model: Glus, texts: list[str]) -> None:
         if not texts:
@@ -159,7 +165,7 @@ class Glus(nn.Module):
         self.vision, self.llm, self.sam, self.tokenizer = vision, llm, sam, tokenizer
         self.config = config or GlusConfig()
         self.spec, self.sam2_source = spec, sam2_source  # how a refseg folder rebuilds it (None: not one)
-        self.selector: nn.Module | None = None  # a `keyframe.KeyFrameSelector`: streams start from its key frame
+        self.selector: KeyFrameSelector | None = None  # streams start their passes from its key frame
         self.seg_id = int(tokenizer.convert_tokens_to_ids(SEG))
 
     def trained_prefixes(self) -> tuple[str, ...]:
