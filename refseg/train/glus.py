@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -33,8 +32,8 @@ from refseg.data.sample import VideoSample
 from refseg.data.sampler import Clip, ClipSampler
 from refseg.methods.glus import Glus
 from refseg.methods.glus.contrastive import TokenBank, TokenTag, object_contrastive_loss
-from refseg.methods.glus.conversation import answer_targets, glus_input_ids, glus_prompt, seg_rows, token_rows
-from refseg.methods.glus.frames import context_frames
+from refseg.methods.glus.conversation import answer_targets, glus_input_ids, glus_prompt, seg_rows
+from refseg.methods.glus.frames import training_context
 from refseg.methods.glus.hooks import GlusHooks
 from refseg.train.config import TrainConfig
 from refseg.train.losses import bce_loss, dice_loss
@@ -55,19 +54,25 @@ class GlusTask(ExpressionTask):
         self.bank = TokenBank(512)
 
     def sampler(self, samples: Sequence[VideoSample], seed: int) -> ClipSampler:
-        count = self.model.config.context_frames
+        def clips(seed: int, weights: dict[str, float]) -> ClipSampler:
+            return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size,
+                               seed=seed, by="expression", weights=weights,
+                               context=training_context(self.model.config.context_frames))
 
-        def context(num_frames: int, rng: np.random.Generator) -> list[int]:
-            return context_frames(num_frames, count, rng)
-
-        sampler = ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size,
-                              seed=seed, by="expression", weights=self.config.data.phenomenon_weights, context=context)
         spec = self.model.spec
         if spec is not None and spec.standardize_seg and not self.model.llm.calibrated:
-            calibration = ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size,
-                                      seed=seed + CALIBRATION_SEED, by="expression", context=context)
+            calibration = clips(seed + CALIBRATION_SEED, {})
             self.calibrate([calibration.sample() for _ in range(CALIBRATION_CLIPS)])
-        return sampler
+        return clips(seed, self.config.data.phenomenon_weights)
+
+    def conversation(self, clip: Clip) -> tuple[list[int], Tensor, Tensor]:
+        """(ids, image tokens [context + T, m, H], LLM states [L', H]) of the complete training
+        conversation of `clip`: its context frames, then one answered turn per query frame."""
+        model = self.model
+        turns = len(clip.frames) - clip.context
+        ids = glus_input_ids(glus_prompt(clip.expression.text, turns, clip.context, complete=True), model.tokenizer)
+        images = model.vision(model.vision.pixels(list(clip.frames)))
+        return ids, images, model.llm.states(ids, images)
 
     @torch.no_grad()
     def calibrate(self, clips: list[Clip]) -> None:
@@ -77,10 +82,8 @@ class GlusTask(ExpressionTask):
         model.eval()  # no adapter dropout in the statistics
         states = []
         for clip in clips:
-            ids = glus_input_ids(glus_prompt(clip.expression.text, len(clip.frames) - clip.context, clip.context,
-                                             complete=True), model.tokenizer)
-            images = model.vision(model.vision.pixels(list(clip.frames)))
-            states.append(model.llm.states(ids, images)[seg_rows(ids, model.seg_id, images.shape[1])])
+            ids, images, hidden = self.conversation(clip)
+            states.append(hidden[seg_rows(ids, model.seg_id, images.shape[1])])
         model.llm.calibrate(torch.cat(states))
         model.train(mode)
 
@@ -107,14 +110,10 @@ class GlusTask(ExpressionTask):
         model, w, clip = self.model, self.config.loss, sample.clip
         query = clip.frames[clip.context:]
         turns = len(query)
-        ids = glus_input_ids(glus_prompt(clip.expression.text, turns, clip.context, complete=True), model.tokenizer)
-        images = model.vision(model.vision.pixels(list(clip.frames)))  # [context + T, m, H]
-        hidden = model.llm.states(ids, images)
+        ids, images, hidden = self.conversation(clip)
         m = images.shape[1]
-        rows = token_rows(ids, m)
         targets = answer_targets(ids, model.seg_id, int(model.tokenizer.eos_token_id), model.tokenizer)
-        logits = model.llm.logits(hidden[[rows[t] - 1 for t in targets]])
-        ce = F.cross_entropy(logits.float(), torch.tensor([ids[t] for t in targets], device=logits.device))
+        ce = model.llm.answer_loss(hidden, ids, targets, m)
         prompts = model.llm.seg_prompts(hidden, seg_rows(ids, model.seg_id, m))  # [T, C]
         if len(prompts) != turns:
             raise RuntimeError(f"the conversation holds {len(prompts)} [SEG] for {turns} query frames")

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from refseg.data.sample import VideoSample
@@ -30,8 +29,8 @@ from refseg.data.sampler import ClipSampler
 from refseg.io.atomic import atomic_file
 from refseg.methods.glus import Glus
 from refseg.methods.glus.build import load_glus
-from refseg.methods.glus.conversation import answer_targets, token_rows
-from refseg.methods.glus.frames import context_frames
+from refseg.methods.glus.conversation import answer_targets
+from refseg.methods.glus.frames import training_context
 from refseg.methods.glus.keyframe import SCORE_ANSWER, KeyFrameSelector
 from refseg.train.config import TrainConfig
 from refseg.train.task import ExpressionTask, Referred
@@ -93,13 +92,8 @@ class GlusKeyFrameTask(ExpressionTask):
         missing = [s.video_id for s in samples if s.video_id not in self.labels]
         if missing:
             raise ValueError(f"key_frames.labels {settings.labels}: no labels for video {missing[0]!r}")
-        count = self.model.context
-
-        def context(num_frames: int, rng: np.random.Generator) -> list[int]:
-            return context_frames(num_frames, count, rng)
-
         return ClipSampler(samples, clip_len=1, size=self.config.model.image_size, seed=seed, by="expression",
-                           weights=self.config.data.phenomenon_weights, context=context)
+                           weights=self.config.data.phenomenon_weights, context=training_context(self.model.context))
 
     def sample_losses(self, sample: Referred) -> dict[str, Tensor]:
         model, w, clip = self.model, self.config.loss, sample.clip
@@ -108,8 +102,6 @@ class GlusKeyFrameTask(ExpressionTask):
         score, hidden = model.score(ids, images)
         label = self.labels[clip.video_id][clip.expression.exp_id][clip.start]
         l1 = (score.float() - label).abs()
-        rows = token_rows(ids, images.shape[1])
         targets = answer_targets(ids, model.score_id, int(model.tokenizer.eos_token_id), model.tokenizer, SCORE_ANSWER)
-        logits = model.llm.logits(hidden[[rows[t] - 1 for t in targets]])
-        ce = F.cross_entropy(logits.float(), torch.tensor([ids[t] for t in targets], device=logits.device))
+        ce = model.llm.answer_loss(hidden, ids, targets, images.shape[1])
         return {"score": l1, "ce": ce, "loss": w.score * l1 + w.ce * ce}

@@ -8,6 +8,7 @@ key frame over the reversed frames (Sec. 4.4), and the caller maps them back to 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,6 +36,14 @@ def context_frames(num_frames: int, count: int = 4, rng: np.random.Generator | N
             frame = min(start + offset, end - 1)
         frames.append(frame % num_frames)
     return frames
+
+
+def training_context(count: int) -> Callable[[int, np.random.Generator], list[int]]:
+    """The training draw of `count` context frames, as a `ClipSampler` takes it (`context=`)."""
+    def draw(num_frames: int, rng: np.random.Generator) -> list[int]:
+        return context_frames(num_frames, count, rng)
+
+    return draw
 
 
 def query_window(step: int, size: int = 4) -> list[int]:

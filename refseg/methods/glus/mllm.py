@@ -28,7 +28,7 @@ from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from refseg.methods.glus.conversation import IMAGE_TOKEN
+from refseg.methods.glus.conversation import IMAGE_TOKEN, token_rows
 
 
 class SegProjection(nn.Module):
@@ -99,6 +99,15 @@ class GlusLlm(nn.Module):
         """Next-token logits [.., V + added] of states [.., H]."""
         head = self.added_embed if self.added_head is None else self.added_head
         return torch.cat([self.llm.lm_head(hidden), hidden @ head.to(hidden.dtype).T], dim=-1)
+
+    def answer_loss(self, hidden: Tensor, input_ids: Sequence[int], targets: Sequence[int], image_tokens: int) -> Tensor:
+        """Cross-entropy of the tokens at positions `targets` of `input_ids` (the assistant's,
+        `conversation.answer_targets`), each predicted from the row before it in `hidden` [L', H]
+        (images of `image_tokens` rows each)."""
+        rows = token_rows(input_ids, image_tokens)
+        logits = self.logits(hidden[[rows[t] - 1 for t in targets]])
+        labels = torch.tensor([input_ids[t] for t in targets], device=logits.device)
+        return nn.functional.cross_entropy(logits.float(), labels)
 
     def forward(self, input_ids: Sequence[int], images: Tensor) -> tuple[Tensor, Tensor]:
         """(last-layer states after the final norm [L', H], next-token logits [V + added] at the last row)."""
