@@ -83,3 +83,30 @@ class Mask:
 
 
 Prompt = Points | Box | Mask
+
+
+@dataclass(frozen=True, eq=False)
+class Audio:
+    """What the user hears with the video: a mono waveform `samples` [N] float32 in [-1, 1] at
+    `rate` Hz, starting with the first frame (a [N, channels] array is averaged to mono).
+    `refseg.io.audio.read_audio` reads one from a video's sound track or an audio file."""
+
+    samples: np.ndarray
+    rate: int
+
+    def __init__(self, samples: object, rate: int) -> None:
+        arr = np.asarray(samples, dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr.mean(axis=1)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(f"Audio: expected a non-empty 1-D waveform (or [N, channels]), got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError("Audio: the waveform holds NaN or infinite samples")
+        if int(rate) <= 0:
+            raise ValueError(f"Audio: the sample rate must be a positive number of Hz, got {rate}")
+        object.__setattr__(self, "samples", np.clip(arr, -1.0, 1.0))
+        object.__setattr__(self, "rate", int(rate))
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate

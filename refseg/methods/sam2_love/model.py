@@ -1,0 +1,262 @@
+"""SAM2-LOVE (Wang et al., CVPR 2025): segment what is said and heard. Frozen audio, text and
+frame encoders; projections (Eq. 1); a fusion transformer (Eq. 2) run once per frame over
+[seg; audio; text; frame; history] (Eq. 3-4) with the [seg] token propagated from frame to frame;
+the final [seg] prompts SAM 2 on the first frame only, and SAM 2's memory tracks the rest.
+
+Parameters (no official code exists; the names follow what the paper's README says it builds
+on): `audio_proj.*`, `text_proj.*`, `visual_proj.*` (Eq. 1, Ref-AVS's names), `fusion.*` (Eq. 2),
+`tokens.*` (the learnt [seg], [aud], [vis] and the type / time embeddings), `text_hidden_fcs.0.*`
+(EVF-SAM's projector of the final [seg] to SAM 2's prompt width: Linear(D, D), ReLU, Linear(D,
+256)), `sam.*` (SAM 2 in refseg's layout; `refseg.sam.checkpoint` converts the official
+`visual_model.*` names), `audio_encoder.*` (torchvggish layout) and `frame_encoder.model.*`
+(`transformers` ViT). The text encoder is not stored: `config.text` names it.
+
+Trainable (Sec. 3.3): the projections, the fusion transformer, the tokens, `text_hidden_fcs`
+and SAM 2's prompt encoder and mask decoder (each switchable); frozen: the three encoders and
+SAM 2's image encoder and memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import Sam2VideoConfig, ViTConfig
+
+from refseg.encoders.audio import SAMPLE_RATE, SYNTH_VGGISH, VGGish, VGGishConfig
+from refseg.encoders.text import MINILM, TextEncoder
+from refseg.encoders.vit import FrameViT, synth_vit_config
+from refseg.io.atomic import atomic_dir
+from refseg.io.audio import fit_to_frames, frame_times
+from refseg.methods.sam2_love.fusion import FusionTransformer, projection
+from refseg.methods.sam2_love.propagation import HISTORY, TokenPropagation
+from refseg.prompts import Audio
+from refseg.sam.model import Sam2
+
+PROMPTS = ("token", "mean")
+
+
+@dataclass
+class LoveConfig:
+    """width, layers, heads, mlp_ratio: the fusion transformer (paper: 1024 wide, 6 layers).
+    max_frames: N, the frames the token chain reads, spread evenly over the video (Ref-AVS: 10).
+    seg_tokens: K propagated [seg] tokens (Tab. 4; the first prompts SAM 2).
+    history: [his] with the current frame ("current", Eq. 4), without it ("previous", Fig. 4) or
+        none ("off", Tab. 2's baseline).
+    prompt: "token" (the propagated [seg]) or "mean" (Tab. 5's mean of one pass over all frames).
+    type_embeddings, time_embeddings: refseg's modality-type and frame-position embeddings
+        (`propagation` module docstring).
+    text: the frozen text encoder ("minilm", or a BERT / RoBERTa folder such as DistilRoBERTa);
+        max_text_tokens: Ref-AVS's 25.
+    audio: the VGGish sizes; vit: the frame ViT's `ViTConfig` as a dict.
+    audio_encoder, frame_encoder: pretrained weights a new model starts from (a VGGish folder
+        or torchvggish .pth; a ViT folder); None: random (tests).
+    train_prompt_encoder, train_mask_decoder: Tab. 6's SAM 2 rows.
+    multimask: SAM 2 decodes three candidates and keeps the best predicted IoU (False: one mask,
+        as EVF-SAM's SAM 2 prompt)."""
+
+    width: int = 256
+    layers: int = 6
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    max_frames: int = 12
+    seg_tokens: int = 1
+    history: str = "current"
+    prompt: str = "token"
+    type_embeddings: bool = True
+    time_embeddings: bool = True
+    text: str = MINILM
+    max_text_tokens: int = 25
+    audio: VGGishConfig = field(default_factory=lambda: dataclasses.replace(SYNTH_VGGISH))
+    vit: dict = field(default_factory=lambda: synth_vit_config().to_dict())
+    audio_encoder: str | None = None
+    frame_encoder: str | None = None
+    train_prompt_encoder: bool = True
+    train_mask_decoder: bool = True
+    multimask: bool = False
+
+    def check(self) -> None:
+        if self.history not in HISTORY:
+            raise ValueError(f"sam2_love.history: expected one of {', '.join(HISTORY)}, got {self.history!r}")
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"sam2_love.prompt: expected one of {', '.join(PROMPTS)}, got {self.prompt!r}")
+        if self.prompt == "mean" and self.seg_tokens != 1:
+            raise ValueError("sam2_love.seg_tokens: the mean prompt has no [seg] token (set 1)")
+        if self.max_frames < 1:
+            raise ValueError(f"sam2_love.max_frames: need at least 1, got {self.max_frames}")
+
+
+def chain_frames(num_frames: int, max_frames: int) -> np.ndarray:
+    """Indices of the N = min(T, max_frames) frames the token chain reads, spread evenly over
+    the T frames from the first to the last."""
+    if num_frames < 1:
+        raise ValueError("chain_frames: the video has no frame")
+    count = min(num_frames, max_frames)
+    return np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64)
+
+
+@dataclass
+class ClipFeatures:
+    """The frozen encoders' outputs for the N chain frames of a clip (shared by all its
+    expressions): audio [N, d_A] (one VGGish embedding centred on each frame), cls [N, d_V],
+    patches [N, hw, d_V]."""
+
+    audio: Tensor
+    cls: Tensor
+    patches: Tensor
+
+
+class Sam2Love(nn.Module):
+    """See the module docstring. `prompt_tokens(clip, texts)` gives SAM 2's prompt [B, 1, C]."""
+
+    def __init__(self, sam: Sam2, config: LoveConfig, text: TextEncoder, fresh: bool = True) -> None:
+        """fresh: a new model (loads `config.audio_encoder` / `config.frame_encoder` when set);
+        False when every weight is loaded next."""
+        super().__init__()
+        config.check()
+        self.sam, self.config, self.text = sam, config, text
+        if fresh and config.audio_encoder:
+            self.audio_encoder = VGGish.from_pretrained(config.audio_encoder)
+            config.audio = dataclasses.replace(self.audio_encoder.config)
+        else:
+            self.audio_encoder = VGGish(config.audio)
+        if fresh and config.frame_encoder:
+            self.frame_encoder = FrameViT.from_pretrained(config.frame_encoder)
+            config.vit = self.frame_encoder.model.config.to_dict()
+        else:
+            self.frame_encoder = FrameViT.new(ViTConfig.from_dict(config.vit))
+        d = config.width
+        self.audio_proj = projection(config.audio.dim, d)
+        self.text_proj = projection(text.hidden_size, d)
+        self.visual_proj = projection(self.frame_encoder.hidden_size, d)
+        self.fusion = FusionTransformer(d, config.layers, config.heads, config.mlp_ratio)
+        self.tokens = TokenPropagation(d, config.max_frames, config.seg_tokens, config.history,
+                                       config.type_embeddings, config.time_embeddings)
+        self.text_hidden_fcs = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, sam.hidden_dim))])
+        for module in (self.audio_encoder, self.frame_encoder, self.text):
+            module.requires_grad_(False).eval()
+        for name, p in sam.named_parameters():
+            p.requires_grad_((config.train_prompt_encoder and name.startswith("prompt_encoder."))
+                             or (config.train_mask_decoder and name.startswith("mask_decoder.")))
+
+    def train(self, mode: bool = True) -> Sam2Love:
+        super().train(mode)
+        for module in (self.audio_encoder, self.frame_encoder, self.text):
+            module.eval()  # frozen: no dropout
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_hidden_fcs[0][0].weight.device
+
+    # -- frozen encoders ---------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_frames(self, frames: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+        """frames [N, H, W, 3] uint8 -> (cls [N, d_V], patches [N, hw, d_V])."""
+        return self.frame_encoder(torch.as_tensor(np.asarray(frames)))
+
+    @torch.no_grad()
+    def encode_audio(self, audio: Audio | None, times: np.ndarray, num_frames: int, fps: float) -> Tensor:
+        """One embedding per time (seconds) [N, d_A] of the clip's sound, resampled to 16 kHz by
+        the reader, fit to `num_frames` frames at `fps` (shorter: silence, with a warning);
+        None: silence."""
+        if audio is None:
+            samples = np.zeros(int(round(num_frames / fps * SAMPLE_RATE)), np.float32)
+        else:
+            if audio.rate != SAMPLE_RATE:
+                raise ValueError(f"audio: the encoder reads {SAMPLE_RATE} Hz, got {audio.rate} Hz "
+                                 "(read it with refseg.io.audio.read_audio, which resamples)")
+            samples = fit_to_frames(audio, num_frames, fps).samples
+        return self.audio_encoder.embed(samples, times)
+
+    def clip_features(self, frames: Sequence[np.ndarray] | np.ndarray, audio: Audio | None, fps: float) -> ClipFeatures:
+        """The frozen features of a whole video's frames [T, H, W, 3] (only the chain frames are
+        encoded) and its sound."""
+        index = chain_frames(len(frames), self.config.max_frames)
+        cls, patches = self.encode_frames(np.stack([frames[i] for i in index]))
+        return ClipFeatures(self.encode_audio(audio, frame_times(len(frames), fps)[index], len(frames), fps), cls,
+                            patches)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Token states [B, P, d_T] and padding [B, P] (True = padding) of the frozen text encoder."""
+        tokens = self.text.tokenize(list(texts), self.config.max_text_tokens)
+        return self.text(tokens), tokens.mask == 0
+
+    # -- the prompt ----------------------------------------------------------------------------
+    def seg_chain(self, clip: ClipFeatures | list[ClipFeatures], text: Tensor,
+                  text_padding: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Eq. 1-4 for B expressions: clip (one, shared; or one per expression), text [B, P, d_T]
+        -> (the final [seg] [B, K, D] (the mean prompt [B, 1, D]), the [seg] leaving each frame
+        [B, N, K, D] (None for the mean prompt))."""
+        batch = text.shape[0]
+        clips = clip if isinstance(clip, list) else [clip] * batch
+        device = self.device
+        audio = self.audio_proj(torch.stack([c.audio for c in clips]).to(device))
+        cls = self.visual_proj(torch.stack([c.cls for c in clips]).to(device))
+        patches = self.visual_proj(torch.stack([c.patches for c in clips]).to(device))
+        words = self.text_proj(text.to(device))
+        padding = text_padding.to(device)
+        if self.config.prompt == "mean":
+            return self.tokens.mean(self.fusion, audio, words, padding, cls, patches), None
+        return self.tokens(self.fusion, audio, words, padding, cls, patches)
+
+    def prompt_tokens(self, clip: ClipFeatures | list[ClipFeatures], text: Tensor, text_padding: Tensor) -> Tensor:
+        """SAM 2's sparse prompt [B, 1, C]: the first final [seg] through `text_hidden_fcs`."""
+        seg, _ = self.seg_chain(clip, text, text_padding)
+        return self.text_hidden_fcs[0](seg[:, :1])
+
+    # -- use -------------------------------------------------------------------------------------
+    def stream(self, texts: Sequence[str], audio: Audio | None = None, fps: float = 8.0,
+               memory_dtype: torch.dtype = torch.bfloat16):
+        """A `LoveStream`: push every frame, then `flush()` returns all results (the method reads
+        the whole clip, audio and frames, before its first mask)."""
+        from refseg.methods.sam2_love.stream import LoveStream
+
+        return LoveStream(self, texts, audio, fps, memory_dtype)
+
+    def meta(self) -> dict[str, object]:
+        return {"sam2_love": dataclasses.asdict(self.config), "sam2": self.sam.config.to_dict()}
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """config.json + model.safetensors (everything but the text encoder, which `config.text`
+        names), written to a temporary folder first."""
+        state = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("text.")}
+        with atomic_dir(directory) as tmp:
+            save_file(state, str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(self.meta(), indent=1))
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> Sam2Love:
+        fields = dict(meta["sam2_love"])
+        fields["audio"] = VGGishConfig(**fields["audio"])
+        config = LoveConfig(**fields)
+        return cls(Sam2(Sam2VideoConfig(**meta["sam2"])), config, TextEncoder.from_pretrained(config.text), fresh=False)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str]) -> Sam2Love:
+        """A `save_pretrained` folder (or a training run's final/ or checkpoint folder)."""
+        path = Path(directory)
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{path}: not a SAM2-LOVE model folder (needs config.json and model.safetensors)")
+        meta = json.loads((path / "config.json").read_text())
+        if "sam2_love" not in meta:
+            raise ValueError(f"{path}: config.json describes no SAM2-LOVE model (no 'sam2_love' entry)")
+        model = cls.from_meta(meta)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("text.")]
+        if missing or unexpected:
+            raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        return model.eval()

@@ -1,0 +1,116 @@
+"""SAM2-LOVE's token propagation and token accumulation (paper Sec. 3.2, Eq. 3-4, Fig. 4).
+
+For frame i of the N frames the fusion module reads (Eq. 3, with [his]^i appended, Eq. 4):
+
+    F_M^i = [ [seg]_i ; F̂_A ; [aud] ; F̂_T ; [vis] ; F̂_V^i ; [his]^i ]
+
+  [seg]_i  [B, K, D]  the propagated token: a learnt parameter for i = 0, then the first K
+                      outputs of the previous frame, Q_{i-1}^{0..K-1}
+  F̂_A     [B, N, D]  one projected audio embedding per frame (the same at every step)
+  [aud]    [B, 1, D]  learnt separator, "end of audio"
+  F̂_T     [B, P, D]  projected text tokens (padding ignored by attention)
+  [vis]    [B, 1, D]  learnt separator, "beginning of visual"
+  F̂_V^i   [B, hw, D] projected patch tokens of frame i
+  [his]^i  [B, i+1, D] the projected [cls] of frames 0..i (Eq. 4; `history="previous"` takes
+                      0..i-1, Fig. 4's reading; "off" drops it)
+
+Q_i = FusionTransformer(F_M^i); the [seg] after the last frame, Q_{N-1}^0, is the prompt. The
+paper names no position or modality embeddings; without any, a bidirectional transformer cannot
+tell audio from text, nor which audio window goes with the current frame. refseg adds learnt
+modality-type embeddings (audio, text, visual, history) and learnt time embeddings (the frame's
+position in the chain: to audio window t, to the patches of frame i, to [cls]^t), both
+switchable off (`type_embeddings`, `time_embeddings`).
+
+The Tab. 5 alternative (`mean`): one pass over [F̂_A ; [aud] ; F̂_T ; [vis] ; F̂_V^0..N-1 ; [cls]^0..N-1]
+and the mean of its outputs (padding excluded) is the prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from refseg.methods.sam2_love.fusion import FusionTransformer
+
+HISTORY = ("current", "previous", "off")
+AUDIO, TEXT, VISUAL, HIS = range(4)
+
+
+class TokenPropagation(nn.Module):
+    """The learnt tokens of Eq. 3 ([seg] x K, [aud], [vis]), the type and time embeddings, and
+    the chain over frames (`forward`) or the mean alternative (`mean`)."""
+
+    def __init__(self, width: int, max_frames: int, seg_tokens: int = 1, history: str = "current",
+                 type_embeddings: bool = True, time_embeddings: bool = True) -> None:
+        super().__init__()
+        if history not in HISTORY:
+            raise ValueError(f"history: expected one of {', '.join(HISTORY)}, got {history!r}")
+        if seg_tokens < 1:
+            raise ValueError(f"seg_tokens: need at least one [seg] token, got {seg_tokens}")
+        self.history = history
+        self.seg = nn.Parameter(torch.randn(seg_tokens, width) * 0.02)
+        self.aud = nn.Parameter(torch.randn(1, width) * 0.02)
+        self.vis = nn.Parameter(torch.randn(1, width) * 0.02)
+        self.types = nn.Parameter(torch.randn(4, width) * 0.02) if type_embeddings else None
+        self.times = nn.Parameter(torch.randn(max_frames, width) * 0.02) if time_embeddings else None
+
+    @property
+    def max_frames(self) -> int:
+        return int(self.times.shape[0]) if self.times is not None else 1 << 30
+
+    def _typed(self, x: Tensor, kind: int) -> Tensor:
+        return x + self.types[kind] if self.types is not None else x
+
+    def _timed(self, x: Tensor, index: Tensor | int) -> Tensor:
+        return x + self.times[index] if self.times is not None else x
+
+    def _context(self, audio: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+        """[F̂_A ; [aud] ; F̂_T ; [vis]] [B, N + P + 2, D] and the part that repeats each step."""
+        batch, frames = audio.shape[:2]
+        steps = torch.arange(frames, device=audio.device)
+        a = self._timed(self._typed(audio, AUDIO), steps)
+        return (torch.cat([a, self.aud.expand(batch, -1, -1)], 1),
+                torch.cat([self._typed(text, TEXT), self.vis.expand(batch, -1, -1)], 1))
+
+    def forward(self, fusion: FusionTransformer, audio: Tensor, text: Tensor, text_padding: Tensor, cls: Tensor,
+                patches: Tensor) -> tuple[Tensor, Tensor]:
+        """audio [B, N, D], text [B, P, D], text_padding [B, P] (True = padding), cls [B, N, D],
+        patches [B, N, hw, D] (all projected, Eq. 1) -> (the final [seg] [B, K, D], the [seg]
+        leaving each frame [B, N, K, D])."""
+        batch, frames = audio.shape[:2]
+        if frames > self.max_frames:
+            raise ValueError(f"token chain: {frames} frames, the model has time embeddings for {self.max_frames}")
+        head, tail = self._context(audio, text)
+        history = self._timed(self._typed(cls, HIS), torch.arange(frames, device=cls.device))
+        k = self.seg.shape[0]
+        seg = self.seg.expand(batch, -1, -1)
+        keep = torch.zeros(batch, k + head.shape[1], dtype=torch.bool, device=audio.device)
+        pad = torch.cat([keep, text_padding, torch.zeros(batch, 1 + patches.shape[2], dtype=torch.bool,
+                                                         device=audio.device)], 1)
+        outputs = []
+        for i in range(frames):
+            visual = self._timed(self._typed(patches[:, i], VISUAL), i)
+            his = history[:, : i + 1] if self.history == "current" else history[:, :i] if self.history == "previous" \
+                else history[:, :0]
+            seq = torch.cat([seg, head, tail, visual, his], 1)
+            mask = torch.cat([pad, torch.zeros(batch, his.shape[1], dtype=torch.bool, device=audio.device)], 1)
+            seg = fusion(seq, mask)[:, :k]  # Q_i^{0..K-1}: the next frame's [seg]
+            outputs.append(seg)
+        return seg, torch.stack(outputs, 1)
+
+    def mean(self, fusion: FusionTransformer, audio: Tensor, text: Tensor, text_padding: Tensor, cls: Tensor,
+             patches: Tensor) -> Tensor:
+        """Tab. 5's "mean": [B, 1, D], the mean of one pass over every frame at once."""
+        batch, frames, hw = patches.shape[:3]
+        head, tail = self._context(audio, text)
+        steps = torch.arange(frames, device=audio.device)
+        visual = self._timed(self._typed(patches, VISUAL), steps[:, None]).reshape(batch, frames * hw, -1)
+        parts = [head, tail, visual]
+        if self.history != "off":
+            parts.append(self._timed(self._typed(cls, HIS), steps))
+        seq = torch.cat(parts, 1)
+        mask = torch.zeros(batch, seq.shape[1], dtype=torch.bool, device=audio.device)
+        mask[:, head.shape[1] : head.shape[1] + text.shape[1]] = text_padding
+        out = fusion(seq, mask)
+        keep = (~mask).float()[..., None]
+        return ((out * keep).sum(1) / keep.sum(1))[:, None]
