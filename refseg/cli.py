@@ -3,11 +3,13 @@
     refseg demo [--out DIR] [--model default|DIR | --sam2 SOURCE] [--frames N] [--device cpu|cuda]
     refseg eval --protocol P --gt DIR [--pred DIR] [--out results.json]
     refseg train CONFIG.yaml [--resume]
-    refseg predict --data DIR --format mevis|ytvos|refcoco [--method glus] --model default|evf-sam|DIR --out PRED
+    refseg predict --data DIR --format mevis|ytvos|refcoco|refavs [--method glus|sam2-love] --model default|evf-sam|DIR
+                   --out PRED [--no-audio]
     refseg synth --out DIR --split S --seed N [--format mevis|ytvos|refdavis|sav|refcoco|refavs] [--count N]
                  [--scenario PHENOMENON] [--stats]
     refseg segment INPUT --text "..." [--text "..."]... [--model default|evf-sam|DIR] [--frame N] [--semantic]
                    [--method glus] [--out DIR] [--device cpu|cuda]
+    refseg segment VIDEO --method sam2-love --model DIR --text "..." [--audio FILE] [--out DIR]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
                    [--frame N] [--out DIR] [--device cpu|cuda]
 
@@ -91,8 +93,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise ValueError("segment: clicks, boxes and masks need --sam2 (a SAM 2 model directory or .pt file)")
     if args.method == "sam-i2v" and args.model == "default":
         raise ValueError("segment: --method sam-i2v needs --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
-    if args.method == "glus":
-        raise ValueError("segment: --method glus is prompted by --text, not clicks, boxes or masks")
+    if args.method in ("glus", "sam2-love"):
+        raise ValueError(f"segment: --method {args.method} is prompted by --text, not clicks, boxes or masks")
+    if args.audio:
+        raise ValueError("--audio: only --method sam2-love hears; it takes --text prompts")
     _check_device(args.device)
     stream = frames(args.input)
     first = next(stream)  # an unreadable input fails here, before anything is loaded or written
@@ -130,6 +134,7 @@ def _segment_text(args: argparse.Namespace) -> int:
     from refseg.io.video import is_live
     from refseg.methods.evf_sam import EvfSam, semantic
     from refseg.methods.glus import Glus
+    from refseg.methods.sam2_love import Sam2Love
     from refseg.methods.sam_i2v import SamI2V
 
     texts = [t.strip() for t in args.text]
@@ -137,7 +142,10 @@ def _segment_text(args: argparse.Namespace) -> int:
         raise ValueError("--text: a text prompt is empty")
     if args.method == "sam-i2v":
         raise ValueError("--method sam-i2v: SAM-I2V is prompted by clicks, boxes and masks, not --text")
+    if args.audio and args.method != "sam2-love":
+        raise ValueError("--audio: only --method sam2-love hears the sound")
     _check_device(args.device)
+    sound = _love_audio(args) if args.method == "sam2-love" else None  # a missing sound fails before the model loads
     stream = frames(args.input)
     first = next(stream)
     model = _text_model(args)
@@ -146,13 +154,23 @@ def _segment_text(args: argparse.Namespace) -> int:
     if isinstance(model, Glus) and is_live(args.input):
         raise ValueError(f"{args.input}: GLUS reads the whole video (its context frames are spread over it); "
                          "give a video file, a folder of frames or an image, not a live source")
+    if isinstance(model, Sam2Love) != (args.method == "sam2-love"):
+        raise ValueError(f"--model {args.model}: a SAM2-LOVE folder goes with --method sam2-love, and only there")
     if isinstance(model, Glus) and args.frame:
         raise ValueError("--frame: GLUS reads the text on every frame; --frame is for clicks, boxes, masks and EVF-SAM")
     if args.semantic:
         if not isinstance(model, EvfSam):
             raise ValueError("--semantic: only EVF-SAM models take semantic / part-level prompts")
         texts = [semantic(t) for t in texts]
-    if isinstance(model, EvfSam):
+    if isinstance(model, Sam2Love):
+        if args.frame:
+            raise ValueError("--frame: SAM2-LOVE prompts the first frame, from the whole clip")
+        from refseg.io.video import VIDEO_SUFFIXES
+
+        # a video file's own rate aligns its sound; frames in a folder are spread over the --audio file
+        fps = video_fps(args.input) if Path(args.input).suffix.lower() in VIDEO_SUFFIXES else None
+        session = model.stream(texts, sound, fps)  # reads the whole clip, then segments
+    elif isinstance(model, EvfSam):
         session = model.stream(texts, frame=args.frame)  # the text prompts that frame; tracked after it
     elif args.frame:
         raise ValueError("--frame: SAMWISE reads the text on every frame; --frame is for clicks, boxes, masks and EVF-SAM")
@@ -173,6 +191,22 @@ def _segment_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _love_audio(args: argparse.Namespace):
+    """The sound SAM2-LOVE hears: `--audio FILE`, or the input video's own track."""
+    from refseg.io.audio import read_audio
+    from refseg.io.video import IMAGE_SUFFIXES, is_live
+
+    if is_live(args.input):
+        raise ValueError(f"{args.input}: SAM2-LOVE reads the whole clip (sound and frames) before its first mask; "
+                         "give a video file or a folder of frames, not a live source")
+    path = Path(args.input)
+    if args.audio:
+        return read_audio(args.audio)
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: frames carry no sound; pass the audio with --audio FILE")
+    return read_audio(path)
+
+
 def _text_model(args: argparse.Namespace) -> Model:
     """The text model of `segment --text` and `predict`: `--method glus` (with `--selector`) or `--model`."""
     from refseg.methods.glus import Glus
@@ -183,6 +217,8 @@ def _text_model(args: argparse.Namespace) -> Model:
         raise ValueError("--selector: a GLUS key-frame selector folder, taken with --method glus")
     if args.method == "glus":
         model = load("glus", None if args.model == "default" else args.model, device=args.device)
+    elif args.method == "sam2-love":
+        model = load("sam2-love", None if args.model == "default" else args.model, device=args.device)
     else:
         model = load(args.model, device=args.device, tokenizer=args.tokenizer)
     if args.selector and isinstance(model, Glus):
@@ -225,10 +261,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.split not in synth.SPLITS:
         raise ValueError(f"--split: expected one of {', '.join(synth.SPLITS)}, got {args.split!r}")
     image = args.format == "refcoco"
-    count = len(synth.scene_indices(args.split, args.count, args.scenario, image))
+    audio_visual = args.format == "refavs"  # Ref-AVS's scenes: referred to by sound and by sight
+    count = len(synth.scene_indices(args.split, args.count, args.scenario, image, audio_visual))
     what = f"{args.split}, {args.scenario} scenes" if args.scenario else args.split
     if args.stats:
-        shares = synth.phenomenon_shares(args.split, args.seed, count, args.scenario)
+        shares = synth.phenomenon_shares(args.split, args.seed, count, args.scenario, audio_visual)
         print(f"SynthRef {what} (seed {args.seed}, {count} scenes): share of expressions per phenomenon")
         for name, share in shares.items():
             print(f"  {name:<17} {share:6.1%}")
@@ -240,7 +277,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; remove it or choose another --out")
     samples = tqdm(synth.split_samples(args.split, args.seed, count, args.size, args.size, image=image,
-                                       scenario=args.scenario),
+                                       scenario=args.scenario, audio_visual=audio_visual),
                    total=count, desc=f"synth {what}", unit="image" if image else "video")
     options = {"split": args.split} if args.format in ("refdavis", "refcoco", "refavs") else {}
     with atomic_dir(out) as stage:
@@ -315,10 +352,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     samples = list(formats.reader(args.format)(data))
     if not samples:
         raise InputError(f"{data}: no {'image' if args.format == 'refcoco' else 'video'} in the {args.format} layout")
+    if args.no_audio and args.method != "sam2-love":
+        raise ValueError("--no-audio: only --method sam2-love hears")
     model = _text_model(args)
     if isinstance(model, SamI2V):
         raise ValueError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks; predict runs text models")
-    predict_expressions(model, samples, args.out, images=args.format == "refcoco")
+    layout = {"refcoco": "images", "refavs": "refavs"}.get(args.format, "videos")
+    predict_expressions(model, samples, args.out, layout=layout, audio=not args.no_audio)
     return 0
 
 
@@ -335,9 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "or an official SAMWISE .pth file; with --method sam-i2v: a SAM-I2V folder or published .pt file")
     seg.add_argument("--tokenizer", default="roberta-base",
                      help="RoBERTa tokenizer folder of an official SAMWISE .pth (default: the hub's roberta-base)")
-    seg.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v", "glus"],
+    seg.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v", "glus", "sam2-love"],
                      help="for clicks, boxes and masks: plain SAM 2 (--sam2) or SAM-I2V (--model); for --text: glus "
-                          "(the shipped SynthRef GLUS, or --model: a GLUS folder, refseg's or published)")
+                          "(the shipped SynthRef GLUS, or --model: a GLUS folder, refseg's or published) or sam2-love "
+                          "(--model: a SAM2-LOVE folder; hears the video's sound or --audio)")
+    seg.add_argument("--audio", help="--method sam2-love: the sound (wav, flac, mp3, ...) instead of the video's own track")
     seg.add_argument("--selector", help="--method glus: a key-frame selector folder (passes start at its key frame)")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
@@ -366,12 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
     pr = sub.add_parser("predict", help="run a text model over a dataset's expressions (submission layout)")
     pr.add_argument("--data", required=True, help="dataset folder in the --format layout")
-    pr.add_argument("--format", default="mevis", choices=["mevis", "ytvos", "refcoco"],
-                    help="dataset layout (refcoco: images, predictions as PRED/<sent_id>.png)")
+    pr.add_argument("--format", default="mevis", choices=["mevis", "ytvos", "refcoco", "refavs"],
+                    help="dataset layout (refcoco: images, predictions as PRED/<sent_id>.png; refavs: PRED/<uid>/<frame>.png)")
     pr.add_argument("--model", default="default",
                     help="text model: default, evf-sam, a model folder or an official SAMWISE .pth file")
-    pr.add_argument("--method", choices=["glus"],
-                    help="glus: the shipped SynthRef GLUS, or --model a GLUS folder (refseg's or published)")
+    pr.add_argument("--method", choices=["glus", "sam2-love"],
+                    help="glus: the shipped SynthRef GLUS, or --model a GLUS folder (refseg's or published); "
+                         "sam2-love: --model a SAM2-LOVE folder (hears each video's audio)")
+    pr.add_argument("--no-audio", action="store_true",
+                    help="--method sam2-love: give the model silence instead of each video's sound")
     pr.add_argument("--selector", help="--method glus: a key-frame selector folder (passes start at its key frame)")
     pr.add_argument("--tokenizer", default="roberta-base", help="RoBERTa tokenizer folder of an official SAMWISE .pth")
     pr.add_argument("--out", required=True, help="prediction folder to write")

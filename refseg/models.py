@@ -13,6 +13,7 @@ from refseg.methods.evf_sam import EvfSam
 from refseg.methods.glus import Glus
 from refseg.methods.glus.build import load_glus
 from refseg.methods.glus.checkpoint import load_official_glus
+from refseg.methods.sam2_love import Sam2Love
 from refseg.methods.sam_i2v import SamI2V
 from refseg.methods.sam_i2v.checkpoint import load_official_sam_i2v
 from refseg.methods.samwise import Samwise
@@ -22,8 +23,8 @@ WEIGHTS = Path(__file__).parent / "weights"
 NAMES = {"default": "samwise_synth", "samwise": "samwise_synth", "evf-sam": "evf_synth", "glus": "glus_synth"}
 TRAINED_BY = {"samwise_synth": "configs/samwise_synth.yaml", "evf_synth": "configs/evf_synth.yaml",
               "glus_synth": "configs/glus_synth_image.yaml` and then `refseg train configs/glus_synth.yaml"}
-KINDS = {"samwise": Samwise, "evf": EvfSam, "sam_i2v": SamI2V}  # config.json key -> class with from_pretrained
-Model = Samwise | EvfSam | SamI2V | Glus
+KINDS = {"samwise": Samwise, "evf": EvfSam, "sam_i2v": SamI2V, "sam2_love": Sam2Love}  # config.json key -> class
+Model = Samwise | EvfSam | SamI2V | Glus | Sam2Love
 
 
 def ships(name: str) -> bool:
@@ -75,6 +76,8 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
     """
     if str(name) == "sam-i2v":
         return _load_sam_i2v(source).to(device)
+    if str(name) == "sam2-love":
+        return _load_sam2_love(source).to(device)
     if source is not None:
         kinds = {"evf-sam": (EvfSam, "EVF-SAM"), "glus": (Glus, "GLUS")}
         if str(name) not in kinds:
@@ -111,6 +114,19 @@ def _load_sam_i2v(source: str | os.PathLike[str] | None) -> SamI2V:
     model = _load_folder(path)
     if not isinstance(model, SamI2V):
         raise ValueError(f"sam-i2v: {path} holds a {type(model).__name__} model, not SAM-I2V")
+    return model
+
+
+def _load_sam2_love(source: str | os.PathLike[str] | None) -> Sam2Love:
+    if source is None:
+        raise ValueError("sam2-love: this installation ships no SAM2-LOVE weights; train them with "
+                         "`refseg train configs/sam2_love_synth.yaml` and pass the run's final/ folder as --model")
+    path = Path(source)
+    if not path.is_dir():
+        raise ValueError(f"sam2-love: no such model folder: {path}")
+    model = _load_folder(path)
+    if not isinstance(model, Sam2Love):
+        raise ValueError(f"sam2-love: {path} holds a {type(model).__name__} model, not SAM2-LOVE")
     return model
 
 

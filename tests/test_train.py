@@ -294,7 +294,7 @@ def test_expression_tasks_draw_batches_in_groups_that_share_a_clip():
     assert len(groups) < len(batch) and all(len(g) <= 3 for g in groups)
     assert all(len({c.expression.text for c in g}) == len(g) for g in groups)
     assert len({item.seed for item in batch}) == len(batch)  # each sample its own dropout seed
-    with pytest.raises(ValueError, match="data.expressions_per_clip: only the expression tasks"):
+    with pytest.raises(ValueError, match="data.expressions_per_clip: taken by the tasks samwise, evf, beit3, glus, glus_kfs only"):
         build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"expressions_per_clip": 2}}))
     with pytest.raises(ValueError, match="at least 1"):
         build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"expressions_per_clip": 0}}))

@@ -11,11 +11,16 @@ and carries several referring expressions with their targets and the phenomena t
   late_entry      the target enters the frame late
   occlusion       the target passes behind a wall for a while
   audio           objects sound (pitch, timbre, loudness) and are referred to by it (Ref-AVS)
+  sound_sync      two look-alikes, one moving in the first part of the video and one in the
+                  rest, each sounding only while it moves, at pitches drawn at random: only the
+                  sound, heard in step with the motion, tells "the one making the high sound"
   null            an expression that refers to nothing in the video
   multi_target    one expression, several targets ("all blue shapes")
   relation        "the circle left of the red square" (a horizontal flip swaps left and right)
 
-Scenarios cycle with the scene index, so every phenomenon has a known share of a split. The
+Scenarios cycle with the scene index, so every phenomenon has a known share of a split. Videos
+cycle through `SCENARIOS`, still images through `IMAGE_SCENARIOS` and audio-visual scenes (the
+Ref-AVS layout's, `audio_visual`) through `AVS_SCENARIOS`. The
 `unseen` split uses words held out of every other split (colours, shapes, paraphrases and a
 sound timbre), the generalisation test of Ref-AVS "unseen".
 """
@@ -35,6 +40,7 @@ SPLIT_SIZES = {"train": 200, "valid": 36, "valid_u": 18, "test": 36, "unseen": 3
 SCENARIOS = ("appearance", "tracking_bias", "lookalike_motion", "late_entry", "occlusion", "audio", "null",
              "multi_target", "relation")
 IMAGE_SCENARIOS = ("appearance", "null", "multi_target", "relation")  # what a single frame can show
+AVS_SCENARIOS = ("audio", "sound_sync", "appearance", "null")  # what Ref-AVS asks: by sound and by sight
 FPS = 8
 MIN_SIDE = 128
 SAMPLE_RATE = 16000
@@ -110,6 +116,7 @@ class SceneObject:
     pitch: str | None = None  # a key of PITCHES, or None: silent
     timbre: str = "humming"
     loudness: float = 0.0
+    sound_span: tuple[int, int] | None = None  # frames [start, end) it sounds; None: from its entry on
 
 
 @dataclass
@@ -163,12 +170,13 @@ def scene_rng(split: str, seed: int, index: int) -> np.random.Generator:
 
 
 def make_scene(split: str, seed: int, index: int, height: int = 256, width: int = 256, image: bool = False,
-               extra_colours: Sequence[str] = (), null_shapes: bool = False) -> Scene:
+               extra_colours: Sequence[str] = (), null_shapes: bool = False, audio_visual: bool = False) -> Scene:
     """The `index`-th scene of `split` (deterministic); `image`: a still single-frame scene for
     referring image segmentation, from `IMAGE_SCENARIOS`; `extra_colours`: names of
     `EXTRA_COLOURS` objects may also take (and expressions name), beside the split's own;
     `null_shapes`: half the null expressions name an object's colour with another shape (by
-    default they all name its shape in another colour)."""
+    default they all name its shape in another colour); `audio_visual`: a Ref-AVS-style scene, from
+    `AVS_SCENARIOS` (a stream of scenes of its own, apart from the plain video scenes)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     unknown = [c for c in extra_colours if c not in EXTRA_COLOURS]
@@ -177,9 +185,11 @@ def make_scene(split: str, seed: int, index: int, height: int = 256, width: int 
     if min(height, width) < MIN_SIDE:
         raise ValueError(f"SynthRef frames must be at least {MIN_SIDE} px on each side (objects up to "
                          f"{max(SIZES.values())} px radius, placed 40 px from the border), got {height}x{width}")
-    rng = scene_rng(split, seed + (1 << 20 if image else 0), index)
+    if image and audio_visual:
+        raise ValueError("make_scene: a scene is a still image or an audio-visual video, not both")
+    rng = scene_rng(split, seed + (1 << 20 if image else 2 << 20 if audio_visual else 0), index)
     vocab = Vocabulary(unseen=split == "unseen", extra_colours=extra_colours)
-    scenarios = IMAGE_SCENARIOS if image else SCENARIOS
+    scenarios = scenario_set(image, audio_visual)
     scenario = scenarios[index % len(scenarios)]
     num_frames = 1 if image else int(rng.integers(24, 49))
     builder = _Builder(rng, vocab, height, width, num_frames, null_shapes)
@@ -312,6 +322,24 @@ class _Builder:
                  lambda o: o.shape == silent.shape and o.pitch is None, "audio")
         self.say(self.vocab.phrase(rng, TIMBRE, timbre=high.timbre, shape=high.shape), [high],
                  lambda o: o.pitch is not None and o.timbre == high.timbre and o.shape == high.shape, "audio")
+
+    def sound_sync(self) -> None:
+        rng = self.rng
+        k = int(rng.integers(self.num_frames // 3, 2 * self.num_frames // 3 + 1))
+        looks = dict(shape=self.vocab.pick_shape(rng), colour=self.vocab.pick_colour(rng), size="medium",
+                     texture="plain")
+        timbres = list(self.vocab.timbres)
+        timbre = timbres[int(rng.integers(len(timbres)))]
+        pitches = list(PITCHES)
+        first_pitch = int(rng.integers(2))
+        self.add(**looks, motion=self.moving("stopping", change_frame=k), pitch=pitches[first_pitch],
+                         timbre=timbre, loudness=0.6, sound_span=(0, k))
+        self.add(**looks, motion=self.moving("starting", change_frame=k), pitch=pitches[1 - first_pitch],
+                 timbre=timbre, loudness=0.6, sound_span=(k, self.num_frames))
+        for pitch in pitches:
+            target = next(o for o in self.objects if o.pitch == pitch)
+            self.say(self.vocab.phrase(rng, SOUND, pitch=pitch), [target], lambda o, p=pitch: o.pitch == p,
+                     "audio", "sound_sync")
 
     def null(self) -> None:
         obj = self.add()
@@ -450,6 +478,21 @@ def render(scene: Scene) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     return frames, masks
 
 
+WAVEFORMS = ("sine", "square", "saw")
+
+
+def tone(hz: float, kind: str, t: np.ndarray) -> np.ndarray:
+    """A unit-amplitude tone of `hz` at times `t` (seconds): a sine, square or sawtooth wave."""
+    phase = 2 * np.pi * hz * t
+    if kind == "sine":
+        return np.sin(phase)
+    if kind == "square":
+        return np.sign(np.sin(phase))
+    if kind == "saw":
+        return 2 * (phase / (2 * np.pi) % 1.0) - 1
+    raise ValueError(f"tone: expected one of {', '.join(WAVEFORMS)}, got {kind!r}")
+
+
 def render_audio(scene: Scene) -> np.ndarray:
     """Mono mix [N] float32 of the objects' sounds, N = frames / FPS * SAMPLE_RATE.
 
@@ -462,11 +505,9 @@ def render_audio(scene: Scene) -> np.ndarray:
     for obj in scene.objects:
         if obj.pitch is None:
             continue
-        phase = 2 * np.pi * PITCHES[obj.pitch] * t
-        kind = {**SEEN_TIMBRES, **UNSEEN_TIMBRES}[obj.timbre]
-        wave = np.sin(phase) if kind == "sine" else np.sign(np.sin(phase)) if kind == "square" else \
-            2 * (phase / (2 * np.pi) % 1.0) - 1
-        wave[t < obj.enter_frame / FPS] = 0.0
+        wave = tone(PITCHES[obj.pitch], {**SEEN_TIMBRES, **UNSEEN_TIMBRES}[obj.timbre], t)
+        start, end = obj.sound_span or (obj.enter_frame, scene.num_frames)
+        wave[(t < start / FPS) | (t >= end / FPS)] = 0.0
         mix += obj.loudness * wave
     peak = np.abs(mix).max()
     # on the 16-bit grid, so that writing a WAV file and reading it back is exact
@@ -482,8 +523,13 @@ def generate(scene: Scene) -> VideoSample:
                        sample_rate=SAMPLE_RATE)
 
 
+def scenario_set(image: bool = False, audio_visual: bool = False) -> tuple[str, ...]:
+    """The scenarios scenes cycle through: still images', audio-visual videos' or plain videos'."""
+    return IMAGE_SCENARIOS if image else AVS_SCENARIOS if audio_visual else SCENARIOS
+
+
 def scene_indices(split: str, count: int | None = None, scenario: str | None = None,
-                  image: bool = False) -> range:
+                  image: bool = False, audio_visual: bool = False) -> range:
     """Indices of the scenes a split is made of: the first `count` (default: the split's size),
     or with `scenario`, the first `count` scenes built around it (default: as many as the split
     holds). Scenarios cycle with the index, so these are the scenes a split of any size has at
@@ -494,9 +540,9 @@ def scene_indices(split: str, count: int | None = None, scenario: str | None = N
         raise ValueError(f"count: need at least one scene, got {count}")
     if scenario is None:
         return range(SPLIT_SIZES[split] if count is None else count)
-    scenarios = IMAGE_SCENARIOS if image else SCENARIOS
+    scenarios = scenario_set(image, audio_visual)
     if scenario not in scenarios:
-        kind = "a still image" if image else "a video"
+        kind = "a still image" if image else "an audio-visual video" if audio_visual else "a video"
         raise ValueError(f"unknown scenario {scenario!r} for {kind}; expected one of {', '.join(scenarios)}")
     first, step = scenarios.index(scenario), len(scenarios)
     if count is None:
@@ -506,21 +552,23 @@ def scene_indices(split: str, count: int | None = None, scenario: str | None = N
 
 def split_samples(split: str, seed: int, count: int | None = None, height: int = 256, width: int = 256,
                   image: bool = False, extra_colours: Sequence[str] = (),
-                  null_shapes: bool = False, scenario: str | None = None) -> Iterator[VideoSample]:
-    """The samples of a split (videos, or single-frame images), generated one by one; with
-    `scenario`, only the scenes built around it (`scene_indices`)."""
-    for index in scene_indices(split, count, scenario, image):
-        yield generate(make_scene(split, seed, index, height, width, image, extra_colours, null_shapes))
+                  null_shapes: bool = False, scenario: str | None = None,
+                  audio_visual: bool = False) -> Iterator[VideoSample]:
+    """The samples of a split (videos, single-frame images, or audio-visual videos), generated
+    one by one; with `scenario`, only the scenes built around it (`scene_indices`)."""
+    for index in scene_indices(split, count, scenario, image, audio_visual):
+        yield generate(make_scene(split, seed, index, height, width, image, extra_colours, null_shapes, audio_visual))
 
 
-def phenomenon_shares(split: str, seed: int, count: int | None = None,
-                      scenario: str | None = None) -> dict[str, float]:
+def phenomenon_shares(split: str, seed: int, count: int | None = None, scenario: str | None = None,
+                      audio_visual: bool = False) -> dict[str, float]:
     """Fraction of a split's expressions that exercise each phenomenon (from scenes, no rendering)."""
     counts: dict[str, int] = {}
     total = 0
-    for index in scene_indices(split, count, scenario):
-        for exp in make_scene(split, seed, index).expressions:
+    for index in scene_indices(split, count, scenario, audio_visual=audio_visual):
+        for exp in make_scene(split, seed, index, audio_visual=audio_visual).expressions:
             total += 1
             for p in exp.phenomena:
                 counts[p] = counts.get(p, 0) + 1
-    return {p: counts.get(p, 0) / max(total, 1) for p in SCENARIOS}
+    names = dict.fromkeys(SCENARIOS + AVS_SCENARIOS)  # every phenomenon, in order
+    return {p: counts.get(p, 0) / max(total, 1) for p in names if p in counts or p in scenario_set(audio_visual=audio_visual)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,10 +26,27 @@ from transformers import ViTConfig, ViTModel
 from refseg.io.atomic import atomic_dir
 
 
-def synth_vit_config() -> ViTConfig:
-    """The SynthRef frame ViT: 128 px, patch 16 (8 x 8 patches), width 192, 4 layers."""
-    return ViTConfig(image_size=128, patch_size=16, hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
-                     intermediate_size=768)
+@dataclass
+class VitSizes:
+    """A ViT's sizes (the rest of `ViTConfig` keeps its defaults, which the published ViTs use);
+    the defaults are the SynthRef frame ViT: 128 px, patch 16 (8 x 8 patches), width 192, 4 layers."""
+
+    image_size: int = 128
+    patch_size: int = 16
+    hidden_size: int = 192
+    layers: int = 4
+    heads: int = 3
+    intermediate_size: int = 768
+
+    def vit_config(self) -> ViTConfig:
+        return ViTConfig(image_size=self.image_size, patch_size=self.patch_size, hidden_size=self.hidden_size,
+                         num_hidden_layers=self.layers, num_attention_heads=self.heads,
+                         intermediate_size=self.intermediate_size)
+
+    @classmethod
+    def of(cls, config: ViTConfig) -> VitSizes:
+        return cls(int(config.image_size), int(config.patch_size), int(config.hidden_size),
+                   int(config.num_hidden_layers), int(config.num_attention_heads), int(config.intermediate_size))
 
 
 class FrameViT(nn.Module):
@@ -43,8 +61,8 @@ class FrameViT(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def new(cls, config: ViTConfig | None = None) -> FrameViT:
-        return cls(ViTModel(config or synth_vit_config(), add_pooling_layer=False))
+    def new(cls, sizes: VitSizes) -> FrameViT:
+        return cls(ViTModel(sizes.vit_config(), add_pooling_layer=False))
 
     @property
     def hidden_size(self) -> int:

@@ -2,9 +2,10 @@
 waveform at the rate an audio encoder wants, and its alignment to a video's frames.
 
 Everything PyAV (FFmpeg) decodes is read: WAV, FLAC, MP3, Ogg, the AAC or PCM track of an MP4 /
-MKV / AVI / WebM. Channels are averaged to mono and the signal resampled by FFmpeg's resampler to
-`rate`. A file without a sound track or that cannot be decoded raises `InputError` in one line
-that names the file and says what the user can pass instead.
+MKV / AVI / WebM. The signal is resampled by FFmpeg's resampler to `rate` and its channels
+averaged to mono (as `refseg.data.formats.common.read_wav` does). A file without a sound track,
+or that cannot be decoded, raises `InputError` in one line that names the file and says what the
+user can pass instead.
 
 A track shorter than the video it goes with is padded with silence, with one warning naming the
 shortfall (`fit_to_frames`): the frames past the end of the sound are then segmented as if they
@@ -41,12 +42,13 @@ def read_audio(path: str | os.PathLike[str], rate: int = 16000) -> Audio:
                 hint = "pass the sound as a separate file with --audio FILE" if video else "is it an audio file?"
                 raise InputError(f"{path}: no audio track ({hint})")
             stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            # keep the channels and average them (FFmpeg's own downmix scales stereo by 1/sqrt(2))
+            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=rate)
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    chunks.append(out.to_ndarray().mean(axis=0))
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(out.to_ndarray().mean(axis=0))
     except av.FFmpegError as err:
         raise InputError(f"{path}: cannot decode its audio ({err}); pass a readable file with --audio FILE") from err
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
@@ -74,3 +76,15 @@ def fit_to_frames(audio: Audio, num_frames: int, fps: float, name: str = "the au
 def frame_times(num_frames: int, fps: float) -> np.ndarray:
     """Timestamps [T] in seconds of frames 0..T-1 at `fps` (frame t shown at t / fps)."""
     return np.arange(num_frames, dtype=np.float64) / fps
+
+
+def resample(audio: Audio, rate: int) -> Audio:
+    """The waveform at `rate` Hz, through FFmpeg's resampler (as `read_audio` resamples)."""
+    if audio.rate == rate:
+        return audio
+    frame = av.AudioFrame.from_ndarray(audio.samples[None].astype(np.float32), format="flt", layout="mono")
+    frame.sample_rate = audio.rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    chunks = [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+    chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    return Audio(np.concatenate(chunks), rate)

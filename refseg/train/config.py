@@ -15,6 +15,7 @@ import yaml
 from refseg.io.atomic import atomic_file
 from refseg.methods.evf_sam import EvfConfig
 from refseg.methods.glus.model import GlusSpec
+from refseg.methods.sam2_love.model import LoveConfig
 from refseg.methods.sam_i2v.config import SamI2VConfig
 from refseg.methods.samwise.model import SamwiseConfig
 
@@ -51,6 +52,7 @@ class DataConfig:
     clip_len: int = 8
     size: int = 128
     image: bool = False  # SynthRef: still single-frame scenes (referring image segmentation)
+    audio_visual: bool = False  # SynthRef: the Ref-AVS layout's scenes (`synth.AVS_SCENARIOS`)
     # SynthRef: colour words beyond the split's own (names of `synth.EXTRA_COLOURS`), e.g. [black, brown, pink]
     extra_colours: list[str] = field(default_factory=list)
     null_shapes: bool = False  # SynthRef: half the null expressions name a present colour with an absent shape
@@ -132,7 +134,9 @@ class KeyFramesConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "sam2_pvs"  # sam2_pvs (video), sam2_image (images), sam_i2v, samwise, evf, glus, glus_kfs, beit3 (EVF-SAM's encoder)
+    # sam2_pvs (video), sam2_image (images), sam_i2v, samwise, evf, glus, glus_kfs, sam2_love; encoders:
+    # beit3 (EVF-SAM's), vggish (audio) and frame_vit (SAM2-LOVE's frames)
+    task: str = "sam2_pvs"
     out: str = "runs/train"
     steps: int = 100
     batch_size: int = 2  # clips per optimizer step, over all processes
@@ -151,6 +155,8 @@ class TrainConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     glus: GlusSpec = field(default_factory=GlusSpec)  # the model the glus task builds (and its inference settings)
     key_frames: KeyFramesConfig = field(default_factory=KeyFramesConfig)
+    # sam2_love: the model (its `audio` / `vit` sizes are also what the vggish / frame_vit tasks pretrain)
+    sam2_love: LoveConfig = field(default_factory=LoveConfig)
 
 
 def _build(cls: type, values: dict, where: str) -> object:

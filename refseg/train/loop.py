@@ -41,6 +41,7 @@ from refseg.methods.glus import Glus
 from refseg.methods.glus.build import build_glus, build_selector, load_stored
 from refseg.methods.glus.keyframe import KeyFrameSelector
 from refseg.methods.sam_i2v import SamI2V, upgrade
+from refseg.methods.sam2_love import Sam2Love
 from refseg.methods.samwise import Samwise
 from refseg.models import KINDS
 from refseg.sam import Sam2, sam2_config, tiny_test_config
@@ -56,6 +57,9 @@ from refseg.train.glus_kfs import GlusKeyFrameTask
 from refseg.train.sam2_image import Sam2ImageTask
 from refseg.train.sam2_pvs import Sam2PvsTask
 from refseg.train.sam_i2v import SamI2VTask
+from refseg.train.audio_pretrain import VGGishPretrainer, VGGishPretrainTask
+from refseg.train.frame_vit import FrameVitPretrainer, FrameVitPretrainTask
+from refseg.train.sam2_love import LoveTask
 from refseg.train.samwise import SamwiseTask
 
 log = logging.getLogger(__name__)
@@ -84,13 +88,12 @@ def build_task(config: TrainConfig) -> (Sam2ImageTask | Sam2PvsTask | SamI2VTask
     """The task module of `config.task` around a fresh (or `model.sam2`-initialised) model."""
     if config.data.expressions_per_clip < 1:
         raise ValueError(f"data.expressions_per_clip: expected at least 1, got {config.data.expressions_per_clip}")
-    expression_options = {"expressions_per_clip": config.data.expressions_per_clip > 1,
-                          "phenomenon_weights": bool(config.data.phenomenon_weights)}
-    for name, used in expression_options.items():
-        if used and config.task not in ("samwise", "evf", "beit3", "glus", "glus_kfs"):
-            raise ValueError(f"data.{name}: only the expression tasks (samwise, evf, glus, glus_kfs, beit3) draw "
-                             "expressions; "
-                             f"task {config.task!r} draws objects")
+    grouped = ("samwise", "evf", "beit3", "glus", "glus_kfs")  # tasks that draw expressions in clip groups
+    expression_options = {"expressions_per_clip": (config.data.expressions_per_clip > 1, grouped),
+                          "phenomenon_weights": (bool(config.data.phenomenon_weights), (*grouped, "sam2_love"))}
+    for name, (used, tasks) in expression_options.items():
+        if used and config.task not in tasks:
+            raise ValueError(f"data.{name}: taken by the tasks {', '.join(tasks)} only, not {config.task!r}")
     if config.data.cache_features and config.task != "evf":
         raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
                          f"frozen); task {config.task!r} does not")
@@ -117,15 +120,25 @@ def build_task(config: TrainConfig) -> (Sam2ImageTask | Sam2PvsTask | SamI2VTask
             return GlusTask(build_glus(config.glus, build_sam2(config), source), config)
         selector = build_selector(config.glus, build_sam2(config), source, config.key_frames.context)
         return GlusKeyFrameTask(selector, config)
-    raise ValueError(f"task: expected sam2_pvs, sam2_image, sam_i2v, samwise, evf, glus, glus_kfs or beit3, "
-                     f"got {config.task!r}")
+    if config.task == "sam2_love":
+        text = TextEncoder.from_pretrained(config.sam2_love.text)
+        return LoveTask(Sam2Love(build_sam2(config), config.sam2_love, text), config)
+    if config.task == "vggish":
+        return VGGishPretrainTask(VGGishPretrainer(config.sam2_love.audio), config)
+    if config.task == "frame_vit":
+        return FrameVitPretrainTask(FrameVitPretrainer(config.sam2_love.vit), config)
+    raise ValueError(f"task: expected sam2_pvs, sam2_image, sam_i2v, samwise, evf, glus, glus_kfs, sam2_love, beit3, "
+                     f"vggish or frame_vit, got {config.task!r}")
 
 
 def load_samples(config: TrainConfig) -> list:
     data = config.data
+    if config.task in ("vggish", "frame_vit"):
+        return []  # they render their own sounds and scenes
     if data.source == "synthref":
         return list(synth.split_samples(data.split, data.seed, data.count, image=data.image,
-                                        extra_colours=data.extra_colours, null_shapes=data.null_shapes))
+                                        extra_colours=data.extra_colours, null_shapes=data.null_shapes,
+                                        audio_visual=data.audio_visual))
     if data.extra_colours or data.null_shapes:
         option = "extra_colours" if data.extra_colours else "null_shapes"
         raise ValueError(f"data.{option}: only SynthRef (source: synthref) generates scenes; source is {data.source!r}")
@@ -201,7 +214,7 @@ def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | SamI2V | Glus |
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
     if isinstance(model, Beit3Pretrainer):
         meta = {"beit3": dataclasses.asdict(model.encoder.config)}
-    elif isinstance(model, (SamI2V, Glus, KeyFrameSelector)):
+    elif isinstance(model, (SamI2V, Glus, KeyFrameSelector, Sam2Love, VGGishPretrainer, FrameVitPretrainer)):
         meta = model.meta()
     else:
         sam = model if isinstance(model, Sam2) else model.sam

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import Sam2VideoConfig, ViTConfig
+from transformers import Sam2VideoConfig
 
 from refseg.encoders.audio import SAMPLE_RATE, SYNTH_VGGISH, VGGish, VGGishConfig
 from refseg.encoders.text import MINILM, TextEncoder
-from refseg.encoders.vit import FrameViT, synth_vit_config
+from refseg.encoders.vit import FrameViT, VitSizes
 from refseg.io.atomic import atomic_dir
-from refseg.io.audio import fit_to_frames, frame_times
+from refseg.io.audio import fit_to_frames, frame_times, resample
 from refseg.methods.sam2_love.fusion import FusionTransformer, projection
 from refseg.methods.sam2_love.propagation import HISTORY, TokenPropagation
 from refseg.prompts import Audio
@@ -56,7 +56,7 @@ class LoveConfig:
         (`propagation` module docstring).
     text: the frozen text encoder ("minilm", or a BERT / RoBERTa folder such as DistilRoBERTa);
         max_text_tokens: Ref-AVS's 25.
-    audio: the VGGish sizes; vit: the frame ViT's `ViTConfig` as a dict.
+    audio: the VGGish sizes; vit: the frame ViT's.
     audio_encoder, frame_encoder: pretrained weights a new model starts from (a VGGish folder
         or torchvggish .pth; a ViT folder); None: random (tests).
     train_prompt_encoder, train_mask_decoder: Tab. 6's SAM 2 rows.
@@ -76,7 +76,7 @@ class LoveConfig:
     text: str = MINILM
     max_text_tokens: int = 25
     audio: VGGishConfig = field(default_factory=lambda: dataclasses.replace(SYNTH_VGGISH))
-    vit: dict = field(default_factory=lambda: synth_vit_config().to_dict())
+    vit: VitSizes = field(default_factory=VitSizes)
     audio_encoder: str | None = None
     frame_encoder: str | None = None
     train_prompt_encoder: bool = True
@@ -103,6 +103,14 @@ def chain_frames(num_frames: int, max_frames: int) -> np.ndarray:
     return np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64)
 
 
+def clip_fps(num_frames: int, audio: Audio) -> float:
+    """The frame rate that spreads `num_frames` frames over the sound (a dataset's frame folder
+    and its audio file: Ref-AVS's 10 frames over 10 s give 1 fps; SynthRef's give 8)."""
+    if audio.seconds <= 0:
+        raise ValueError("clip_fps: the audio is empty")
+    return num_frames / audio.seconds
+
+
 @dataclass
 class ClipFeatures:
     """The frozen encoders' outputs for the N chain frames of a clip (shared by all its
@@ -121,6 +129,7 @@ class Sam2Love(nn.Module):
         """fresh: a new model (loads `config.audio_encoder` / `config.frame_encoder` when set);
         False when every weight is loaded next."""
         super().__init__()
+        config = dataclasses.replace(config)  # loading the encoders records their sizes in it
         config.check()
         self.sam, self.config, self.text = sam, config, text
         if fresh and config.audio_encoder:
@@ -130,9 +139,9 @@ class Sam2Love(nn.Module):
             self.audio_encoder = VGGish(config.audio)
         if fresh and config.frame_encoder:
             self.frame_encoder = FrameViT.from_pretrained(config.frame_encoder)
-            config.vit = self.frame_encoder.model.config.to_dict()
+            config.vit = VitSizes.of(self.frame_encoder.model.config)
         else:
-            self.frame_encoder = FrameViT.new(ViTConfig.from_dict(config.vit))
+            self.frame_encoder = FrameViT.new(config.vit)
         d = config.width
         self.audio_proj = projection(config.audio.dim, d)
         self.text_proj = projection(text.hidden_size, d)
@@ -168,16 +177,12 @@ class Sam2Love(nn.Module):
 
     @torch.no_grad()
     def encode_audio(self, audio: Audio | None, times: np.ndarray, num_frames: int, fps: float) -> Tensor:
-        """One embedding per time (seconds) [N, d_A] of the clip's sound, resampled to 16 kHz by
-        the reader, fit to `num_frames` frames at `fps` (shorter: silence, with a warning);
-        None: silence."""
+        """One embedding per time (seconds) [N, d_A] of the clip's sound, resampled to 16 kHz and
+        fit to `num_frames` frames at `fps` (shorter: silence, with a warning); None: silence."""
         if audio is None:
             samples = np.zeros(int(round(num_frames / fps * SAMPLE_RATE)), np.float32)
         else:
-            if audio.rate != SAMPLE_RATE:
-                raise ValueError(f"audio: the encoder reads {SAMPLE_RATE} Hz, got {audio.rate} Hz "
-                                 "(read it with refseg.io.audio.read_audio, which resamples)")
-            samples = fit_to_frames(audio, num_frames, fps).samples
+            samples = fit_to_frames(resample(audio, SAMPLE_RATE), num_frames, fps).samples
         return self.audio_encoder.embed(samples, times)
 
     def clip_features(self, frames: Sequence[np.ndarray] | np.ndarray, audio: Audio | None, fps: float) -> ClipFeatures:
@@ -218,10 +223,11 @@ class Sam2Love(nn.Module):
         return self.text_hidden_fcs[0](seg[:, :1])
 
     # -- use -------------------------------------------------------------------------------------
-    def stream(self, texts: Sequence[str], audio: Audio | None = None, fps: float = 8.0,
+    def stream(self, texts: Sequence[str], audio: Audio | None = None, fps: float | None = None,
                memory_dtype: torch.dtype = torch.bfloat16):
         """A `LoveStream`: push every frame, then `flush()` returns all results (the method reads
-        the whole clip, audio and frames, before its first mask)."""
+        the whole clip, audio and frames, before its first mask). audio None: silence (then give
+        fps); fps None: the frames spread over the audio."""
         from refseg.methods.sam2_love.stream import LoveStream
 
         return LoveStream(self, texts, audio, fps, memory_dtype)
@@ -241,6 +247,7 @@ class Sam2Love(nn.Module):
     def from_meta(cls, meta: dict) -> Sam2Love:
         fields = dict(meta["sam2_love"])
         fields["audio"] = VGGishConfig(**fields["audio"])
+        fields["vit"] = VitSizes(**fields["vit"])
         config = LoveConfig(**fields)
         return cls(Sam2(Sam2VideoConfig(**meta["sam2"])), config, TextEncoder.from_pretrained(config.text), fresh=False)
 

@@ -17,22 +17,25 @@ from torch import Tensor
 
 from refseg.engine.session import FrameResult, Session
 from refseg.methods.evf_sam import EvfHooks
-from refseg.methods.sam2_love.model import Sam2Love
+from refseg.methods.sam2_love.model import Sam2Love, clip_fps
 from refseg.prompts import Audio
 
 
 class LoveStream:
     """One object per text (ids 1..B), segmented from the texts and the clip's `audio` (None:
-    silence) at `fps` frames per second (which aligns the sound to the frames)."""
+    silence) at `fps` frames per second (which aligns the sound to the frames; None: the frames
+    are spread over the sound, `clip_fps`, as a dataset's frame folder and audio file are)."""
 
-    def __init__(self, model: Sam2Love, texts: Sequence[str], audio: Audio | None, fps: float,
+    def __init__(self, model: Sam2Love, texts: Sequence[str], audio: Audio | None, fps: float | None,
                  memory_dtype: torch.dtype = torch.bfloat16) -> None:
         if not texts:
             raise ValueError("LoveStream needs at least one text prompt")
-        if fps <= 0:
+        if fps is None and audio is None:
+            raise ValueError("LoveStream: give the frame rate (fps) when there is no audio to spread the frames over")
+        if fps is not None and fps <= 0:
             raise ValueError(f"LoveStream: fps must be positive, got {fps}")
         model.text.tokenize(list(texts))  # bad texts fail here, before any frame
-        self.model, self.texts, self.audio, self.fps = model, list(texts), audio, float(fps)
+        self.model, self.texts, self.audio, self.fps = model, list(texts), audio, fps
         self.memory_dtype = memory_dtype
         self.frames: list[np.ndarray] = []
         self.hooks = EvfHooks()
@@ -57,7 +60,8 @@ class LoveStream:
         if not self.frames:
             return []
         model = self.model
-        clip = model.clip_features(self.frames, self.audio, self.fps)
+        fps = self.fps if self.fps is not None else clip_fps(len(self.frames), self.audio)
+        clip = model.clip_features(self.frames, self.audio, fps)
         text, padding = model.encode_texts(self.texts)
         self.tokens = model.prompt_tokens(clip, text, padding)
         self.session = Session(model.sam, self.hooks, memory_dtype=self.memory_dtype)

@@ -1,0 +1,131 @@
+"""SAM2-LOVE training (paper Sec. 3.3, Eq. 5): SAM 2 sees the first frame only, the fusion module
+sees the whole clip, and the loss is on the first frame's mask:
+
+    L = λ_bce BCE(M̂_0, M_0) + λ_dice DICE(M̂_0, M_0)        (`loss.bce`, `loss.dice`; 1 : 1)
+
+with gradients through the whole N-step [seg] chain. The frozen encoders' outputs (audio, text,
+frame ViT, and SAM 2's image features of frame 0) are computed once per video (or text) and kept
+in memory as float16, so a step runs only the trainable parts. SAM 2's object-score head is part of
+the decoder the paper trains; refseg also trains it (`loss.object`, presence CE: present unless the
+expression refers to nothing), because the engine gates masks by it; `loss.object: 0` leaves it
+as loaded. Expressions are drawn uniformly (weighted by `data.phenomenon_weights`; `{null: 0}`
+leaves out the expressions that refer to nothing, as Ref-AVS's training set has none). Clips are
+not augmented (the cached features fix them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from refseg.data.sample import VideoSample
+from refseg.methods.sam2_love.model import ClipFeatures, Sam2Love, clip_fps
+from refseg.prompts import Audio
+from refseg.sam.image_encoder import normalise_frames
+from refseg.sam.mask_decoder import decode_masks
+from refseg.train.config import TrainConfig
+from refseg.train.evf import mask_losses
+from refseg.train.task import seeded
+
+
+@dataclass
+class LoveSample:
+    """One (video, expression) draw and its seed."""
+
+    video: int
+    expression: int
+    seed: int
+
+
+class ExpressionSampler:
+    """Draws (video, expression) pairs with phenomenon weights; `rng` is checkpointed."""
+
+    def __init__(self, samples: Sequence[VideoSample], weights: dict[str, float], seed: int) -> None:
+        self.pairs = [(v, e) for v, s in enumerate(samples) for e in range(len(s.expressions))]
+        w = np.array([max([weights.get(p, 1.0) for p in samples[v].expressions[e].phenomena] or [1.0])
+                      for v, e in self.pairs], dtype=np.float64)
+        if not self.pairs or w.sum() <= 0:
+            raise ValueError("sam2_love: no expression to train on (empty data, or every phenomenon weighted 0)")
+        self.p = w / w.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self) -> tuple[int, int]:
+        return self.pairs[int(self.rng.choice(len(self.pairs), p=self.p))]
+
+
+class LoveTask(nn.Module):
+    """See the module docstring."""
+
+    def __init__(self, model: Sam2Love, config: TrainConfig) -> None:
+        super().__init__()
+        self.model, self.config = model, config
+        self.samples: Sequence[VideoSample] = []
+        self.clips: dict[int, ClipFeatures] = {}  # video -> frozen chain features (float16)
+        self.first: dict[int, tuple[Tensor, ...]] = {}  # video -> SAM 2 features of frame 0 (float16)
+        self.texts: dict[str, Tensor] = {}  # text -> frozen token states [P, d_T] (float16)
+
+    def sampler(self, samples: Sequence[VideoSample], seed: int) -> ExpressionSampler:
+        missing = [s.video_id for s in samples if s.audio is None]
+        if missing:
+            raise ValueError(f"sam2_love: videos without audio ({', '.join(missing[:3])}); SAM2-LOVE trains on "
+                             "sound + text + frames (SynthRef, or a refavs dataset with audio.wav per video)")
+        self.samples = samples
+        return ExpressionSampler(samples, self.config.data.phenomenon_weights, seed)
+
+    def draw_batch(self, sampler: ExpressionSampler, rng: np.random.Generator, size: int) -> list[LoveSample]:
+        return [LoveSample(*sampler.draw(), int(rng.integers(2**31))) for _ in range(size)]
+
+    # -- frozen features, computed once ------------------------------------------------------------
+    def clip(self, video: int) -> ClipFeatures:
+        if video not in self.clips:
+            sample = self.samples[video]
+            frames = sample.load_frames()
+            audio = Audio(sample.audio, sample.sample_rate)
+            f = self.model.clip_features(frames, audio, clip_fps(len(frames), audio))
+            self.clips[video] = ClipFeatures(*(t.to("cpu", torch.float16) for t in (f.audio, f.cls, f.patches)))
+            sam = self.model.sam
+            with torch.no_grad():
+                feats = sam.encode_images(normalise_frames(torch.from_numpy(frames[:1]).to(self.model.device),
+                                                           sam.image_size))
+            self.first[video] = tuple(t[0].to("cpu", torch.float16) for t in (*feats.high_res, feats.embed))
+        c = self.clips[video]
+        return ClipFeatures(c.audio.float(), c.cls.float(), c.patches.float())
+
+    def text(self, text: str) -> Tensor:
+        if text not in self.texts:
+            states, padding = self.model.encode_texts([text])
+            self.texts[text] = states[0, ~padding[0]].to("cpu", torch.float16)
+        return self.texts[text].float()
+
+    # -- the step -------------------------------------------------------------------------------
+    def forward(self, batch: list[LoveSample]) -> dict[str, Tensor]:
+        with seeded(batch[0].seed):
+            return self._losses(batch)
+
+    def _losses(self, batch: list[LoveSample]) -> dict[str, Tensor]:
+        model, sam, w = self.model, self.model.sam, self.config.loss
+        device = model.device
+        clips = [self.clip(s.video) for s in batch]
+        expressions = [self.samples[s.video].expressions[s.expression] for s in batch]
+        states = [self.text(e.text) for e in expressions]
+        length = max(len(t) for t in states)
+        text = torch.zeros(len(batch), length, states[0].shape[-1])
+        padding = torch.ones(len(batch), length, dtype=torch.bool)
+        for i, t in enumerate(states):
+            text[i, : len(t)], padding[i, : len(t)] = t, False
+        tokens = model.prompt_tokens(clips, text, padding)  # [B, 1, C], through the whole chain
+        *high_res, embed = (torch.stack([self.first[s.video][n] for s in batch]).to(device, torch.float32)
+                            for n in range(3))
+        dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embed)
+        out = decode_masks(sam, high_res, embed + sam.no_memory_embedding.view(1, -1, 1, 1), tokens[:, None], dense,
+                           multimask=model.config.multimask, presence_gate=False)
+        targets = torch.from_numpy(np.stack([self.samples[s.video].target_mask(e)[0]
+                                             for s, e in zip(batch, expressions)])).to(device, torch.float32)[:, None]
+        everything = torch.ones(len(batch), dtype=torch.bool, device=device)  # empty targets teach empty masks
+        terms, _ = mask_losses(out.low_res, out.object_score[:, 0], targets, everything)
+        terms["loss"] = w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
+        return terms
