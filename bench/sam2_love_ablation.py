@@ -1,0 +1,157 @@
+"""SAM2-LOVE on SynthRef's audio-visual scenes, and its ablation in the shape of the paper's
+Tab. 2-6, each row over several seeds.
+
+Rows (each a training of configs/sam2_love_synth.yaml's recipe, shortened by `--steps`):
+
+    full        [his] with the current frame, 6 fusion layers, propagated [seg], SAM 2 decoder trained
+    no his      Tab. 2: without token accumulation
+    1 layer     Tab. 3: one fusion layer
+    mean        Tab. 5: the mean of one pass over all frames instead of the propagated token
+    sam frozen  Tab. 6: SAM 2's prompt encoder and mask decoder frozen
+
+Each trained model is scored with `refseg predict --format refavs` + `refseg eval --protocol refavs`
+semantics on SynthRef audio-visual splits from a seed no run trains on (`--data`: a folder holding
+`test/`, `unseen/` and `sound_sync/`, each written by `refseg synth --format refavs --seed 11`, the
+last with `--scenario sound_sync`): seen J&F (`test`), unseen J&F, null S, and J&F on the
+expressions only the sound tells apart (the `sound_sync` scenes' sound expressions), with the
+video's sound and with silence (`--silence`: the same model, given no sound).
+
+Runs live under `--out/<row>/seed<k>` and are skipped when finished (an unfinished run resumes
+from its last checkpoint); scores are kept per run (`scores.json`), so seeds and rows can run in
+separate processes side by side.
+
+    python bench/sam2_love_ablation.py --data /data/love_s11 --rows full --seeds 0 1 2 --steps 600
+    python bench/sam2_love_ablation.py --data /data/love_s11 --report
+
+Prints one Markdown row per ablation row: mean and (max - min) / 2 over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from refseg.data import formats, synth
+from refseg.eval.protocols import evaluate_refavs
+from refseg.methods.sam2_love import Sam2Love
+from refseg.predict import predict_expressions
+from refseg.train.config import load_config
+from refseg.train.loop import train
+
+RECIPE = Path(__file__).resolve().parent.parent / "configs" / "sam2_love_synth.yaml"
+ROWS = {
+    "full": {},
+    "no his": {"history": "off"},
+    "1 layer": {"layers": 1},
+    "mean": {"prompt": "mean"},
+    "sam frozen": {"train_prompt_encoder": False, "train_mask_decoder": False},
+}
+log = logging.getLogger("sam2_love_ablation")
+
+
+def run_dir(out: Path, row: str, seed: int) -> Path:
+    return out / row.replace(" ", "_") / f"seed{seed}"
+
+
+def trained(row: str, seed: int, steps: int, out: Path) -> Path:
+    """Train (or finish training) one row and seed; its final/ folder."""
+    folder = run_dir(out, row, seed)
+    if (folder / "final" / "model.safetensors").is_file():
+        return folder / "final"
+    raw = yaml.safe_load(RECIPE.read_text())
+    raw.update(out=str(folder), steps=steps, seed=seed, checkpoint_every=min(100, steps))
+    raw["sam2_love"] = {**raw["sam2_love"], **ROWS[row]}
+    train(load_config(raw), resume=True)
+    return folder / "final"
+
+
+def sound_only(root: Path) -> set[str]:
+    """uids of the expressions that only the sound tells apart, in a refavs folder of SynthRef
+    sound_sync scenes (the scene is rebuilt from its video id, `<split>_<seed>_<index>`)."""
+    with (root / "metadata.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if not r["uid"].startswith("null_")]
+    keep = set()
+    for row in rows:
+        split, seed, index = row["vid"].rsplit("_", 2)[0].replace("-", "_").rsplit("_", 2)
+        scene = synth.make_scene(split, int(seed), int(index), audio_visual=True)
+        exp = row["uid"].rsplit("_", 1)[1]
+        if any(e.exp_id == exp and "sound_sync" in e.phenomena for e in scene.expressions):
+            keep.add(row["uid"])
+    return keep
+
+
+def score(model_dir: Path, data: Path) -> dict[str, float]:
+    model = Sam2Love.from_pretrained(model_dir)
+    result: dict[str, float] = {}
+    for split in ("test", "unseen", "sound_sync"):
+        root = data / split
+        samples = list(formats.reader("refavs")(root))
+        for audio in (True, False) if split == "sound_sync" else (True,):
+            with tempfile.TemporaryDirectory() as tmp:
+                pred = Path(tmp) / "pred"
+                predict_expressions(model, samples, pred, layout="refavs", audio=audio)
+                ev = evaluate_refavs(pred, root)
+            if split == "sound_sync":
+                keep = sound_only(root)
+                rows = [r for r in ev.rows if r["sample"] in keep]
+                jf = float(np.mean([(r["J"] + r["F"]) / 2 for r in rows]))
+                result["sound-only J&F" + ("" if audio else " (silence)")] = jf
+            elif split == "test":
+                result["seen J&F"] = ev.summary["seen J&F"]
+                result["null S"] = ev.summary.get("null S", float("nan"))
+            else:
+                result["unseen J&F"] = ev.summary["unseen J&F"]
+    return result
+
+
+def report(out: Path, seeds: list[int]) -> None:
+    columns = ["seen J&F", "unseen J&F", "null S", "sound-only J&F", "sound-only J&F (silence)"]
+    print("| row | " + " | ".join(columns) + " | seeds |")
+    print("| --- |" + " --- |" * (len(columns) + 1))
+    for row in ROWS:
+        found = [json.loads(p.read_text()) for s in seeds if (p := run_dir(out, row, s) / "scores.json").is_file()]
+        if not found:
+            continue
+        cells = []
+        for c in columns:
+            values = [f[c] for f in found if c in f]
+            cells.append(f"{statistics.mean(values):.3f} +- {(max(values) - min(values)) / 2:.3f}" if values else "-")
+        print(f"| {row} | " + " | ".join(cells) + f" | {len(found)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="folder with test/, unseen/ and sound_sync/ (refavs layout)")
+    parser.add_argument("--out", default="runs/sam2_love_ablation")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--report", action="store_true", help="print the table of what is scored so far")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    out = Path(args.out)
+    if args.report:
+        report(out, args.seeds)
+        return
+    for seed in args.seeds:
+        for row in args.rows:
+            scores = run_dir(out, row, seed) / "scores.json"
+            if scores.is_file():
+                continue
+            final = trained(row, seed, args.steps, out)
+            result = score(final, Path(args.data))
+            scores.write_text(json.dumps(result, indent=1))
+            log.info("%s seed %d: %s", row, seed, result)
+    report(out, args.seeds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""SAM2-LOVE: the [seg] chain (Eq. 3), [his] (Eq. 4), first-frame-only prompting, gradients through
+the chain, the training task, SynthRef's audio-visual scenes, and the CLI end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from refseg.data import synth
+from refseg.encoders.text import TextEncoder
+from refseg.methods.sam2_love import ClipFeatures, LoveConfig, Sam2Love, chain_frames
+from refseg.prompts import Audio
+from refseg.sam.config import tiny_test_config
+from refseg.sam.model import Sam2
+
+TINY = dict(width=32, layers=2, heads=2, max_frames=4)
+
+
+@pytest.fixture(scope="module")
+def text():
+    return TextEncoder.from_pretrained()
+
+
+def tiny(text, **overrides) -> Sam2Love:
+    torch.manual_seed(0)
+    return Sam2Love(Sam2(tiny_test_config()), LoveConfig(**{**TINY, **overrides}), text).eval()
+
+
+def random_clip(model: Sam2Love, frames: int = 4, seed: int = 0, grad: bool = False) -> ClipFeatures:
+    g = torch.Generator().manual_seed(seed)
+    hw, dv = model.frame_encoder.grid ** 2, model.frame_encoder.hidden_size
+    clip = ClipFeatures(torch.randn(frames, model.config.audio.dim, generator=g),
+                        torch.randn(frames, dv, generator=g), torch.randn(frames, hw, dv, generator=g))
+    if grad:
+        for t in (clip.audio, clip.cls, clip.patches):
+            t.requires_grad_(True)
+    return clip
+
+
+class Recorder:
+    """Wraps the fusion transformer and records every sequence it is given and returns."""
+
+    def __init__(self, fusion):
+        self.fusion, self.inputs, self.outputs = fusion, [], []
+
+    def __call__(self, seq, mask=None):
+        out = self.fusion(seq, mask)
+        self.inputs.append(seq)
+        self.outputs.append(out)
+        return out
+
+
+def test_chain_frames_spread_over_the_video():
+    assert chain_frames(45, 12).tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44]
+    assert chain_frames(3, 12).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError):
+        chain_frames(0, 12)
+
+
+@pytest.mark.parametrize("history,extra", [("current", 1), ("previous", 0), ("off", None)])
+def test_seg_token_propagates_and_history_grows(text, history, extra):
+    model = tiny(text, history=history, seg_tokens=2)
+    recorder = Recorder(model.fusion)
+    clip = random_clip(model)
+    states, padding = model.encode_texts(["the one making the high sound"])
+    with torch.no_grad():
+        final, steps = model.tokens(recorder, model.audio_proj(clip.audio[None]), model.text_proj(states), padding,
+                                    model.visual_proj(clip.cls[None]), model.visual_proj(clip.patches[None]))
+    assert len(recorder.inputs) == 4 and steps.shape == (1, 4, 2, 32)
+    torch.testing.assert_close(recorder.inputs[0][:, :2], model.tokens.seg[None])  # the learnt [seg] enters frame 0
+    for i in range(1, 4):  # the [seg] entering frame i is the one leaving frame i-1
+        torch.testing.assert_close(recorder.inputs[i][:, :2], recorder.outputs[i - 1][:, :2])
+        torch.testing.assert_close(recorder.inputs[i][:, :2], steps[:, i - 1])
+    torch.testing.assert_close(final, steps[:, -1])
+    lengths = [seq.shape[1] for seq in recorder.inputs]
+    growth = [b - a for a, b in zip(lengths, lengths[1:])]
+    assert growth == [0 if extra is None else 1] * 3  # one more [cls] per frame, or none without [his]
+    base = 2 + 4 + 1 + states.shape[1] + 1 + model.frame_encoder.grid ** 2
+    assert lengths[0] == base + (0 if extra is None else extra)
+
+
+def test_gradients_reach_the_first_frame_through_the_chain(text):
+    model = tiny(text, history="off")  # no [his]: frame 0 reaches the prompt only through the chain
+    clip = random_clip(model, grad=True)
+    states, padding = model.encode_texts(["the beeping circle"])
+    model.prompt_tokens(clip, states, padding).pow(2).sum().backward()
+    assert clip.patches.grad[0].abs().sum() > 0
+    assert clip.cls.grad is None or clip.cls.grad.abs().sum() == 0  # [cls] only enters through [his]
+    with_history = tiny(text)
+    clip = random_clip(with_history, grad=True)
+    with_history.prompt_tokens(clip, states, padding).pow(2).sum().backward()
+    assert clip.cls.grad[0].abs().sum() > 0
+
+
+def test_mean_prompt_is_one_pass_over_all_frames(text):
+    model = tiny(text, prompt="mean")
+    inputs = []
+    model.fusion.register_forward_hook(lambda module, args, out: inputs.append(args[0]))
+    states, padding = model.encode_texts(["the red square", "a"])
+    with torch.no_grad():
+        tokens = model.prompt_tokens(random_clip(model), states, padding)
+    assert tokens.shape == (2, 1, 256) and len(inputs) == 1
+    hw = model.frame_encoder.grid ** 2
+    assert inputs[0].shape[1] == 4 + 1 + states.shape[1] + 1 + 4 * hw + 4
+    with pytest.raises(ValueError, match="mean prompt has no"):
+        LoveConfig(prompt="mean", seg_tokens=2).check()
+
+
+def test_stream_prompts_only_the_first_frame_and_the_token_is_the_final_seg(text, tmp_path):
+    model = tiny(text)
+    sample = next(synth.split_samples("train", 0, 1, 128, 128, scenario="sound_sync", audio_visual=True))
+    texts = [e.text for e in sample.expressions]
+    sound = Audio(sample.audio, sample.sample_rate)
+    stream = model.stream(texts, sound)  # frames spread over the sound: 8 fps
+    prompted = []
+    original = stream.hooks.prompt_tokens
+
+    def spy(frame, obj_id, *args, **kwargs):
+        token = original(frame, obj_id, *args, **kwargs)
+        if token is not None:
+            prompted.append(frame)
+        return token
+
+    stream.hooks.prompt_tokens = spy
+    assert all(stream.push(f) == [] for f in sample.frames())
+    results = stream.flush()
+    assert len(results) == len(sample) and set(prompted) == {0}
+    assert sorted(results[5].objects) == list(range(1, len(texts) + 1))
+    clip = model.clip_features(sample.load_frames(), sound, 8.0)
+    states, padding = model.encode_texts(texts)
+    with torch.no_grad():
+        seg, _ = model.seg_chain(clip, states, padding)
+        torch.testing.assert_close(stream.tokens, model.text_hidden_fcs[0](seg[:, :1]))
+    # the chain reads frames spread over the clip and one audio window per chain frame
+    assert clip.audio.shape == (4, 128) and clip.patches.shape[:2] == (4, model.frame_encoder.grid ** 2)
+    silent = model.clip_features(sample.load_frames(), None, 8.0).audio
+    assert not torch.equal(silent, clip.audio)
+    model.save_pretrained(tmp_path / "love")
+    loaded = Sam2Love.from_pretrained(tmp_path / "love")
+    assert dataclasses.asdict(loaded.config) == dataclasses.asdict(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.prompt_tokens(clip, states, padding), model.prompt_tokens(clip, states, padding))
+
+
+def test_sound_sync_scenes_are_told_apart_only_by_when_each_sounds():
+    for index in synth.scene_indices("train", 3, "sound_sync", audio_visual=True):
+        scene = synth.make_scene("train", 0, index, audio_visual=True)
+        a, b = scene.objects[:2]
+        assert (a.shape, a.colour, a.size, a.texture) == (b.shape, b.colour, b.size, b.texture)
+        assert {a.pitch, b.pitch} == set(synth.PITCHES)
+        audio = synth.render_audio(scene)
+        spf = synth.SAMPLE_RATE // synth.FPS
+        for obj in (a, b):
+            path = synth.trajectory(obj, scene.num_frames, scene.height, scene.width)
+            moving = [t for t in range(scene.num_frames - 1) if path[t + 1] != path[t]]
+            start, end = obj.sound_span
+            assert moving and min(moving) >= start - 1 and max(moving) < end  # it moves while it sounds
+            hz = synth.PITCHES[obj.pitch]
+            for t in (start + 1, end - 2):  # its pitch is heard in its span, not in the other's
+                window = audio[t * spf : (t + 1) * spf]
+                other = audio[(end + 1) * spf : (end + 2) * spf] if end + 2 <= scene.num_frames else \
+                    audio[(start - 2) * spf : (start - 1) * spf]
+                tone = np.exp(-2j * np.pi * hz * np.arange(spf) / synth.SAMPLE_RATE)
+                assert abs(window @ tone) > 10 * abs(other @ tone)
+        said = {e.text: e.target_ids for e in scene.expressions if "sound_sync" in e.phenomena}
+        assert len(said) == 2 and sorted(t for ids in said.values() for t in ids) == [a.obj_id, b.obj_id]
+
+
+def test_training_task_trains_and_resumes(tmp_path):
+    from refseg.train.config import load_config
+    from refseg.train.loop import train
+
+    config = {"task": "sam2_love", "out": str(tmp_path / "run"), "steps": 2, "batch_size": 2, "log_every": 1,
+              "checkpoint_every": 1, "data": {"count": 2, "audio_visual": True}, "model": {"sam2": "tiny-test"},
+              "sam2_love": TINY}
+    run = train(load_config(config), progress=False)
+    assert (run / "final" / "model.safetensors").is_file()
+    config["steps"] = 3
+    train(load_config(config), resume=True, progress=False)
+    steps = [line for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == 3
+    model = Sam2Love.from_pretrained(run / "final")
+    frozen = [n for n, p in model.named_parameters() if n.startswith(("sam.image_encoder.", "audio_encoder."))]
+    assert frozen  # stored, as trained: the frozen parts come back too
+
+
+def test_cli_segments_a_video_with_its_sound_and_predicts_refavs(text, tmp_path, capsys):
+    from refseg.cli import main
+    from refseg.io import read_mask_png
+    from test_audio import write_av
+
+    model = tiny(text)
+    folder = tmp_path / "love"
+    model.save_pretrained(folder)
+    sample = next(synth.split_samples("train", 0, 1, 128, 128, scenario="sound_sync", audio_visual=True))
+    clip = tmp_path / "clip.mkv"
+    write_av(clip, 10, 8, np.round(sample.audio[: 10 * 2000] * 32767) / 32767)
+    out = tmp_path / "out"
+    assert main(["segment", str(clip), "--method", "sam2-love", "--model", str(folder), "--text",
+                 "the object making the high-pitched sound", "--out", str(out)]) == 0
+    assert len(list((out / "masks" / "1").glob("*.png"))) == 10 and (out / "overlay.mp4").is_file()
+    # a video without sound: one line, exit 2, nothing written
+    silent = tmp_path / "silent.mkv"
+    write_av(silent, 4, 8, None)
+    capsys.readouterr()
+    assert main(["segment", str(silent), "--method", "sam2-love", "--model", str(folder), "--text", "x",
+                 "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "silent.mkv: no audio track (pass the sound as a separate file with --audio FILE)" in err[0]
+    assert not (tmp_path / "none").exists()
+    assert main(["segment", str(silent), "--text", "x", "--audio", str(clip), "--out", str(tmp_path / "none")]) == 2
+    assert "only --method sam2-love hears" in capsys.readouterr().err
+    # --audio gives the sound of a silent video; the same clip's own track gives the same masks
+    again = tmp_path / "again"
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    from PIL import Image
+    from refseg.io import frames as read_frames
+    for i, f in enumerate(read_frames(clip)):
+        Image.fromarray(f).save(frames_dir / f"{i:05d}.png")
+    assert main(["segment", str(frames_dir), "--method", "sam2-love", "--model", str(folder), "--text",
+                 "the object making the high-pitched sound", "--audio", str(clip), "--out", str(again)]) == 0
+    for t in (0, 9):
+        np.testing.assert_array_equal(read_mask_png(again / "masks" / "1" / f"{t:05d}.png"),
+                                      read_mask_png(out / "masks" / "1" / f"{t:05d}.png"))
+    # predict in the Ref-AVS layout and score it; silence is a flag away
+    data, pred, mute = tmp_path / "avs", tmp_path / "pred", tmp_path / "mute"
+    assert main(["synth", "--out", str(data), "--split", "test", "--count", "2", "--size", "128",
+                 "--format", "refavs", "--seed", "3"]) == 0
+    for target, extra in ((pred, []), (mute, ["--no-audio"])):
+        assert main(["predict", "--data", str(data), "--format", "refavs", "--method", "sam2-love", "--model",
+                     str(folder), "--out", str(target), *extra]) == 0
+    assert main(["eval", "--protocol", "refavs", "--gt", str(data), "--pred", str(pred),
+                 "--out", str(tmp_path / "r.json")]) == 0
+    import json
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert "seen J&F" in summary and 0 <= summary["seen J&F"] <= 1
+    written = sorted(p.relative_to(pred) for p in pred.rglob("*.png"))
+    assert written and written == sorted(p.relative_to(mute) for p in mute.rglob("*.png"))
