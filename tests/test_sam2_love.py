@@ -240,3 +240,36 @@ def test_cli_segments_a_video_with_its_sound_and_predicts_refavs(text, tmp_path,
     assert "seen J&F" in summary and 0 <= summary["seen J&F"] <= 1
     written = sorted(p.relative_to(pred) for p in pred.rglob("*.png"))
     assert written and written == sorted(p.relative_to(mute) for p in mute.rglob("*.png"))
+
+
+@pytest.mark.parametrize("threshold,expected", [(-1.0, [0]), (1.1, [0, 3, 6, 9])])
+def test_online_stream_steps_every_stride_and_reprompts_when_the_token_turns(text, threshold, expected):
+    model = tiny(text)
+    sample = next(synth.split_samples("train", 0, 1, 128, 128, scenario="sound_sync", audio_visual=True))
+    sound = Audio(sample.audio, sample.sample_rate)
+    stream = model.online_stream(["the object making the high-pitched sound"], sound, fps=8.0, stride=3,
+                                 threshold=threshold)
+    prompted, original = [], stream.hooks.prompt_tokens
+
+    def spy(frame, obj_id, *args, **kwargs):
+        token = original(frame, obj_id, *args, **kwargs)
+        if token is not None:
+            prompted.append(frame)
+        return token
+
+    stream.hooks.prompt_tokens = spy
+    results = [r for f in list(sample.frames())[:14] for r in stream.push(f)]
+    assert [r.index for r in results] == list(range(14))  # one result per frame, as it comes
+    assert prompted == expected and stream.reprompts == len(expected) - 1
+    assert len(stream.audio_tokens) == 4  # the chain stops at max_frames steps (frames 0, 3, 6, 9)
+    # the first step is the offline chain over frame 0 alone, with the window heard at frame 0
+    frame0 = sample.load_frames()[:1]
+    cls, patches = model.encode_frames(frame0)
+    audio = model.audio_encoder.embed(sound.samples, np.array([0.0]))
+    states, padding = model.encode_texts(["the object making the high-pitched sound"])
+    with torch.no_grad():
+        seg, _ = model.seg_chain(ClipFeatures(audio, cls, patches), states, padding)
+        first = model.tokens.step(model.fusion, model.tokens.initial(1), model.audio_proj(audio[None]),
+                                  model.text_proj(states), padding, model.visual_proj(cls[None]),
+                                  model.visual_proj(patches), 0)
+    torch.testing.assert_close(first, seg)

@@ -232,6 +232,14 @@ class Sam2Love(nn.Module):
 
         return LoveStream(self, texts, audio, fps, memory_dtype)
 
+    def online_stream(self, texts: Sequence[str], audio: Audio | None, fps: float, stride: int | None = None,
+                      threshold: float = 0.9, memory_dtype: torch.dtype = torch.bfloat16):
+        """The streaming alternative (`LoveOnlineStream`): a result per pushed frame from what has
+        been seen and heard so far, re-prompting when the token turns; not the paper's method."""
+        from refseg.methods.sam2_love.stream import LoveOnlineStream
+
+        return LoveOnlineStream(self, texts, audio, fps, stride, threshold, memory_dtype)
+
     def meta(self) -> dict[str, object]:
         return {"sam2_love": dataclasses.asdict(self.config), "sam2": self.sam.config.to_dict()}
 

@@ -72,29 +72,40 @@ class TokenPropagation(nn.Module):
         return (torch.cat([a, self.aud.expand(batch, -1, -1)], 1),
                 torch.cat([self._typed(text, TEXT), self.vis.expand(batch, -1, -1)], 1))
 
+    def step(self, fusion: FusionTransformer, seg: Tensor, audio: Tensor, text: Tensor, text_padding: Tensor,
+             cls: Tensor, patches: Tensor, i: int) -> Tensor:
+        """One frame of the chain: F_M^i (Eq. 3-4) through the transformer -> the next [seg] [B, K, D].
+
+        seg [B, K, D] entering frame i; audio [B, N', D] (every window of the clip, or, streaming,
+        those heard so far); text [B, P, D], text_padding [B, P]; cls [B, >= i+1, D] (frames
+        0..i at least); patches [B, hw, D] of frame i."""
+        batch = audio.shape[0]
+        if i >= self.max_frames:
+            raise ValueError(f"token chain: frame {i + 1} of the chain, the model has time embeddings for "
+                             f"{self.max_frames}")
+        head, tail = self._context(audio, text)
+        visual = self._timed(self._typed(patches, VISUAL), i)
+        count = {"current": i + 1, "previous": i, "off": 0}[self.history]
+        his = self._timed(self._typed(cls[:, :count], HIS), torch.arange(count, device=cls.device))
+        seq = torch.cat([seg, head, tail, visual, his], 1)
+        zeros = torch.zeros(batch, seq.shape[1], dtype=torch.bool, device=seq.device)
+        start = seg.shape[1] + head.shape[1]
+        mask = torch.cat([zeros[:, :start], text_padding, zeros[:, start + text.shape[1] :]], 1)
+        return fusion(seq, mask)[:, : seg.shape[1]]  # Q_i^{0..K-1}: the next frame's [seg]
+
+    def initial(self, batch: int) -> Tensor:
+        """The learnt [seg] entering frame 0, [B, K, D]."""
+        return self.seg.expand(batch, -1, -1)
+
     def forward(self, fusion: FusionTransformer, audio: Tensor, text: Tensor, text_padding: Tensor, cls: Tensor,
                 patches: Tensor) -> tuple[Tensor, Tensor]:
         """audio [B, N, D], text [B, P, D], text_padding [B, P] (True = padding), cls [B, N, D],
         patches [B, N, hw, D] (all projected, Eq. 1) -> (the final [seg] [B, K, D], the [seg]
         leaving each frame [B, N, K, D])."""
-        batch, frames = audio.shape[:2]
-        if frames > self.max_frames:
-            raise ValueError(f"token chain: {frames} frames, the model has time embeddings for {self.max_frames}")
-        head, tail = self._context(audio, text)
-        history = self._timed(self._typed(cls, HIS), torch.arange(frames, device=cls.device))
-        k = self.seg.shape[0]
-        seg = self.seg.expand(batch, -1, -1)
-        keep = torch.zeros(batch, k + head.shape[1], dtype=torch.bool, device=audio.device)
-        pad = torch.cat([keep, text_padding, torch.zeros(batch, 1 + patches.shape[2], dtype=torch.bool,
-                                                         device=audio.device)], 1)
+        seg = self.initial(audio.shape[0])
         outputs = []
-        for i in range(frames):
-            visual = self._timed(self._typed(patches[:, i], VISUAL), i)
-            his = history[:, : i + 1] if self.history == "current" else history[:, :i] if self.history == "previous" \
-                else history[:, :0]
-            seq = torch.cat([seg, head, tail, visual, his], 1)
-            mask = torch.cat([pad, torch.zeros(batch, his.shape[1], dtype=torch.bool, device=audio.device)], 1)
-            seg = fusion(seq, mask)[:, :k]  # Q_i^{0..K-1}: the next frame's [seg]
+        for i in range(audio.shape[1]):
+            seg = self.step(fusion, seg, audio, text, text_padding, cls, patches[:, i], i)
             outputs.append(seg)
         return seg, torch.stack(outputs, 1)
 

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from refseg.encoders.audio import SAMPLE_RATE
 from refseg.engine.session import FrameResult, Session
+from refseg.io.audio import resample
 from refseg.methods.evf_sam import EvfHooks
 from refseg.methods.sam2_love.model import Sam2Love, clip_fps
 from refseg.prompts import Audio
@@ -83,4 +85,88 @@ class LoveStream:
 
     def __exit__(self, *exc: object) -> None:
         self.frames = []
+        self.hooks.tokens = {}
+
+
+class LoveOnlineStream:
+    """The streaming alternative (not the paper's method): a result per pushed frame, from what
+    has been seen so far.
+
+    Every `stride` frames (while the chain has time embeddings left: `max_frames` steps) the
+    chain takes one step on the new frame, with the audio windows heard so far (one centred on
+    each chain frame, so a result needs the sound up to half a window, 0.48 s, past its frame).
+    Frame 0 is prompted with the token after the first step, as the offline method prompts it
+    with the final one; later, when the token has turned away from the one that last prompted
+    SAM 2 (cosine similarity below `threshold`), the new token prompts that frame too, on top of
+    SAM 2's memory. `reprompts` counts those frames. Measured against the offline form in
+    docs/RESULTS.md (`bench/sam2_love_online.py`).
+    """
+
+    def __init__(self, model: Sam2Love, texts: Sequence[str], audio: Audio | None, fps: float,
+                 stride: int | None = None, threshold: float = 0.9,
+                 memory_dtype: torch.dtype = torch.bfloat16) -> None:
+        if not texts:
+            raise ValueError("LoveOnlineStream needs at least one text prompt")
+        if fps <= 0:
+            raise ValueError(f"LoveOnlineStream: fps must be positive, got {fps}")
+        self.model, self.texts, self.fps = model, list(texts), float(fps)
+        # the sound at the encoder's rate; windows past its end (or no sound at all) are silence
+        self.samples = resample(audio, SAMPLE_RATE).samples if audio is not None else np.zeros(1, np.float32)
+        self.stride = max(1, int(round(fps / 2))) if stride is None else int(stride)
+        self.threshold = float(threshold)
+        text, padding = model.encode_texts(self.texts)
+        self.text, self.padding = model.text_proj(text.to(model.device)), padding.to(model.device)
+        self.hooks = EvfHooks()
+        self.hooks.multimask = model.config.multimask
+        self.session = Session(model.sam, self.hooks, memory_dtype=memory_dtype)
+        for obj_id in range(1, len(self.texts) + 1):
+            self.session.add_object(obj_id, 0)
+        self.seg = model.tokens.initial(len(self.texts))
+        self.audio_tokens: list[Tensor] = []  # [D] per chain step
+        self.cls_tokens: list[Tensor] = []
+        self.prompted: Tensor | None = None  # [B, 1, C], the token that last prompted SAM 2
+        self.index = 0
+        self.reprompts = 0
+
+    @property
+    def memory_nbytes(self) -> int:
+        return self.session.bank.nbytes
+
+    @torch.inference_mode()
+    def push(self, frame: np.ndarray | Tensor) -> list[FrameResult]:
+        model, index = self.model, self.index
+        self.index += 1
+        step = len(self.audio_tokens)
+        if index % self.stride == 0 and step < model.config.max_frames:
+            image = np.ascontiguousarray(np.asarray(frame))[None]
+            cls, patches = model.encode_frames(image)
+            audio = model.audio_encoder.embed(self.samples, np.array([index / self.fps]))  # centred on the frame
+            batch = len(self.texts)
+            self.audio_tokens.append(model.audio_proj(audio.to(model.device))[0])
+            self.cls_tokens.append(model.visual_proj(cls.to(model.device))[0])
+            audio_so_far = torch.stack(self.audio_tokens)[None].expand(batch, -1, -1)
+            cls_so_far = torch.stack(self.cls_tokens)[None].expand(batch, -1, -1)
+            patches_i = model.visual_proj(patches.to(model.device)).expand(batch, -1, -1)
+            self.seg = model.tokens.step(model.fusion, self.seg, audio_so_far, self.text, self.padding, cls_so_far,
+                                         patches_i, step)
+            token = model.text_hidden_fcs[0](self.seg[:, :1])
+            turned = self.prompted is None or bool(
+                (torch.nn.functional.cosine_similarity(token.flatten(1), self.prompted.flatten(1)) < self.threshold).any())
+            if turned:
+                self.hooks.tokens = {i: token[i - 1 : i] for i in range(1, batch + 1)}
+                self.prompted = token
+                self.reprompts += int(index > 0)
+        try:
+            return [self.session.push(frame)]
+        finally:
+            self.hooks.tokens = {}
+
+    def flush(self) -> list[FrameResult]:
+        """Nothing is buffered."""
+        return []
+
+    def __enter__(self) -> LoveOnlineStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.hooks.tokens = {}
