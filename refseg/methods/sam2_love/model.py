@@ -52,8 +52,8 @@ class LoveConfig:
     history: [his] with the current frame ("current", Eq. 4), without it ("previous", Fig. 4) or
         none ("off", Tab. 2's baseline).
     prompt: "token" (the propagated [seg]) or "mean" (Tab. 5's mean of one pass over all frames).
-    type_embeddings, time_embeddings: refseg's modality-type and frame-position embeddings
-        (`propagation` module docstring).
+    type_embeddings, time_embeddings, space: refseg's modality-type, frame-position and
+        patch-position embeddings ("sam", "learnt" or "off"; `propagation` module docstring).
     text: the frozen text encoder ("minilm", or a BERT / RoBERTa folder such as DistilRoBERTa);
         max_text_tokens: Ref-AVS's 25.
     audio: the VGGish sizes; vit: the frame ViT's.
@@ -73,6 +73,7 @@ class LoveConfig:
     prompt: str = "token"
     type_embeddings: bool = True
     time_embeddings: bool = True
+    space: str = "sam"
     text: str = MINILM
     max_text_tokens: int = 25
     audio: VGGishConfig = field(default_factory=lambda: dataclasses.replace(SYNTH_VGGISH))
@@ -111,6 +112,17 @@ def clip_fps(num_frames: int, audio: Audio) -> float:
     return num_frames / audio.seconds
 
 
+@torch.no_grad()
+def patch_places(sam: Sam2, grid: int) -> Tensor:
+    """[grid * grid, C] SAM 2's prompt-encoder encoding (random Fourier features) of the centre of
+    each patch of a grid x grid layout over the frame, row by row, as a click there is encoded."""
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) * sam.image_size / grid
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    points = torch.stack([xs.flatten(), ys.flatten()], -1)[None, None]  # [1, 1, hw, 2] pixels of SAM's input
+    size = (sam.image_size, sam.image_size)
+    return sam.prompt_encoder.shared_embedding(points, size)[0, 0].float()
+
+
 @dataclass
 class ClipFeatures:
     """The frozen encoders' outputs for the N chain frames of a clip (shared by all its
@@ -147,8 +159,9 @@ class Sam2Love(nn.Module):
         self.text_proj = projection(text.hidden_size, d)
         self.visual_proj = projection(self.frame_encoder.hidden_size, d)
         self.fusion = FusionTransformer(d, config.layers, config.heads, config.mlp_ratio)
-        self.tokens = TokenPropagation(d, config.max_frames, config.seg_tokens, config.history,
-                                       config.type_embeddings, config.time_embeddings)
+        self.tokens = TokenPropagation(d, config.max_frames, patch_places(sam, self.frame_encoder.grid),
+                                       config.seg_tokens, config.history, config.type_embeddings,
+                                       config.time_embeddings, config.space)
         self.text_hidden_fcs = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, sam.hidden_dim))])
         for module in (self.audio_encoder, self.frame_encoder, self.text):
             module.requires_grad_(False).eval()

@@ -17,9 +17,15 @@ For frame i of the N frames the fusion module reads (Eq. 3, with [his]^i appende
 Q_i = FusionTransformer(F_M^i); the [seg] after the last frame, Q_{N-1}^0, is the prompt. The
 paper names no position or modality embeddings; without any, a bidirectional transformer cannot
 tell audio from text, nor which audio window goes with the current frame. refseg adds learnt
-modality-type embeddings (audio, text, visual, history) and learnt time embeddings (the frame's
-position in the chain: to audio window t, to the patches of frame i, to [cls]^t), both
-switchable off (`type_embeddings`, `time_embeddings`).
+modality-type embeddings (audio, text, visual, history), learnt time embeddings (the frame's
+position in the chain: to audio window t, to the patches of frame i, to [cls]^t) and space
+embeddings (the patch's place in the frame, added to F̂_V^i), each switchable off
+(`type_embeddings`, `time_embeddings`, `space`). The space embedding is by default SAM 2's own
+prompt-encoder encoding of each patch centre (the Fourier features a click there gets) through a
+learnt Linear (`space="sam"`), so that the [seg] token can say where the target is in the terms
+SAM 2's decoder reads a place in: trained on SynthRef, a token made from that encoding of the
+target's centre is decoded after ~100 steps, one made from SAM 2's features inside the target
+after 300 steps not yet (docs/RESULTS.md); "learnt" is a free table per patch.
 
 The Tab. 5 alternative (`mean`): one pass over [F̂_A ; [aud] ; F̂_T ; [vis] ; F̂_V^0..N-1 ; [cls]^0..N-1]
 and the mean of its outputs (padding excluded) is the prompt.
@@ -33,6 +39,7 @@ from torch import Tensor, nn
 from refseg.methods.sam2_love.fusion import FusionTransformer
 
 HISTORY = ("current", "previous", "off")
+SPACES = ("sam", "learnt", "off")
 AUDIO, TEXT, VISUAL, HIS = range(4)
 
 
@@ -40,11 +47,14 @@ class TokenPropagation(nn.Module):
     """The learnt tokens of Eq. 3 ([seg] x K, [aud], [vis]), the type and time embeddings, and
     the chain over frames (`forward`) or the mean alternative (`mean`)."""
 
-    def __init__(self, width: int, max_frames: int, seg_tokens: int = 1, history: str = "current",
-                 type_embeddings: bool = True, time_embeddings: bool = True) -> None:
+    def __init__(self, width: int, max_frames: int, places: Tensor, seg_tokens: int = 1, history: str = "current",
+                 type_embeddings: bool = True, time_embeddings: bool = True, space: str = "sam") -> None:
+        """places: [hw, C] SAM 2's prompt encoding of each patch centre (`space="sam"`)."""
         super().__init__()
         if history not in HISTORY:
             raise ValueError(f"history: expected one of {', '.join(HISTORY)}, got {history!r}")
+        if space not in SPACES:
+            raise ValueError(f"space: expected one of {', '.join(SPACES)}, got {space!r}")
         if seg_tokens < 1:
             raise ValueError(f"seg_tokens: need at least one [seg] token, got {seg_tokens}")
         self.history = history
@@ -53,6 +63,9 @@ class TokenPropagation(nn.Module):
         self.vis = nn.Parameter(torch.randn(1, width) * 0.02)
         self.types = nn.Parameter(torch.randn(4, width) * 0.02) if type_embeddings else None
         self.times = nn.Parameter(torch.randn(max_frames, width) * 0.02) if time_embeddings else None
+        self.space = nn.Parameter(torch.randn(places.shape[0], width) * 0.02) if space == "learnt" else None
+        self.space_proj = nn.Linear(places.shape[1], width) if space == "sam" else None
+        self.register_buffer("places", places.clone() if space == "sam" else torch.zeros(0))
 
     @property
     def max_frames(self) -> int:
@@ -63,6 +76,12 @@ class TokenPropagation(nn.Module):
 
     def _timed(self, x: Tensor, index: Tensor | int) -> Tensor:
         return x + self.times[index] if self.times is not None else x
+
+    def _placed(self, patches: Tensor) -> Tensor:
+        """patches [..., hw, D] + their space embeddings."""
+        if self.space_proj is not None:
+            return patches + self.space_proj(self.places)
+        return patches + self.space if self.space is not None else patches
 
     def _context(self, audio: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
         """[F̂_A ; [aud] ; F̂_T ; [vis]] [B, N + P + 2, D] and the part that repeats each step."""
@@ -84,7 +103,7 @@ class TokenPropagation(nn.Module):
             raise ValueError(f"token chain: frame {i + 1} of the chain, the model has time embeddings for "
                              f"{self.max_frames}")
         head, tail = self._context(audio, text)
-        visual = self._timed(self._typed(patches, VISUAL), i)
+        visual = self._timed(self._typed(self._placed(patches), VISUAL), i)
         count = {"current": i + 1, "previous": i, "off": 0}[self.history]
         his = self._timed(self._typed(cls[:, :count], HIS), torch.arange(count, device=cls.device))
         seq = torch.cat([seg, head, tail, visual, his], 1)
@@ -115,7 +134,7 @@ class TokenPropagation(nn.Module):
         batch, frames, hw = patches.shape[:3]
         head, tail = self._context(audio, text)
         steps = torch.arange(frames, device=audio.device)
-        visual = self._timed(self._typed(patches, VISUAL), steps[:, None]).reshape(batch, frames * hw, -1)
+        visual = self._timed(self._typed(self._placed(patches), VISUAL), steps[:, None]).reshape(batch, frames * hw, -1)
         parts = [head, tail, visual]
         if self.history != "off":
             parts.append(self._timed(self._typed(cls, HIS), steps))
