@@ -76,21 +76,18 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
     """
     if str(name) == "sam-i2v":
         return _load_sam_i2v(source).to(device)
-    if str(name) == "sam2-love":
-        return _load_sam2_love(source).to(device)
+    if str(name) == "sam2-love" and source is None:
+        raise ValueError("sam2-love: this installation ships no SAM2-LOVE weights; train them with "
+                         "`refseg train configs/sam2_love_synth.yaml` and pass the run's final/ folder as --model")
     if source is not None:
-        kinds = {"evf-sam": (EvfSam, "EVF-SAM"), "glus": (Glus, "GLUS")}
+        kinds = {"evf-sam": (EvfSam, "EVF-SAM"), "glus": (Glus, "GLUS"), "sam2-love": (Sam2Love, "SAM2-LOVE")}
         if str(name) not in kinds:
-            raise ValueError(f"model {name!r}: a source folder is taken with 'evf-sam', 'glus' and 'sam-i2v' only; "
-                             "pass the folder as the name")
-        cls, title = kinds[str(name)]
+            raise ValueError(f"model {name!r}: a source folder is taken with 'evf-sam', 'glus', 'sam2-love' and "
+                             "'sam-i2v' only; pass the folder as the name")
         path = Path(source)
         if not path.is_dir():
             raise ValueError(f"{name}: no such model folder: {path}")
-        model = _load_folder(path)
-        if not isinstance(model, cls):
-            raise ValueError(f"{name}: {path} holds a {type(model).__name__} model, not {title}")
-        return model.to(device)
+        return _folder_of(str(name), path, *kinds[str(name)]).to(device)
     known = str(name) in NAMES
     path = WEIGHTS / NAMES[str(name)] if known else Path(name)
     if path.is_file() and path.suffix in (".pth", ".pt"):
@@ -111,22 +108,14 @@ def _load_sam_i2v(source: str | os.PathLike[str] | None) -> SamI2V:
         return load_official_sam_i2v(path)
     if not path.is_dir():
         raise ValueError(f"sam-i2v: no such model folder or .pt file: {path}")
-    model = _load_folder(path)
-    if not isinstance(model, SamI2V):
-        raise ValueError(f"sam-i2v: {path} holds a {type(model).__name__} model, not SAM-I2V")
-    return model
+    return _folder_of("sam-i2v", path, SamI2V, "SAM-I2V")
 
 
-def _load_sam2_love(source: str | os.PathLike[str] | None) -> Sam2Love:
-    if source is None:
-        raise ValueError("sam2-love: this installation ships no SAM2-LOVE weights; train them with "
-                         "`refseg train configs/sam2_love_synth.yaml` and pass the run's final/ folder as --model")
-    path = Path(source)
-    if not path.is_dir():
-        raise ValueError(f"sam2-love: no such model folder: {path}")
+def _folder_of(name: str, path: Path, cls: type, title: str) -> Model:
+    """The model in folder `path`, which must be a `cls` (method `name`, called `title`)."""
     model = _load_folder(path)
-    if not isinstance(model, Sam2Love):
-        raise ValueError(f"sam2-love: {path} holds a {type(model).__name__} model, not SAM2-LOVE")
+    if not isinstance(model, cls):
+        raise ValueError(f"{name}: {path} holds a {type(model).__name__} model, not {title}")
     return model
 
 

@@ -53,6 +53,20 @@ class Recorder:
         return out
 
 
+def spy_prompted(hooks) -> list[int]:
+    """The frames on which `hooks` gives SAM 2 a prompt token (filled as the stream runs)."""
+    prompted, original = [], hooks.prompt_tokens
+
+    def spy(frame, obj_id, *args, **kwargs):
+        token = original(frame, obj_id, *args, **kwargs)
+        if token is not None:
+            prompted.append(frame)
+        return token
+
+    hooks.prompt_tokens = spy
+    return prompted
+
+
 def test_chain_frames_spread_over_the_video():
     assert chain_frames(45, 12).tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44]
     assert chain_frames(3, 12).tolist() == [0, 1, 2]
@@ -115,16 +129,7 @@ def test_stream_prompts_only_the_first_frame_and_the_token_is_the_final_seg(text
     texts = [e.text for e in sample.expressions]
     sound = Audio(sample.audio, sample.sample_rate)
     stream = model.stream(texts, sound)  # frames spread over the sound: 8 fps
-    prompted = []
-    original = stream.hooks.prompt_tokens
-
-    def spy(frame, obj_id, *args, **kwargs):
-        token = original(frame, obj_id, *args, **kwargs)
-        if token is not None:
-            prompted.append(frame)
-        return token
-
-    stream.hooks.prompt_tokens = spy
+    prompted = spy_prompted(stream.hooks)
     assert all(stream.push(f) == [] for f in sample.frames())
     results = stream.flush()
     assert len(results) == len(sample) and set(prompted) == {0}
@@ -249,15 +254,7 @@ def test_online_stream_steps_every_stride_and_reprompts_when_the_token_turns(tex
     sound = Audio(sample.audio, sample.sample_rate)
     stream = model.online_stream(["the object making the high-pitched sound"], sound, fps=8.0, stride=3,
                                  threshold=threshold)
-    prompted, original = [], stream.hooks.prompt_tokens
-
-    def spy(frame, obj_id, *args, **kwargs):
-        token = original(frame, obj_id, *args, **kwargs)
-        if token is not None:
-            prompted.append(frame)
-        return token
-
-    stream.hooks.prompt_tokens = spy
+    prompted = spy_prompted(stream.hooks)
     results = [r for f in list(sample.frames())[:14] for r in stream.push(f)]
     assert [r.index for r in results] == list(range(14))  # one result per frame, as it comes
     assert prompted == expected and stream.reprompts == len(expected) - 1
@@ -273,3 +270,18 @@ def test_online_stream_steps_every_stride_and_reprompts_when_the_token_turns(tex
                                   model.text_proj(states), padding, model.visual_proj(cls[None]),
                                   model.visual_proj(patches), 0)
     torch.testing.assert_close(first, seg)
+
+
+def test_click_tokens_are_sam2s_embedding_of_a_positive_click_at_the_centroid():
+    from refseg.sam.prompt_encoder import POSITIVE, PointPrompt, embed_prompts
+    from refseg.train.sam2_love import click_tokens
+
+    sam = Sam2(tiny_test_config())
+    targets = torch.zeros(2, 64, 64)
+    targets[0, 10:20, 30:40] = 1  # centroid (34.5, 14.5) in a 64 px frame
+    tokens, present = click_tokens(sam, targets)
+    assert present.tolist() == [True, False] and tokens[1].abs().sum() == 0
+    scale = sam.image_size / 64
+    click = PointPrompt(torch.tensor([[[34.5 * scale, 14.5 * scale]]]), torch.tensor([[POSITIVE]]))
+    sparse, _ = embed_prompts(sam.prompt_encoder, 1, points=click)
+    torch.testing.assert_close(tokens[0], sparse[0, 0, 0])

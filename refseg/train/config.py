@@ -93,6 +93,9 @@ class LossConfig:
     ce: float = 1.0  # GLUS: cross-entropy on the assistant's tokens
     contrastive: float = 0.1  # GLUS: object contrastive loss
     score: float = 1.0  # GLUS key-frame selector: L1 on the frame's score
+    # SAM2-LOVE: pull the prompt token toward SAM 2's embedding of a positive click at the target's
+    # frame-0 centroid (refseg's training aid; 0: the paper's loss, Eq. 5)
+    place: float = 0.0
 
 
 @dataclass

@@ -8,7 +8,9 @@ frame ViT, and SAM 2's image features of frame 0) are computed once per video (o
 in memory as float16, so a step runs only the trainable parts. SAM 2's object-score head is part of
 the decoder the paper trains; refseg also trains it (`loss.object`, presence CE: present unless the
 expression refers to nothing), because the engine gates masks by it; `loss.object: 0` leaves it
-as loaded. Expressions are drawn uniformly (weighted by `data.phenomenon_weights`; `{null: 0}`
+as loaded. `loss.place` (refseg's aid, 0 by default) adds the squared distance of the prompt token
+from SAM 2's own embedding of a positive click at the target's frame-0 centroid, relative to that
+embedding's norm: a token SAM 2's decoder already reads (`bench/sam2_love_token_probe.py`). Expressions are drawn uniformly (weighted by `data.phenomenon_weights`; `{null: 0}`
 leaves out the expressions that refer to nothing, as Ref-AVS's training set has none). Clips are
 not augmented (the cached features fix them).
 """
@@ -27,6 +29,7 @@ from refseg.methods.sam2_love.model import ClipFeatures, Sam2Love, clip_fps
 from refseg.prompts import Audio
 from refseg.sam.image_encoder import normalise_frames
 from refseg.sam.mask_decoder import decode_masks
+from refseg.sam.model import Sam2
 from refseg.train.config import TrainConfig
 from refseg.train.evf import mask_losses
 from refseg.train.task import seeded
@@ -127,5 +130,29 @@ class LoveTask(nn.Module):
                                              for s, e in zip(batch, expressions)])).to(device, torch.float32)[:, None]
         everything = torch.ones(len(batch), dtype=torch.bool, device=device)  # empty targets teach empty masks
         terms, _ = mask_losses(out.low_res, out.object_score[:, 0], targets, everything)
-        terms["loss"] = w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
+        clicks, present = click_tokens(sam, targets[:, 0])
+        gap = (tokens[:, 0] - clicks).pow(2).sum(-1) / clicks.pow(2).sum(-1)
+        terms["place"] = gap[present].mean() if present.any() else gap.sum() * 0.0
+        terms["loss"] = (w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
+                         + w.place * terms["place"])
         return terms
+
+
+def click_tokens(sam: Sam2, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """SAM 2's sparse embedding of a positive click at each target's centroid (the prompt
+    encoder's Fourier features of the point, plus its "positive" embedding): targets [B, H, W]
+    -> ([B, C], present [B]; an empty target's row is zeros)."""
+    batch, height, width = targets.shape
+    mass = targets.flatten(1).sum(1)
+    present = mass > 0
+    ys = torch.arange(height, device=targets.device, dtype=torch.float32)
+    xs = torch.arange(width, device=targets.device, dtype=torch.float32)
+    cy = (targets.sum(2) * ys).sum(1) / mass.clamp(min=1)
+    cx = (targets.sum(1) * xs).sum(1) / mass.clamp(min=1)
+    scale = torch.tensor([sam.image_size / width, sam.image_size / height], device=targets.device)
+    points = torch.stack([cx, cy], -1) * scale + 0.5  # SAM's pixel-centre convention
+    encoder = sam.prompt_encoder
+    with torch.no_grad():
+        pe = encoder.shared_embedding(points[:, None, None], (sam.image_size, sam.image_size))[:, 0, 0]
+        clicks = pe + encoder.point_embed.weight[1]
+    return clicks * present[:, None], present
