@@ -285,3 +285,24 @@ def test_click_tokens_are_sam2s_embedding_of_a_positive_click_at_the_centroid():
     click = PointPrompt(torch.tensor([[[34.5 * scale, 14.5 * scale]]]), torch.tensor([[POSITIVE]]))
     sparse, _ = embed_prompts(sam.prompt_encoder, 1, points=click)
     torch.testing.assert_close(tokens[0], sparse[0, 0, 0])
+
+
+def test_place_loss_is_finite_with_an_empty_target(tmp_path):
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task, load_samples
+
+    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"}, "loss": {"place": 1.0},
+                          "data": {"count": 4, "audio_visual": True}, "sam2_love": TINY})
+    task = build_task(config)
+    samples = load_samples(config)
+    sampler = task.sampler(samples, 0)
+    nulls = [(v, e) for v, s in enumerate(samples) for e, x in enumerate(s.expressions) if not x.target_ids]
+    full = [(v, e) for v, s in enumerate(samples) for e, x in enumerate(s.expressions) if x.target_ids]
+    assert nulls and full and sampler
+    from refseg.train.sam2_love import LoveSample
+
+    terms = task([LoveSample(*nulls[0], 1), LoveSample(*full[0], 2)])
+    terms["loss"].backward()
+    assert torch.isfinite(terms["place"]) and terms["place"] > 0
+    grads = [p.grad for p in task.model.trainable_parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -131,8 +131,11 @@ class LoveTask(nn.Module):
         everything = torch.ones(len(batch), dtype=torch.bool, device=device)  # empty targets teach empty masks
         terms, _ = mask_losses(out.low_res, out.object_score[:, 0], targets, everything)
         clicks, present = click_tokens(sam, targets[:, 0])
-        gap = (tokens[:, 0] - clicks).pow(2).sum(-1) / clicks.pow(2).sum(-1)
-        terms["place"] = gap[present].mean() if present.any() else gap.sum() * 0.0
+        if present.any():  # rows with a target only: an empty target has no place (and a 0/0 gap)
+            gap = (tokens[present, 0] - clicks[present]).pow(2).sum(-1) / clicks[present].pow(2).sum(-1)
+            terms["place"] = gap.mean()
+        else:
+            terms["place"] = torch.zeros((), device=device)
         terms["loss"] = (w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
                          + w.place * terms["place"])
         return terms
