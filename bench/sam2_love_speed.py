@@ -20,8 +20,6 @@ import yaml
 
 from refseg.data import synth
 from refseg.encoders.text import TextEncoder
-from refseg.engine.session import Session
-from refseg.methods.evf_sam import EvfHooks
 from refseg.methods.sam2_love import LoveConfig, Sam2Love
 from refseg.methods.sam2_love.model import clip_fps
 from refseg.prompts import Audio
@@ -51,14 +49,7 @@ def time_video(model: Sam2Love, sample) -> dict[str, float]:
     tokens = model.prompt_tokens(clip, text, padding)
     times["fusion chain"] = time.perf_counter() - began
     began = time.perf_counter()
-    hooks = EvfHooks()
-    hooks.multimask = model.config.multimask
-    session = Session(model.sam, hooks)
-    for obj_id in range(1, len(texts) + 1):
-        session.add_object(obj_id, 0)
-    for index, frame in enumerate(frames):
-        hooks.tokens = {i: tokens[i - 1 : i] for i in range(1, len(texts) + 1)} if index == 0 else {}
-        session.push(frame)
+    model.stream(texts, sound).track(frames, tokens)
     times["SAM 2"] = time.perf_counter() - began
     return times
 

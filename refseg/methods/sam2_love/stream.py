@@ -66,18 +66,25 @@ class LoveStream:
         clip = model.clip_features(self.frames, self.audio, fps)
         text, padding = model.encode_texts(self.texts)
         self.tokens = model.prompt_tokens(clip, text, padding)
-        self.session = Session(model.sam, self.hooks, memory_dtype=self.memory_dtype)
-        for obj_id in range(1, len(self.texts) + 1):
+        results = self.track(self.frames, self.tokens)
+        self.frames = []
+        return results
+
+    @torch.inference_mode()
+    def track(self, frames: Sequence[np.ndarray], tokens: Tensor) -> list[FrameResult]:
+        """SAM 2's half: `tokens` [B, 1, C] prompt the first of `frames` (object i+1 from row i),
+        and SAM 2's memory tracks every later frame."""
+        self.session = Session(self.model.sam, self.hooks, memory_dtype=self.memory_dtype)
+        for obj_id in range(1, len(tokens) + 1):
             self.session.add_object(obj_id, 0)
         results = []
-        for index, frame in enumerate(self.frames):
+        for index, frame in enumerate(frames):
             if index == 0:  # the final [seg] prompts the first frame only
-                self.hooks.tokens = {i: self.tokens[i - 1 : i] for i in range(1, len(self.texts) + 1)}
+                self.hooks.tokens = {i: tokens[i - 1 : i] for i in range(1, len(tokens) + 1)}
             try:
                 results.append(self.session.push(frame))
             finally:
                 self.hooks.tokens = {}
-        self.frames = []
         return results
 
     def __enter__(self) -> LoveStream:
