@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from refseg.train.config import load_config
 from refseg.train.loop import build_task, load_samples
+from refseg.train.sam2_love import pad_texts
 
 
 def patch_of(mask: np.ndarray, grid: int) -> int:
@@ -49,12 +50,7 @@ def run(seed: int, steps: int, count: int, held_out: int, lr: float) -> tuple[li
 
     def logits(batch: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         clips = [task.clip(v) for v, _ in batch]
-        texts = [task.text(samples[v].expressions[e].text) for v, e in batch]
-        length = max(len(t) for t in texts)
-        text = torch.zeros(len(batch), length, texts[0].shape[-1])
-        padding = torch.ones(len(batch), length, dtype=torch.bool)
-        for i, t in enumerate(texts):
-            text[i, : len(t)], padding[i, : len(t)] = t, False
+        text, padding = pad_texts([task.text(samples[v].expressions[e].text) for v, e in batch])
         audio = model.audio_proj(torch.stack([c.audio for c in clips]))
         cls = model.visual_proj(torch.stack([c.cls for c in clips]))
         patches = model.visual_proj(torch.stack([c.patches[0] for c in clips]))

@@ -114,12 +114,7 @@ class LoveTask(nn.Module):
         device = model.device
         clips = [self.clip(s.video) for s in batch]
         expressions = [self.samples[s.video].expressions[s.expression] for s in batch]
-        states = [self.text(e.text) for e in expressions]
-        length = max(len(t) for t in states)
-        text = torch.zeros(len(batch), length, states[0].shape[-1])
-        padding = torch.ones(len(batch), length, dtype=torch.bool)
-        for i, t in enumerate(states):
-            text[i, : len(t)], padding[i, : len(t)] = t, False
+        text, padding = pad_texts([self.text(e.text) for e in expressions])
         tokens = model.prompt_tokens(clips, text, padding)  # [B, 1, C], through the whole chain
         *high_res, embed = (torch.stack([self.first[s.video][n] for s in batch]).to(device, torch.float32)
                             for n in range(3))
@@ -139,6 +134,17 @@ class LoveTask(nn.Module):
         terms["loss"] = (w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
                          + w.place * terms["place"])
         return terms
+
+
+def pad_texts(states: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Token states of B texts (each [P_i, d_T]) -> [B, P, d_T] padded with zeros to the longest,
+    and padding [B, P] (True = padding)."""
+    length = max(len(t) for t in states)
+    text = torch.zeros(len(states), length, states[0].shape[-1])
+    padding = torch.ones(len(states), length, dtype=torch.bool)
+    for i, t in enumerate(states):
+        text[i, : len(t)], padding[i, : len(t)] = t, False
+    return text, padding
 
 
 def click_tokens(sam: Sam2, targets: Tensor) -> tuple[Tensor, Tensor]:

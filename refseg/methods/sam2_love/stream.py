@@ -23,6 +23,14 @@ from refseg.methods.sam2_love.model import Sam2Love, clip_fps
 from refseg.prompts import Audio
 
 
+def love_hooks(model: Sam2Love) -> EvfHooks:
+    """The engine hooks of SAM2-LOVE: the prompt token on the frames it is set for (`tokens`),
+    one mask or SAM 2's three per `config.multimask`."""
+    hooks = EvfHooks()
+    hooks.multimask = model.config.multimask
+    return hooks
+
+
 class LoveStream:
     """One object per text (ids 1..B), segmented from the texts and the clip's `audio` (None:
     silence) at `fps` frames per second (which aligns the sound to the frames; None: the frames
@@ -40,8 +48,7 @@ class LoveStream:
         self.model, self.texts, self.audio, self.fps = model, list(texts), audio, fps
         self.memory_dtype = memory_dtype
         self.frames: list[np.ndarray] = []
-        self.hooks = EvfHooks()
-        self.hooks.multimask = model.config.multimask
+        self.hooks = love_hooks(model)
         self.session: Session | None = None
         self.tokens: Tensor | None = None  # [B, 1, C], after flush
 
@@ -123,8 +130,7 @@ class LoveOnlineStream:
         self.threshold = float(threshold)
         text, padding = model.encode_texts(self.texts)
         self.text, self.padding = model.text_proj(text.to(model.device)), padding.to(model.device)
-        self.hooks = EvfHooks()
-        self.hooks.multimask = model.config.multimask
+        self.hooks = love_hooks(model)
         self.session = Session(model.sam, self.hooks, memory_dtype=memory_dtype)
         for obj_id in range(1, len(self.texts) + 1):
             self.session.add_object(obj_id, 0)
