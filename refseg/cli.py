@@ -23,43 +23,59 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
+import re
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from tqdm import tqdm
+from refseg.errors import InputError, Interrupted
 
-from refseg.engine import FeatureCache, Session
-from refseg.io import InputError, frames, read_mask_png, video_fps
-from refseg.io.outputs import OutputWriter
-from refseg.prompts import Box, Mask, Points, Prompt
-from refseg.sam.checkpoint import CheckpointError, load_sam2
-
-if TYPE_CHECKING:
-    from refseg.models import Model  # imported late: the heavy model imports wait until the input is checked
+if TYPE_CHECKING:  # the heavy imports (torch, transformers, the models) wait until the input is checked
+    from refseg.engine import Session
+    from refseg.io.video import FrameStream
+    from refseg.models import Model
+    from refseg.prompts import Box, Points, Prompt
 
 log = logging.getLogger("refseg")
 
 
+def _number(text: str, flag: str, item: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"{flag}: {text!r} in {item!r} is not a number") from None
+
+
 def parse_points(text: str) -> Points:
     """'X,Y[:L] X,Y[:L] ...' -> Points (label 1 unless ':0')."""
+    from refseg.prompts import Points
+
     xy, labels = [], []
     for item in text.replace(";", " ").split():
         coords, _, label = item.partition(":")
         parts = coords.split(",")
         if len(parts) != 2:
-            raise ValueError(f"--points: expected X,Y[:LABEL], got {item!r}")
-        xy.append([float(parts[0]), float(parts[1])])
+            raise InputError(f"--points: expected X,Y[:LABEL], got {item!r}")
+        if label not in ("", "0", "1"):
+            raise InputError(f"--points: the label after ':' is 1 (positive) or 0 (negative), got {item!r}")
+        xy.append([_number(p, "--points", item) for p in parts])
         labels.append(int(label) if label else 1)
+    if not xy:
+        raise InputError("--points: no click given; expected \"X,Y[:LABEL] ...\"")
     return Points(xy, labels)
 
 
 def parse_box(text: str) -> Box:
+    from refseg.prompts import Box
+
     parts = text.split(",")
     if len(parts) != 4:
-        raise ValueError(f"--box: expected X0,Y0,X1,Y1, got {text!r}")
-    return Box(*(float(p) for p in parts))
+        raise InputError(f"--box: expected X0,Y0,X1,Y1, got {text!r}")
+    return Box(*(_number(p, "--box", text) for p in parts))
 
 
 class _AddPrompt(argparse.Action):
@@ -72,123 +88,189 @@ class _AddPrompt(argparse.Action):
 
 
 def build_prompt(kind: str, value: str) -> Prompt:
+    from refseg.io import read_mask_png
+    from refseg.prompts import Mask
+
     if kind == "points":
         return parse_points(value)
     if kind == "box":
         return parse_box(value)
     if not Path(value).is_file():
-        raise InputError(f"{value}: no such mask file")
+        raise InputError(f"--mask {value}: no such mask file")
     return Mask(read_mask_png(value))
+
+
+def check_out(out: str | os.PathLike[str], flag: str = "--out", folder: bool = True) -> Path:
+    """Refuse an output place that cannot be written, before anything loads: a file where a folder
+    is meant (or the reverse), a place inside a file, or a folder without write permission."""
+    path = Path(out)
+    if path.exists() and path.is_dir() != folder:
+        what = "a file" if folder else "a folder"
+        raise InputError(f"{flag} {path}: is {what}; give {'a folder' if folder else 'a file path'} to write to")
+    place = path if path.exists() else path.parent
+    while not place.exists():
+        place = place.parent
+    if not place.is_dir():
+        raise InputError(f"{flag} {path}: {place} is a file, so nothing can be written under it")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: no permission to write in {place}")
+    return path
+
+
+def open_input(source: str, strict: bool) -> tuple[FrameStream, object]:
+    """The input's frame stream and its first frame (decoded now: an unreadable input fails here,
+    before any model loads)."""
+    from refseg.io import frames
+
+    stream = frames(source, strict=strict)
+    return stream, next(stream)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     if args.text and args.prompts:
-        raise ValueError("segment: give --text prompts or --points/--box/--mask prompts, not both")
+        raise InputError("segment: give --text prompts or --points/--box/--mask prompts, not both")
     if args.text:
         return _segment_text(args)
     prompts = [build_prompt(kind, value) for kind, value in args.prompts]
     if not prompts:
-        raise ValueError("segment: give at least one --text, --points, --box or --mask")
+        raise InputError("segment: give at least one --text, --points, --box or --mask")
     if args.method == "sam2" and args.sam2 is None:
-        raise ValueError("segment: clicks, boxes and masks need --sam2 (a SAM 2 model directory or .pt file)")
+        raise InputError("segment: clicks, boxes and masks need --sam2 (a SAM 2 model directory or .pt file)")
     if args.method == "sam-i2v" and args.model == "default":
-        raise ValueError("segment: --method sam-i2v needs --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
+        raise InputError("segment: --method sam-i2v needs --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
     if args.method in ("glus", "sam2-love"):
-        raise ValueError(f"segment: --method {args.method} is prompted by --text, not clicks, boxes or masks")
+        raise InputError(f"segment: --method {args.method} is prompted by --text, not clicks, boxes or masks")
     if args.audio:
-        raise ValueError("--audio: only --method sam2-love hears; it takes --text prompts")
+        raise InputError("--audio: only --method sam2-love hears; it takes --text prompts")
+    out = check_out(args.out)
+    stream, first = open_input(args.input, args.strict)
+    for kind, prompt in zip((kind for kind, _ in args.prompts), prompts):
+        try:
+            prompt.check_inside(*first.shape[:2])
+        except ValueError as err:
+            raise InputError(f"--{kind}: {err}") from None
     _check_device(args.device)
-    stream = frames(args.input)
-    first = next(stream)  # an unreadable input fails here, before anything is loaded or written
     session = _click_session(args.method, args.sam2, args.model, args.device)
     for obj_id, prompt in enumerate(prompts, start=1):
         session.add_prompt(obj_id, prompt, frame=args.frame)
-    out = Path(args.out)
-    with OutputWriter(out, fps=video_fps(args.input)) as writer:
+    return _write_run(out, args, stream, first, lambda frame: [session.push(frame)], list, labels={})
+
+
+def _write_run(out: Path, args: argparse.Namespace, stream: FrameStream, first: object,
+               push: Callable[[object], list], flush: Callable[[], list], labels: dict[int, str]) -> int:
+    """Stream the input through a session into `out` (masks, masks.json, overlay.mp4), all or
+    nothing. `push` gives the results a frame completes (none while a clip model fills its clip),
+    `flush` the rest at the end."""
+    import torch
+    from tqdm import tqdm
+
+    from refseg.io import video_fps
+    from refseg.io.outputs import OutputWriter
+
+    with OutputWriter(out, fps=video_fps(args.input), labels=labels) as writer, torch.inference_mode():
+        pending: list = []  # frames waiting for their clip to complete
         for frame in tqdm(itertools.chain([first], stream), desc="segment", unit="frame"):
-            writer.write(frame, session.push(frame))
+            pending.append(frame)
+            for result in push(frame):
+                writer.write(pending.pop(0), result)
+        for result in flush():
+            writer.write(pending.pop(0), result)
+        writer.input = stream.report.as_dict()
     if writer.frames_written <= args.frame:
         log.warning("the input has %d frames: the prompts on frame %d were never used", writer.frames_written,
                     args.frame)
-    log.info("wrote %d frames: masks in %s, overlay %s", writer.frames_written, out / "masks", out / "overlay.mp4")
+    log.info("wrote %d frames: masks in %s (PNG) and %s (COCO RLE), overlay %s", writer.frames_written,
+             out / "masks", out / "masks.json", out / "overlay.mp4")
     return 0
 
 
 def _click_session(method: str, sam2: str | None, model: str, device: str) -> Session:
     """A session for clicks, boxes and masks: plain SAM 2 (`sam2`) or SAM-I2V (`model`)."""
+    from refseg.engine import Session
+    from refseg.sam.checkpoint import load_sam2
+
     if method == "sam-i2v":
         from refseg.models import load
 
         return load("sam-i2v", model, device=device).session()  # type: ignore[union-attr]
+    if sam2 == "synth":
+        _synthetic_notice("--sam2 synth")
     return Session(load_sam2(sam2).to(device))
 
 
+def _synthetic_notice(what: str) -> None:
+    log.warning("%s knows SynthRef's synthetic scenes only (coloured shapes); on real footage give real weights: "
+                "--sam2 an official SAM 2 .pt file or model folder, --model a published checkpoint", what)
+
+
 def _check_device(device: str) -> None:
+    import torch
+
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+        raise InputError("--device cuda: no CUDA device is available")
 
 
 def _segment_text(args: argparse.Namespace) -> int:
-    """Text prompts: one object per --text, tracked by the text model (SAMWISE in clips, or
-    EVF-SAM from the prompted frame)."""
-    from refseg.io.video import is_live
-    from refseg.methods.evf_sam import EvfSam, semantic
-    from refseg.methods.glus import Glus
-    from refseg.methods.sam2_love import Sam2Love
-    from refseg.methods.sam_i2v import SamI2V
+    """Text prompts: one object per --text, tracked by the text model (SAMWISE in clips, EVF-SAM
+    from the prompted frame, GLUS, or SAM2-LOVE from the whole clip and its sound)."""
+    from refseg.io.video import VIDEO_SUFFIXES, is_live
 
     texts = [t.strip() for t in args.text]
     if any(not t for t in texts):
-        raise ValueError("--text: a text prompt is empty")
+        raise InputError("--text: a text prompt is empty")
     if args.method == "sam-i2v":
-        raise ValueError("--method sam-i2v: SAM-I2V is prompted by clicks, boxes and masks, not --text")
+        raise InputError("--method sam-i2v: SAM-I2V is prompted by clicks, boxes and masks, not --text")
     if args.audio and args.method != "sam2-love":
-        raise ValueError("--audio: only --method sam2-love hears the sound")
-    _check_device(args.device)
+        raise InputError("--audio: only --method sam2-love hears the sound")
+    if args.method == "glus" and is_live(args.input):
+        raise InputError(f"{args.input}: GLUS reads the whole video (its context frames are spread over it); "
+                         "give a video file, a folder of frames or an image, not a live source")
+    if args.frame and args.method in ("glus", "sam2-love"):
+        raise InputError(f"--frame: {args.method} reads the text over the whole video; --frame is for clicks, boxes, "
+                         "masks and EVF-SAM")
+    _check_model_path(args.model)
+    out = check_out(args.out)
     sound = _love_audio(args) if args.method == "sam2-love" else None  # a missing sound fails before the model loads
-    stream = frames(args.input)
-    first = next(stream)
+    stream, first = open_input(args.input, args.strict)
+    _check_device(args.device)
+    from refseg.methods.evf_sam import EvfSam, semantic
+    from refseg.methods.sam2_love import Sam2Love
+    from refseg.methods.sam_i2v import SamI2V
+
     model = _text_model(args)
     if isinstance(model, SamI2V):
-        raise ValueError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks, not --text")
-    if isinstance(model, Glus) and is_live(args.input):
-        raise ValueError(f"{args.input}: GLUS reads the whole video (its context frames are spread over it); "
-                         "give a video file, a folder of frames or an image, not a live source")
+        raise InputError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks, not --text")
     if isinstance(model, Sam2Love) != (args.method == "sam2-love"):
-        raise ValueError(f"--model {args.model}: a SAM2-LOVE folder goes with --method sam2-love, and only there")
-    if isinstance(model, Glus) and args.frame:
-        raise ValueError("--frame: GLUS reads the text on every frame; --frame is for clicks, boxes, masks and EVF-SAM")
+        raise InputError(f"--model {args.model}: a SAM2-LOVE folder goes with --method sam2-love, and only there")
     if args.semantic:
         if not isinstance(model, EvfSam):
-            raise ValueError("--semantic: only EVF-SAM models take semantic / part-level prompts")
+            raise InputError("--semantic: only EVF-SAM models take semantic / part-level prompts")
         texts = [semantic(t) for t in texts]
     if isinstance(model, Sam2Love):
-        if args.frame:
-            raise ValueError("--frame: SAM2-LOVE prompts the first frame, from the whole clip")
-        from refseg.io.video import VIDEO_SUFFIXES
-
         # a video file's own rate aligns its sound; frames in a folder are spread over the --audio file
+        from refseg.io import video_fps
+
         fps = video_fps(args.input) if Path(args.input).suffix.lower() in VIDEO_SUFFIXES else None
         session = model.stream(texts, sound, fps)  # reads the whole clip, then segments
     elif isinstance(model, EvfSam):
         session = model.stream(texts, frame=args.frame)  # the text prompts that frame; tracked after it
     elif args.frame:
-        raise ValueError("--frame: SAMWISE reads the text on every frame; --frame is for clicks, boxes, masks and EVF-SAM")
+        raise InputError("--frame: SAMWISE reads the text on every frame; --frame is for clicks, boxes, masks and "
+                         "EVF-SAM")
     else:
         session = model.stream(texts)
-    out = Path(args.out)
-    labels = dict(enumerate(texts, start=1))
-    with OutputWriter(out, fps=video_fps(args.input), labels=labels) as writer, torch.inference_mode():
-        pending: list = []  # frames waiting for their clip to complete
-        for frame in tqdm(itertools.chain([first], stream), desc="segment", unit="frame"):
-            pending.append(frame)
-            for result in session.push(frame):
-                writer.write(pending.pop(0), result)
-        for result in session.flush():
-            writer.write(pending.pop(0), result)
-    log.info("wrote %d frames: masks in %s (PNG) and %s (COCO RLE), overlay %s", writer.frames_written,
-             out / "masks", out / "masks.json", out / "overlay.mp4")
-    return 0
+    return _write_run(out, args, stream, first, session.push, session.flush, labels=dict(enumerate(texts, start=1)))
+
+
+def _check_model_path(model: str) -> None:
+    """A `--model` given as a path must be there, as a folder or an official .pth / .pt file
+    (names such as `default` are checked when the model loads)."""
+    path = Path(model)
+    if path.is_file() and path.suffix not in (".pth", ".pt"):
+        raise InputError(f"--model {model}: is a file; give a model folder (config.json + model.safetensors) "
+                         "or an official .pth / .pt checkpoint")
+    if not path.exists() and (os.sep in model or model.startswith(".")):
+        raise InputError(f"--model {model}: no such model folder or file")
 
 
 def _love_audio(args: argparse.Namespace):
@@ -197,7 +279,7 @@ def _love_audio(args: argparse.Namespace):
     from refseg.io.video import IMAGE_SUFFIXES, is_live
 
     if is_live(args.input):
-        raise ValueError(f"{args.input}: SAM2-LOVE reads the whole clip (sound and frames) before its first mask; "
+        raise InputError(f"{args.input}: SAM2-LOVE reads the whole clip (sound and frames) before its first mask; "
                          "give a video file or a folder of frames, not a live source")
     path = Path(args.input)
     if args.audio:
@@ -214,7 +296,11 @@ def _text_model(args: argparse.Namespace) -> Model:
     from refseg.models import load
 
     if args.selector and args.method != "glus":
-        raise ValueError("--selector: a GLUS key-frame selector folder, taken with --method glus")
+        raise InputError("--selector: a GLUS key-frame selector folder, taken with --method glus")
+    if args.selector and not Path(args.selector).is_dir():
+        raise InputError(f"--selector {args.selector}: no such key-frame selector folder")
+    if args.model == "default" and args.method != "sam2-love":
+        _synthetic_notice("the embedded GLUS" if args.method == "glus" else "the embedded default model")
     if args.method == "glus":
         model = load("glus", None if args.model == "default" else args.model, device=args.device)
     elif args.method == "sam2-love":
@@ -222,8 +308,6 @@ def _text_model(args: argparse.Namespace) -> Model:
     else:
         model = load(args.model, device=args.device, tokenizer=args.tokenizer)
     if args.selector and isinstance(model, Glus):
-        if not Path(args.selector).is_dir():
-            raise ValueError(f"--selector {args.selector}: no such key-frame selector folder")
         model.selector = load_selector(args.selector).to(args.device)
     return model
 
@@ -231,6 +315,7 @@ def _text_model(args: argparse.Namespace) -> Model:
 def cmd_demo(args: argparse.Namespace) -> int:
     from refseg.demo import demo_scene, run_click_demo, run_text_demo
     from refseg.models import load, ships
+    from refseg.sam.checkpoint import load_sam2
 
     _check_device(args.device)
     if args.sam2 is None and args.model == "default" and not ships("default"):
@@ -255,11 +340,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from refseg.data import formats, synth
     from refseg.io.atomic import atomic_dir
 
     if args.split not in synth.SPLITS:
-        raise ValueError(f"--split: expected one of {', '.join(synth.SPLITS)}, got {args.split!r}")
+        raise InputError(f"--split: expected one of {', '.join(synth.SPLITS)}, got {args.split!r}")
     image = args.format == "refcoco"
     audio_visual = args.format == "refavs"  # Ref-AVS's scenes: referred to by sound and by sight
     count = len(synth.scene_indices(args.split, args.count, args.scenario, image, audio_visual))
@@ -271,11 +358,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
             print(f"  {name:<17} {share:6.1%}")
     if args.out is None:
         if not args.stats:
-            raise ValueError("synth: give --out DIR (or --stats)")
+            raise InputError("synth: give --out DIR (or --stats)")
         return 0
-    out = Path(args.out)
+    out = check_out(args.out)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: exists and is not empty; remove it or choose another --out")
+        raise InputError(f"--out {out}: exists and is not empty; remove it or choose another --out")
     samples = tqdm(synth.split_samples(args.split, args.seed, count, args.size, args.size, image=image,
                                        scenario=args.scenario, audio_visual=audio_visual),
                    total=count, desc=f"synth {what}", unit="image" if image else "video")
@@ -288,10 +375,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if not Path(args.config).is_file():
+        raise InputError(f"{args.config}: no such config file")
     from refseg.train.config import load_config
     from refseg.train.loop import train
 
-    run = train(load_config(args.config), resume=args.resume)
+    if args.resume and args.overwrite:
+        raise InputError("train: --resume continues the run in the config's out folder, --overwrite starts it again; "
+                         "give one")
+    run = train(load_config(args.config), resume=args.resume, overwrite=args.overwrite)
     log.info("run directory: %s (metrics.jsonl, checkpoints/, final/)", run)
     return 0
 
@@ -300,17 +392,25 @@ PROTOCOLS = ("mevis", "ytvos", "davis", "refdavis", "sav", "ris", "refavs", "pvs
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    gt = Path(args.gt)
+    if not gt.is_dir():
+        raise InputError(f"--gt {gt}: no such ground-truth folder")
+    check_out(args.out, folder=False)
+    if args.protocol != "pvs":
+        if not args.pred or not Path(args.pred).is_dir():
+            raise InputError(f"--pred {args.pred}: no such prediction folder")
+        if Path(args.pred).resolve() == gt.resolve():
+            raise InputError(f"--pred {args.pred}: is the ground-truth folder itself; give the folder of predictions")
     from refseg.eval import interactive, protocols
     from refseg.eval.reports import summary_table, write_reports
 
-    gt = Path(args.gt)
-    if not gt.is_dir():
-        raise InputError(f"{gt}: no such ground-truth folder")
     if args.protocol == "pvs":
+        from refseg.engine import FeatureCache, Session
+
         if args.method == "sam2" and not args.sam2:
-            raise ValueError("--protocol pvs runs the model: give --sam2 (or --method sam-i2v --model ...)")
+            raise InputError("--protocol pvs runs the model: give --sam2 (or --method sam-i2v --model ...)")
         if args.method == "sam-i2v" and not args.model:
-            raise ValueError("--method sam-i2v: give --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
+            raise InputError("--method sam-i2v: give --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
         _check_device(args.device)
         template = _click_session(args.method, args.sam2, args.model, args.device)
         cache = FeatureCache()  # each frame encoded once over the protocol's many replays
@@ -319,8 +419,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                           mode=args.mode, split=args.split, max_frames=args.max_frames,
                                           clicks=args.clicks)
     else:
-        if not args.pred or not Path(args.pred).is_dir():
-            raise InputError(f"{args.pred}: no such prediction folder")
         pred = Path(args.pred)
         if args.protocol in ("mevis", "ytvos"):
             result = protocols.evaluate_expressions(pred, gt, args.protocol)
@@ -335,37 +433,56 @@ def cmd_eval(args: argparse.Namespace) -> int:
         else:
             result = protocols.evaluate_refavs(pred, gt)
     print(summary_table(result))
+    if result.missing:
+        shown = ", ".join(result.missing[:5]) + (f" and {len(result.missing) - 5} more" if len(result.missing) > 5 else "")
+        log.warning("%d predictions are missing and were scored as empty masks: %s (all listed in %s)",
+                    len(result.missing), shown, Path(args.out).with_suffix(".json"))
     files = write_reports(result, args.out)
     log.info("wrote %s", ", ".join(str(f) for f in files))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    data = Path(args.data)
+    if not data.is_dir():
+        raise InputError(f"--data {data}: no such dataset folder")
+    if args.no_audio and args.method != "sam2-love":
+        raise InputError("--no-audio: only --method sam2-love hears")
+    check_out(args.out)
+    _check_model_path(args.model)
+    _check_device(args.device)
     from refseg.data import formats
     from refseg.methods.sam_i2v import SamI2V
     from refseg.predict import predict_expressions
 
-    data = Path(args.data)
-    if not data.is_dir():
-        raise InputError(f"{data}: no such dataset folder")
-    _check_device(args.device)
     samples = list(formats.reader(args.format)(data))
     if not samples:
         raise InputError(f"{data}: no {'image' if args.format == 'refcoco' else 'video'} in the {args.format} layout")
-    if args.no_audio and args.method != "sam2-love":
-        raise ValueError("--no-audio: only --method sam2-love hears")
     model = _text_model(args)
     if isinstance(model, SamI2V):
-        raise ValueError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks; predict runs text models")
+        raise InputError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks; predict runs text models")
     layout = {"refcoco": "images", "refavs": "refavs"}.get(args.format, "videos")
     predict_expressions(model, samples, args.out, layout=layout, audio=not args.no_audio)
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (and status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refseg", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    parser = _Parser(prog="refseg", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    seg = sub.add_parser("segment", help="segment and track prompted objects in a video, folder or image")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    seg = command("segment", "segment and track prompted objects in a video, folder or image")
     seg.add_argument("input", help="video file, folder of images, or image")
     seg.add_argument("--text", action="append", help='referring expression of one object (repeat for more)')
     seg.add_argument("--semantic", action="store_true",
@@ -388,8 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--frame", type=int, default=0, help="frame the prompts are given on (default 0)")
     seg.add_argument("--out", default="out", help="output folder (default ./out)")
     seg.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    seg.add_argument("--strict", action="store_true",
+                     help="fail on a damaged input (frames missing, undecodable packets) instead of warning")
     seg.set_defaults(func=cmd_segment, prompts=[])
-    ev = sub.add_parser("eval", help="score predictions with a benchmark's official protocol")
+    ev = command("eval", "score predictions with a benchmark's official protocol")
     ev.add_argument("--protocol", required=True, choices=PROTOCOLS)
     ev.add_argument("--gt", required=True, help="ground-truth folder in the benchmark's layout")
     ev.add_argument("--pred", help="prediction folder in the benchmark's layout (all protocols but pvs)")
@@ -406,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="pvs: seed of a method's memory sampling (SAM-I2V)")
     ev.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ev.set_defaults(func=cmd_eval)
-    pr = sub.add_parser("predict", help="run a text model over a dataset's expressions (submission layout)")
+    pr = command("predict", "run a text model over a dataset's expressions (submission layout)")
     pr.add_argument("--data", required=True, help="dataset folder in the --format layout")
     pr.add_argument("--format", default="mevis", choices=["mevis", "ytvos", "refcoco", "refavs"],
                     help="dataset layout (refcoco: images, predictions as PRED/<sent_id>.png; refavs: PRED/<uid>/<frame>.png)")
@@ -422,11 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="prediction folder to write")
     pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     pr.set_defaults(func=cmd_predict)
-    tr = sub.add_parser("train", help="train from a YAML config (runs under torchrun too)")
+    tr = command("train", "train from a YAML config (runs under torchrun too)")
     tr.add_argument("config", help="YAML config (see configs/)")
     tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
+    tr.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds a run")
     tr.set_defaults(func=cmd_train)
-    syn = sub.add_parser("synth", help="generate a SynthRef split in a benchmark's layout")
+    syn = command("synth", "generate a SynthRef split in a benchmark's layout")
     syn.add_argument("--out", help="dataset folder to create")
     syn.add_argument("--split", default="valid", help="train, valid, valid_u, test or unseen")
     syn.add_argument("--seed", type=int, default=0)
@@ -439,7 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--frame-ext", default=".jpg", choices=[".jpg", ".png"], help=".png: lossless frames")
     syn.add_argument("--stats", action="store_true", help="print the share of each phenomenon")
     syn.set_defaults(func=cmd_synth)
-    demo = sub.add_parser("demo", help="offline demo on a generated scene")
+    demo = command("demo", "offline demo on a generated scene")
     demo.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     demo.add_argument("--model", default="default", help="text model: default or a model folder")
     demo.add_argument("--sam2", help="track the objects from one click each with this SAM 2 instead (e.g. synth)")
@@ -449,14 +569,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_VALUE_FLAGS = ("--points", "--box")
+_NEGATIVE = re.compile(r"^-\d|^-\.\d")
+
+
+def attach_negative_values(argv: list[str]) -> list[str]:
+    """`--points -5,10` as `--points=-5,10`: argparse would take a value that starts with '-' and
+    is not a plain number for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _VALUE_FLAGS and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Interrupted()
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Expected failures (bad input, model, config, output place) print one line
+    `refseg: error: ...` and return 2; a stop by SIGINT / SIGTERM prints one line and returns
+    130 / 143 with nothing of the run left staged; anything else is a bug: one line that points
+    to `--debug` (which shows the traceback), status 1."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    handler = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if handler else None
     try:
         return int(args.func(args))
-    except (InputError, CheckpointError, ValueError) as err:
-        print(f"refseg: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("refseg: stopped by SIGINT (Ctrl-C)", file=sys.stderr)
+        return 130
+    except Interrupted:
+        print("refseg: stopped by SIGTERM", file=sys.stderr)
+        return 143
+    except (ValueError, OSError) as err:  # refseg's own errors are ValueErrors; OSError: the file system said no
+        if args.debug:
+            raise
+        print(f"refseg: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"refseg: unexpected {type(err).__name__}: {_one_line(err)} (a bug: run with --debug for the "
+              "traceback and report it)", file=sys.stderr)
+        return 1
+    finally:
+        if handler:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

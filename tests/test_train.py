@@ -136,11 +136,13 @@ def test_samwise_trains_only_its_modules(tmp_path):
     continued = Samwise.from_pretrained(train(load_config(stage2), progress=False) / "final")
     assert all(torch.equal(continued.state_dict()[n], p) for n, p in trained.state_dict().items())
     stage2["model"]["sam2"] = "synth-small"
+    with pytest.raises(ValueError, match="holds a run already .*--resume.*--overwrite"):
+        train(load_config(stage2), progress=False)  # stage2b's run is not mixed with a new one
     with pytest.raises(ValueError, match="its SAM 2 is 'tiny-test'.*set model.sam2: tiny-test"):
-        train(load_config(stage2), progress=False)
+        train(load_config(stage2), progress=False, overwrite=True)
     stage2["model"]["init"] = str(tmp_path / "none")
-    with pytest.raises(FileNotFoundError, match="none/model.safetensors"):
-        train(load_config(stage2), progress=False)
+    with pytest.raises(ValueError, match="none/model.safetensors: no such checkpoint file"):
+        train(load_config(stage2), progress=False, overwrite=True)
 
 
 def test_image_task_prompts_several_objects_of_one_image():

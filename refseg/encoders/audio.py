@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers.audio_utils import mel_filter_bank
 
 from refseg.io.atomic import atomic_dir
+from refseg.sam.checkpoint import read_safetensors
 
 SAMPLE_RATE = 16000
 WINDOW = 400  # 25 ms
@@ -156,7 +157,7 @@ class VGGish(nn.Module):
             if "vggish" not in meta:
                 raise ValueError(f"{path}: config.json describes no VGGish audio encoder")
             model = cls(VGGishConfig(**meta["vggish"]), postprocess=bool(meta.get("postprocess")))
-            state = load_file(str(path / "model.safetensors"))
+            state = read_safetensors(path / "model.safetensors")
         elif path.is_file():
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = {k.removeprefix("module."): v for k, v in state.items()}

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from refseg.io.atomic import atomic_dir
+from refseg.sam.checkpoint import read_safetensors
 
 POSITION_OFFSET = 2  # fairseq-style learned positions start at index 2
 
@@ -263,7 +264,7 @@ def load_beit3_weights(source: str | os.PathLike[str], expected: Beit3Config) ->
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             raise ValueError(f"{path}: not a BEiT-3 folder (needs config.json and model.safetensors)")
         found = Beit3Config(**json.loads((path / "config.json").read_text())["beit3"])
-        state = load_file(str(path / "model.safetensors"))
+        state = read_safetensors(path / "model.safetensors")
     elif path.is_file():
         raw = torch.load(path, map_location="cpu", weights_only=True)
         raw = raw.get("model", raw.get("module", raw))

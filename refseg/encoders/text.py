@@ -86,9 +86,15 @@ class TextEncoder(nn.Module):
 
     # -- running -----------------------------------------------------------------------------
     def tokenize(self, texts: list[str], max_length: int = 32) -> TextTokens:
-        """Tokenise with padding to the longest text (truncated at `max_length` tokens)."""
+        """Tokenise with padding to the longest text (truncated at `max_length` tokens, with a
+        warning that says how many tokens of which text were dropped)."""
         if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise ValueError(f"text prompts must be non-empty strings, got {texts!r}")
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+        for text, length in zip(texts, lengths):
+            if length > max_length:
+                log.warning("text prompt %r: %d tokens, the model reads the first %d; the last %d are dropped",
+                            text if len(text) <= 60 else text[:57] + "...", length, max_length, length - max_length)
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
                              return_offsets_mapping=True)
         device = next(self.model.parameters()).device

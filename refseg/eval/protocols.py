@@ -3,7 +3,10 @@
 Each runner reads ground truth and predictions in the benchmark's official on-disk layout and
 returns an `EvalResult` (global numbers + one row per sequence / object / expression / sample).
 Deviations from the official scripts are deliberate and listed where they occur: refseg scores a
-missing prediction as an empty mask instead of aborting the run.
+missing prediction as an empty mask instead of aborting the run, and names every one it scored
+so (`EvalResult.missing`: the deepest absent folder, or the absent file), so that a partial
+prediction folder is never mistaken for a complete one. A prediction that cannot be read (not a
+PNG, truncated) raises `InputError` naming it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from refseg.eval.metrics import (
     refavs_s,
     refer_iou,
 )
+from refseg.errors import InputError
 from refseg.io.rle import decode_polygons, decode_rle
 
 log = logging.getLogger(__name__)
@@ -45,15 +49,49 @@ class EvalResult:
     rows: list[dict[str, object]]
     key: str
     curve: dict[str, list[float]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+class _Absent:
+    """Records the predictions under `root` that are not there (each absent folder once)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.names: list[str] = []
+
+    def __call__(self, path: Path) -> bool:
+        """Whether `path` is absent (and then recorded, as its deepest absent folder if it has one)."""
+        if path.exists():
+            return False
+        place = path
+        while place.parent != self.root and not place.parent.exists():
+            place = place.parent
+        name = place.relative_to(self.root).as_posix()
+        if not self.names or self.names[-1] != name:
+            self.names.append(name)
+        return True
+
+
+def _json(path: Path, layout: str) -> dict:
+    """A ground-truth JSON file of `layout`; absent or unreadable: `InputError` naming it."""
+    if not path.is_file():
+        raise InputError(f"--gt {path.parent}: no {path.name}, so not the {layout} layout (or the wrong --protocol)")
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not readable JSON ({' '.join(str(err).split())})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: expected a JSON object, got a {type(value).__name__}")
+    return value
 
 
 def _jf(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     return jaccard_frames(gt, pred, void), boundary_f_frames(gt, pred, void)
 
 
-def _binary_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+def _binary_png(path: Path, shape: tuple[int, int], absent: _Absent) -> np.ndarray:
     """A prediction mask (any non-zero pixel is foreground); missing: empty."""
-    if not path.is_file():
+    if absent(path):
         return np.zeros(shape, dtype=bool)
     mask = read_index_png(path) > 0
     if mask.shape != shape:
@@ -76,17 +114,20 @@ def evaluate_expressions(pred: Path, gt: Path, layout: str) -> EvalResult:
     expression folder scores 0 (as the official MeViS script), a missing frame counts as empty.
     Expressions that record their phenomena (SynthRef) also get J&F per phenomenon.
     """
-    meta = json.loads((gt / "meta_expressions.json").read_text())["videos"]
-    masks = json.loads((gt / "mask_dict.json").read_text()) if layout == "mevis" else None
+    meta = _json(gt / "meta_expressions.json", layout).get("videos")
+    if not isinstance(meta, dict):
+        raise InputError(f"{gt / 'meta_expressions.json'}: no \"videos\" mapping (not the {layout} layout)")
+    masks = _json(gt / "mask_dict.json", layout) if layout == "mevis" else None
     rows = []
+    absent = _Absent(pred)
     for video, info in _progress(sorted(meta.items()), layout):
         for exp_id, exp in sorted(info["expressions"].items(), key=lambda kv: kv[0]):
             folder = pred / video / exp_id
             frames, truth = _expression_truth(gt, folder, video, info["frames"], exp, masks)
-            if not folder.is_dir() or truth is None:
+            if absent(folder) or truth is None:
                 j = f = 0.0
             else:
-                guess = np.stack([_binary_png(folder / f"{n}.png", truth.shape[1:]) for n in frames])
+                guess = np.stack([_binary_png(folder / f"{n}.png", truth.shape[1:], absent) for n in frames])
                 jv, fv = _jf(truth, guess)
                 j, f = float(jv.mean()), float(fv.mean())
             row = {"video": video, "expression": exp_id, "text": exp.get("exp", ""), "J": j, "F": f,
@@ -102,7 +143,7 @@ def evaluate_expressions(pred: Path, gt: Path, layout: str) -> EvalResult:
     for name in phenomena:
         members = [r["J&F"] for r in rows if name in str(r.get("phenomena", "")).split()]
         summary[f"J&F {name}"] = float(np.mean(members))
-    return EvalResult(layout, summary, rows, key="expression")
+    return EvalResult(layout, summary, rows, key="expression", missing=absent.names)
 
 
 def _expression_truth(gt: Path, pred_folder: Path, video: str, frames: list[str], exp: dict,
@@ -162,11 +203,11 @@ def _object_stack(ids: np.ndarray, count: int) -> np.ndarray:
     return np.stack([ids == k for k in range(1, count + 1)]) if count else np.zeros((0, *ids.shape), bool)
 
 
-def _prediction_ids(folder: Path, names: list[str], shape: tuple[int, int]) -> np.ndarray:
+def _prediction_ids(folder: Path, names: list[str], shape: tuple[int, int], absent: _Absent) -> np.ndarray:
     out = np.zeros((len(names), *shape), dtype=np.uint8)
     for t, name in enumerate(names):
         path = folder / f"{name}.png"
-        if path.is_file():
+        if not absent(path):
             ids = read_index_png(path)
             if ids.shape != shape:
                 raise ValueError(f"{path}: prediction is {ids.shape[1]}x{ids.shape[0]}, ground truth "
@@ -194,18 +235,19 @@ def evaluate_davis(pred: Path, gt: Path, split: str | None = "val") -> EvalResul
     ground-truth frame; predictions are indexed PNGs `pred/<sequence>/<frame>.png`."""
     annotations = davis_annotations(gt)
     rows = []
+    absent = _Absent(pred)
     for seq in _progress(davis_sequence_names(gt, annotations, split), "davis"):
         names = frame_names(annotations / seq)
         ids = read_sequence(annotations / seq, names)
         ids = np.where(ids == VOID, 0, ids)
         count = int(ids[0].max())
-        guess = _prediction_ids(pred / seq, names, ids.shape[1:])
+        guess = _prediction_ids(pred / seq, names, ids.shape[1:], absent)
         if int(guess.max()) > count:
             raise ValueError(f"{pred / seq}: prediction has object {int(guess.max())}, ground truth only {count}")
         truth, guess = _object_stack(ids[1:-1], count), _object_stack(guess[1:-1], count)
         for k in range(count):
             rows.append(_statistics_row(f"{seq}_{k + 1}", *_jf(truth[k], guess[k])))
-    return EvalResult("davis", _davis_summary(rows), rows, key="sequence")
+    return EvalResult("davis", _davis_summary(rows), rows, key="sequence", missing=absent.names)
 
 
 def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_proposals: int = 20) -> EvalResult:
@@ -223,6 +265,7 @@ def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_propo
     if not annotators:
         raise ValueError(f"{pred}: no anno_<k>/ prediction folders")
     rows, per_annotator = [], {}
+    absent = _Absent(pred)
     for annotator in annotators:
         annotator_rows = []
         for seq in _progress(davis_sequence_names(gt, annotations, split), annotator.name):
@@ -231,7 +274,7 @@ def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_propo
             void = ids == VOID
             ids = np.where(void, 0, ids)
             count = int(ids[0].max())
-            guess_ids = _prediction_ids(annotator / seq, names, ids.shape[1:])
+            guess_ids = _prediction_ids(annotator / seq, names, ids.shape[1:], absent)
             proposals = int(guess_ids.max())
             if proposals > max_proposals:
                 raise ValueError(f"{annotator / seq}: {proposals} predicted objects, at most {max_proposals}")
@@ -249,7 +292,7 @@ def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_propo
     for key in ("J-Mean", "F-Mean"):
         summary[key] = float(np.mean([np.mean([r[key] for r in rows if r["annotator"] == a]) for a in per_annotator]))
     summary.update({f"J&F {a}": v for a, v in per_annotator.items()})
-    return EvalResult("refdavis", summary, rows, key="sequence")
+    return EvalResult("refdavis", summary, rows, key="sequence", missing=absent.names)
 
 
 def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True) -> EvalResult:
@@ -261,6 +304,7 @@ def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True) -> EvalResu
     are dropped. J, F = means over frames per object; global = mean over all objects.
     """
     rows = []
+    absent = _Absent(pred)
     for video in _progress(sorted(p for p in gt.iterdir() if p.is_dir()), "sav"):
         for obj in sorted(p for p in video.iterdir() if p.is_dir()):
             names = frame_names(obj)
@@ -269,7 +313,8 @@ def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True) -> EvalResu
             if not names:
                 continue
             truth = np.stack([read_index_png(obj / f"{n}.png") > 0 for n in names])
-            guess = np.stack([_binary_png(pred / video.name / obj.name / f"{n}.png", truth.shape[1:]) for n in names])
+            guess = np.stack([_binary_png(pred / video.name / obj.name / f"{n}.png", truth.shape[1:], absent)
+                              for n in names])
             seen = np.flatnonzero(truth.any(axis=(1, 2)) | guess.any(axis=(1, 2)))
             if not truth.any() or seen.size == 0:
                 continue
@@ -281,7 +326,7 @@ def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True) -> EvalResu
         raise ValueError(f"{gt}: no <video>/<object>/<frame>.png annotation to score")
     j, f = float(np.mean([r["J"] for r in rows])), float(np.mean([r["F"] for r in rows]))
     return EvalResult("sav", {"J&F": (j + f) / 2, "J": j, "F": f, "objects": float(len(rows))}, rows,
-                      key="sequence")
+                      key="sequence", missing=absent.names)
 
 
 # -- referring image segmentation ----------------------------------------------------------------
@@ -292,10 +337,11 @@ def evaluate_ris(pred: Path, gt: Path, split: str = "val", convention: str = "la
     Predictions: `pred/<sent_id>.png`; a missing one counts as empty. Scored at the original image
     resolution (LAVT and ReLA resize to 480 x 480 first)."""
     refs = _load_refs(gt)
-    instances = json.loads((gt / "instances.json").read_text())
+    instances = _json(gt / "instances.json", "ris")
     images = {im["id"]: im for im in instances["images"]}
     anns = {a["id"]: a for a in instances["annotations"]}
     preds, gts, rows = [], [], []
+    absent = _Absent(pred)
     for ref in _progress([r for r in refs if r.get("split") == split], "ris"):
         image = images[ref["image_id"]]
         shape = (image["height"], image["width"])
@@ -305,14 +351,15 @@ def evaluate_ris(pred: Path, gt: Path, split: str = "val", convention: str = "la
             if ann_id in anns:
                 truth |= _decode_segmentation(anns[ann_id]["segmentation"], *shape)
         for sentence in ref["sentences"]:
-            guess = _binary_png(pred / f"{sentence['sent_id']}.png", shape)
+            guess = _binary_png(pred / f"{sentence['sent_id']}.png", shape, absent)
             preds.append(guess)
             gts.append(truth)
             rows.append({"sample": sentence["sent_id"], "text": sentence.get("sent", ""),
                          "I": int(np.count_nonzero(guess & truth)), "U": int(np.count_nonzero(guess | truth))})
     if not preds:
         raise ValueError(f"{gt}: no ref of split {split!r}")
-    return EvalResult("ris", {**refer_iou(preds, gts, convention), "samples": float(len(preds))}, rows, key="sample")
+    return EvalResult("ris", {**refer_iou(preds, gts, convention), "samples": float(len(preds))}, rows, key="sample",
+                      missing=absent.names)
 
 
 def _load_refs(gt: Path) -> list[dict]:
@@ -347,17 +394,20 @@ def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS
     refseg scores at the ground truth's resolution (a prediction of another size is resized to
     it, nearest) and averages over samples.
     """
+    if not (gt / "metadata.csv").is_file():
+        raise InputError(f"--gt {gt}: no metadata.csv, so not the refavs layout (Ref-AVS: metadata.csv, gt_mask/)")
     with (gt / "metadata.csv").open(newline="") as fh:
-        samples = [r for r in csv.DictReader(fh) if r["split"] in splits]
+        samples = [r for r in csv.DictReader(fh) if r.get("split") in splits]
     if not samples:
         raise ValueError(f"{gt / 'metadata.csv'}: no sample of split {', '.join(splits)}")
     rows: list[dict[str, object]] = []
+    absent = _Absent(pred)
     for sample in _progress(samples, "refavs"):
         uid = sample["uid"]
         truth_dir = gt / "gt_mask" / uid.rsplit("_", 2)[0] / f"fid_{sample['fid']}"
         names = frame_names(truth_dir)
         truth = np.stack([read_index_png(truth_dir / f"{n}.png") > 0 for n in names])
-        probs = np.stack([_probability_png(pred / uid / f"{n}.png", truth.shape[1:]) for n in names])
+        probs = np.stack([_probability_png(pred / uid / f"{n}.png", truth.shape[1:], absent) for n in names])
         group = REFAVS_SPLITS.get(sample["split"], sample["split"])
         row: dict[str, object] = {"sample": uid, "split": group, "text": sample.get("exp", "")}
         if group == "null":
@@ -375,15 +425,18 @@ def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS
     null = [r["S"] for r in rows if r["split"] == "null"]
     if null:
         summary["null S"] = float(np.mean(null))
-    return EvalResult("refavs", summary, rows, key="sample")
+    return EvalResult("refavs", summary, rows, key="sample", missing=absent.names)
 
 
-def _probability_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+def _probability_png(path: Path, shape: tuple[int, int], absent: _Absent) -> np.ndarray:
     """A prediction PNG as probabilities in [0, 1] (missing: all 0), resized to `shape` if needed."""
-    if not path.is_file():
+    if absent(path):
         return np.zeros(shape)
-    with Image.open(path) as image:
-        grey = image.convert("L")
-        if grey.size != (shape[1], shape[0]):
-            grey = grey.resize((shape[1], shape[0]), Image.NEAREST)
-        return np.asarray(grey, dtype=np.float64) / 255.0
+    try:
+        with Image.open(path) as image:
+            grey = image.convert("L")
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable PNG prediction ({' '.join(str(err).split())})") from err
+    if grey.size != (shape[1], shape[0]):
+        grey = grey.resize((shape[1], shape[0]), Image.NEAREST)
+    return np.asarray(grey, dtype=np.float64) / 255.0

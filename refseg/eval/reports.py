@@ -52,6 +52,9 @@ def _markdown(result: EvalResult) -> str:
         columns = list(result.rows[0])
         lines += ["", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
         lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in result.rows]
+    if result.missing:
+        lines += ["", f"Missing predictions, scored as empty masks ({len(result.missing)}):", ""]
+        lines += [f"- {name}" for name in result.missing]
     return "\n".join(lines) + "\n"
 
 
@@ -93,7 +96,8 @@ def _plot(result: EvalResult) -> bytes:
 def write_reports(result: EvalResult, out: str | os.PathLike[str]) -> list[Path]:
     """Write JSON, CSV, Markdown and PNG next to each other; returns their paths."""
     base = Path(out).with_suffix("")
-    payload = {"protocol": result.protocol, "summary": result.summary, "curve": result.curve, "rows": result.rows}
+    payload = {"protocol": result.protocol, "summary": result.summary, "curve": result.curve, "rows": result.rows,
+               "missing_predictions": result.missing}
     files = {
         base.with_suffix(".json"): json.dumps(payload, indent=2, allow_nan=True).encode(),
         base.with_suffix(".csv"): _csv(result).encode(),

@@ -7,6 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from refseg.errors import InputError
 from refseg.io.atomic import atomic_file
 
 # Distinct colours for object ids 1, 2, ... (id 0 is never drawn).
@@ -31,8 +32,13 @@ def write_mask_png(path: str | os.PathLike[str], mask: np.ndarray) -> None:
 
 
 def read_mask_png(path: str | os.PathLike[str]) -> np.ndarray:
-    """A mask PNG back as [H, W] bool (any non-zero pixel is the object)."""
-    return np.asarray(Image.open(path).convert("L")) > 0
+    """A mask PNG back as [H, W] bool (any non-zero pixel is the object); a file that is not a
+    readable image raises `InputError` naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L")) > 0
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise InputError(f"{path}: not a readable mask image ({' '.join(str(err).split())})") from err
 
 
 def overlay(frame: np.ndarray, masks: dict[int, np.ndarray], alpha: float = 0.5) -> np.ndarray:

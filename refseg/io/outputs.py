@@ -3,11 +3,14 @@
 Layout of `OUT/`:
     masks/<object id>/<frame index, 5 digits>.png   8-bit, 255 = object
     masks.json                                      the same masks as COCO RLE:
-        {"objects": {id: label}, "frames": [{"index": i, "masks": {id: {"size": [H, W], "counts": str}}}]}
+        {"objects": {id: label}, "frames": [{"index": i, "masks": {id: {"size": [H, W], "counts": str}}}],
+         "input": {"frames_decoded": n, ...}}   what the reader said of the input (`FrameStream.report`)
     overlay.mp4                                     the input with each object's mask blended in
 
-Everything is written into a hidden staging folder inside `OUT/` and moved into place only when
-the run finishes; a run that fails leaves `OUT/` as it was.
+Everything is written into a hidden staging folder beside `OUT/` (`.OUT.partial-<pid>`; inside
+`OUT/` when its parent cannot be written) and moved into place only when the run finishes: a run
+that fails, is interrupted or is killed leaves `OUT/` as it was (a killed run's staging folder is
+removed by the next run into the same `OUT/`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from refseg.engine.session import FrameResult
+from refseg.io.atomic import remove_stale, staging
 from refseg.io.masks import overlay, write_mask_png
 from refseg.io.rle import encode_rle
 from refseg.io.video import VideoWriter
@@ -33,9 +37,13 @@ class OutputWriter:
         self.out = Path(out)
         self.labels = dict(labels or {})
         self.rle_frames: list[dict] = []
-        self._created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.stage = self.out / f".partial-{os.getpid()}"
+        self.input: dict = {}
+        remove_stale(self.out)
+        parent = self.out.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        beside = os.access(parent, os.W_OK | os.X_OK) and (
+            not self.out.exists() or os.stat(parent).st_dev == os.stat(self.out).st_dev)  # a rename works
+        self.stage = staging(self.out) if beside else self.out / f".partial-{os.getpid()}"
         shutil.rmtree(self.stage, ignore_errors=True)
         self.stage.mkdir()
         self.video = VideoWriter(self.stage / "overlay.mp4", fps=fps)
@@ -54,8 +62,10 @@ class OutputWriter:
         """Move the finished outputs into `out`, replacing earlier ones."""
         self.video.close()
         objects = sorted({int(o) for f in self.rle_frames for o in f["masks"]} | set(self.labels))
-        document = {"objects": {str(o): self.labels.get(o, f"object {o}") for o in objects}, "frames": self.rle_frames}
+        document = {"objects": {str(o): self.labels.get(o, f"object {o}") for o in objects}, "frames": self.rle_frames,
+                    "input": {"frames_decoded": self.frames_written, **self.input}}
         (self.stage / "masks.json").write_text(json.dumps(document))
+        self.out.mkdir(exist_ok=True)
         for item in sorted(self.stage.iterdir()):
             target = self.out / item.name
             if target.is_dir():
@@ -67,8 +77,6 @@ class OutputWriter:
         """Drop everything this writer staged."""
         self.video.abort()
         shutil.rmtree(self.stage, ignore_errors=True)
-        if self._created and not any(self.out.iterdir()):
-            self.out.rmdir()
 
     def __enter__(self) -> OutputWriter:
         return self

@@ -6,7 +6,8 @@ device N on macOS) and network streams (rtsp://, rtmp://, http(s)://, udp://); t
 until they end or the reader stops.
 
 Every frame comes out as an H x W x 3 uint8 RGB numpy array. A file that cannot be decoded,
-or that holds no frame, raises `InputError` naming the file.
+or that holds no frame, raises `InputError` naming the file. A file that decodes in part (cut
+short, damaged packets) gives the frames that decode and says which did not (`DecodeReport`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,14 +24,12 @@ import av
 import numpy as np
 from PIL import Image
 
+from refseg.errors import InputError
+
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-class InputError(ValueError):
-    """An input file or folder that cannot be read."""
 
 
 LIVE_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://")
@@ -39,26 +39,155 @@ def is_live(source: str | os.PathLike[str]) -> bool:
     return str(source).startswith(("cam://", *LIVE_SCHEMES))
 
 
-def frames(source: str | os.PathLike[str]) -> Iterator[np.ndarray]:
+@dataclass
+class DecodeReport:
+    """What reading an input gave, against what its container announced.
+
+    decoded: frames read; announced: the frame count the container states (its frame table, or
+    duration x rate; None where it states neither: live sources, folders, some Matroska files);
+    skipped_after: for each packet that could not be decoded, how many frames had been read
+    before it; corrupt: indices of frames the decoder marked as damaged (concealed errors)."""
+
+    decoded: int = 0
+    announced: int | None = None
+    skipped_after: list[int] = field(default_factory=list)
+    corrupt: list[int] = field(default_factory=list)
+
+    @property
+    def missing(self) -> int:
+        """Announced frames that never came (one frame of slack for rounded durations)."""
+        if self.announced is None or self.decoded >= self.announced - 1:
+            return 0
+        return self.announced - self.decoded
+
+    def problems(self) -> list[str]:
+        """One phrase per kind of damage, with counts and frame indices; empty for a sound input."""
+        found = []
+        if self.missing:
+            where = "" if self.skipped_after else f" (frames {self.decoded}-{self.announced - 1}: a truncated file?)"
+            found.append(f"the container announces {self.announced} frames but only {self.decoded} were read{where}")
+        if self.skipped_after:
+            found.append(f"{len(self.skipped_after)} undecodable packet(s) skipped, after frames {_listed(self.skipped_after)}")
+        if self.corrupt:
+            found.append(f"{len(self.corrupt)} frame(s) decoded with concealed damage: {_listed(self.corrupt)}")
+        return found
+
+    def as_dict(self) -> dict:
+        return {"frames_decoded": self.decoded, "frames_announced": self.announced,
+                "skipped_packets_after_frames": self.skipped_after, "damaged_frames": self.corrupt}
+
+
+def _listed(indices: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in indices[:limit])
+    return shown + (f" and {len(indices) - limit} more" if len(indices) > limit else "")
+
+
+class FrameStream(Iterator[np.ndarray]):
+    """The frames of an input, one H x W x 3 uint8 RGB array at a time, and `report`, what the
+    reading found so far (complete once the stream is exhausted). Damage is logged as one warning
+    when the stream ends; with `strict`, the first sign of it raises `InputError` instead."""
+
+    def __init__(self, source: str | os.PathLike[str], strict: bool = False) -> None:
+        self.source = source
+        self.strict = strict
+        self.report = DecodeReport()
+        self._frames = self._read()
+
+    def __iter__(self) -> FrameStream:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return next(self._frames)
+
+    def _read(self) -> Iterator[np.ndarray]:
+        source = self.source
+        if is_live(source):
+            yield from self._counted(_live(str(source)))
+            return
+        path = Path(source)
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise InputError(f"{path}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            yield from self._counted(read_image(image) for image in images)
+            return
+        if not path.is_file():
+            raise InputError(f"{path}: no such file or folder")
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            yield from self._counted(iter([read_image(path)]))
+            return
+        yield from self._decode(path)
+
+    def _counted(self, items: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for item in items:
+            self.report.decoded += 1
+            yield item
+
+    def _damage(self, what: str) -> None:
+        if self.strict:
+            raise InputError(f"{self.source}: {what} (--strict; without it the readable frames are used)")
+
+    def _decode(self, path: Path) -> Iterator[np.ndarray]:
+        report = self.report
+        try:
+            container = av.open(str(path))
+        except (av.FFmpegError, OSError) as err:
+            raise InputError(f"{path}: cannot open as a video ({_reason(err)})") from err
+        with container:
+            if not container.streams.video:
+                raise InputError(f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            report.announced = _announced(container, stream)
+            try:
+                for packet in container.demux(stream):
+                    try:
+                        decoded = packet.decode()
+                    except av.FFmpegError as err:
+                        report.skipped_after.append(report.decoded)
+                        self._damage(f"an undecodable packet after frame {report.decoded} ({_reason(err)})")
+                        continue
+                    for frame in decoded:
+                        if frame.is_corrupt:
+                            report.corrupt.append(report.decoded)
+                            self._damage(f"frame {report.decoded} is damaged")
+                        report.decoded += 1
+                        yield frame.to_ndarray(format="rgb24")
+            except av.FFmpegError as err:  # the container itself stops making sense
+                if report.decoded == 0:
+                    raise InputError(f"{path}: cannot decode video ({_reason(err)})") from err
+                report.skipped_after.append(report.decoded)
+                self._damage(f"the file cannot be read past frame {report.decoded} ({_reason(err)})")
+        if report.decoded == 0:
+            raise InputError(f"{path}: no frame could be decoded (empty or corrupt file)")
+        if report.missing:
+            self._damage(f"{report.missing} of the {report.announced} announced frames are missing")
+        problems = report.problems()
+        if problems:
+            log.warning("%s: %s; the results cover the %d frames read (--strict makes this an error)", path,
+                        "; ".join(problems), report.decoded)
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _announced(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int | None:
+    """The frame count the container states: its frame table, else its duration x frame rate."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate
+    if stream.duration and stream.time_base and rate:
+        return round(float(stream.duration * stream.time_base * rate))
+    if container.duration and rate:
+        return round(container.duration / av.time_base * float(rate))
+    return None
+
+
+def frames(source: str | os.PathLike[str], strict: bool = False) -> FrameStream:
     """Frames of a video file, of the images of a folder (sorted by name), of one image, or of a
-    live source (`cam://N`, rtsp:// ...)."""
-    if is_live(source):
-        yield from _live(str(source))
-        return
-    path = Path(source)
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise InputError(f"{path}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
-        for image in images:
-            yield read_image(image)
-        return
-    if not path.is_file():
-        raise InputError(f"{path}: no such file or folder")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        yield read_image(path)
-        return
-    yield from _decode(path)
+    live source (`cam://N`, rtsp:// ...); see `FrameStream` for what is said of damaged input."""
+    return FrameStream(source, strict)
 
 
 def _live(source: str) -> Iterator[np.ndarray]:
@@ -81,23 +210,6 @@ def _live(source: str) -> Iterator[np.ndarray]:
                 yield frame.to_ndarray(format="rgb24")
         except av.FFmpegError as err:
             raise InputError(f"{source}: stream interrupted ({err})") from err
-
-
-def _decode(path: Path) -> Iterator[np.ndarray]:
-    count = 0
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                count += 1
-                yield frame.to_ndarray(format="rgb24")
-    except av.FFmpegError as err:
-        raise InputError(f"{path}: cannot decode video after {count} frames ({err})") from err
-    if count == 0:
-        raise InputError(f"{path}: no frame could be decoded (empty or corrupt file)")
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -124,13 +236,26 @@ def video_fps(source: str | os.PathLike[str], default: float = 24.0) -> float:
     return float(rate) if rate else default
 
 
+def letterbox(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`frame` [h, w, 3] scaled to fit `height` x `width` with its aspect kept, centred on black."""
+    h, w = frame.shape[:2]
+    scale = min(height / h, width / w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    scaled = np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    out[top : top + size[1], left : left + size[0]] = scaled
+    return out
+
+
 class VideoWriter:
     """Writes RGB frames to an H.264 (yuv420p) video, atomically.
 
     Frames go to a hidden temporary file beside the target, renamed onto it by `close()`; if the
     writer is closed after an error (used as a context manager), the temporary file is removed
     and nothing is left at the target. Odd frame sizes are padded by one pixel (H.264 needs
-    even sizes).
+    even sizes); a frame of another size than the first is scaled to fit the first's with its
+    aspect kept (`letterbox`).
     """
 
     def __init__(self, path: str | os.PathLike[str], fps: float = 24.0, crf: int = 18) -> None:
@@ -148,6 +273,8 @@ class VideoWriter:
             raise ValueError(f"{self.path}: frames must be H x W x 3 uint8, got {frame.shape} {frame.dtype}")
         height, width = frame.shape[:2]
         frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        if self._stream is not None and frame.shape[:2] != (self._stream.height, self._stream.width):
+            frame = letterbox(frame, self._stream.height, self._stream.width)
         if self._container is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fmt = {".mkv": "matroska", ".webm": "webm", ".avi": "avi"}.get(self.path.suffix.lower(), "mp4")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import AutoTokenizer, BertModel, Sam2VideoConfig, SamConfig, ViltConfig, ViltModel
 
@@ -46,7 +46,7 @@ from refseg.engine.hooks import MethodHooks
 from refseg.engine.session import FrameResult, ObjectResult, Session
 from refseg.io.atomic import atomic_dir
 from refseg.prompts import Box, Points, Prompt
-from refseg.sam.checkpoint import config_for_official, convert_official_state_dict
+from refseg.sam.checkpoint import config_for_official, convert_official_state_dict, read_safetensors
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput
 from refseg.sam.memory import MemoryReadout
@@ -291,7 +291,7 @@ class EvfSam(nn.Module):
         config = EvfConfig(**dict(meta["evf"], beit3=Beit3Config(**meta["evf"]["beit3"])))
         sam = Sam1(SamConfig(**meta["sam"])) if "sam" in meta else Sam2(Sam2VideoConfig(**meta["sam2"]))
         model = cls(sam, config, fresh=False)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
+        state = {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(path / "model.safetensors").items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
@@ -315,7 +315,7 @@ class EvfSam(nn.Module):
             raise ValueError(f"{path}: no *.safetensors or pytorch_model*.bin weights")
         state: dict[str, Tensor] = {}
         for file in files:
-            state.update(load_file(str(file)) if file.suffix == ".safetensors"
+            state.update(read_safetensors(file) if file.suffix == ".safetensors"
                          else torch.load(file, map_location="cpu", weights_only=True))
         converted = convert_official_evf(state)
         sizes = beit3_config_from_state({k.removeprefix("encoder."): v for k, v in converted.items()

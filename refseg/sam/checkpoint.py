@@ -11,23 +11,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 from transformers import Sam2VideoConfig, Sam2VideoModel
+from transformers.utils import logging as hf_logging
 
+from refseg.errors import CheckpointError
 from refseg.sam.config import HIERA_SIZES, sam2_config
 from refseg.sam.model import Sam2
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be found, read or matched to the model."""
 
 
 # Official name -> transformers name, applied in order (each rule at most once per key).
@@ -169,6 +169,19 @@ def load_state(model: Sam2, state: dict[str, Tensor], source: str) -> Sam2:
     return model
 
 
+def read_safetensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """The tensors of a `.safetensors` file; a missing, truncated or damaged file raises
+    `CheckpointError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type (and OSError, MemoryError) for a damaged file
+        reason = " ".join(str(err).split())
+        raise CheckpointError(f"{path}: cannot read the weights, the file is damaged or truncated ({reason})") from err
+
+
 def read_state_dict(path: str | os.PathLike[str], weights_only: bool = True) -> dict[str, Tensor]:
     """The state dict of a `.pt` / `.pth` file: the file itself or its "model" entry.
     `weights_only=False` also reads files that pickle other objects (training arguments)."""
@@ -193,6 +206,44 @@ def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None =
 SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "sam2_synth"  # `load_sam2("synth")`
 
 
+def _load_folder(path: Path, dtype: torch.dtype) -> Sam2:
+    """A `transformers` SAM 2 video model folder, every weight present and used: a folder of
+    another kind of model (a refseg SAMWISE folder, a SAM 1) or a damaged weights file is refused
+    rather than filled with random weights."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: a SAM 2 model folder needs config.json and model.safetensors")
+    try:
+        meta = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config_file}: not a readable JSON file ({err})") from None
+    if not isinstance(meta, dict) or meta.get("model_type") != "sam2_video":
+        kinds = ", ".join(k for k in meta if isinstance(meta.get(k), dict)) if isinstance(meta, dict) else ""
+        kind = meta.get("model_type") if isinstance(meta, dict) and meta.get("model_type") else kinds or "no model type"
+        raise CheckpointError(f"{path}: not a SAM 2 model folder (its config.json describes {kind}); "
+                              "a refseg text model folder goes to --model")
+    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not weights:
+        raise CheckpointError(f"{path}: no model.safetensors beside config.json")
+    for file in weights:
+        if file.suffix == ".safetensors":
+            read_safetensors(file)  # a damaged file is named here, not deep inside `transformers`
+    previous, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the load report is replaced by the check below
+    hf_logging.disable_progress_bar()
+    try:
+        hf, info = Sam2VideoModel.from_pretrained(path, dtype=dtype, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bar:
+            hf_logging.enable_progress_bar()
+    wrong = {k: v for k, v in info.items() if k != "error_msgs" and v}
+    if wrong or info.get("error_msgs"):
+        details = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {sorted(map(str, v))[0]})" for k, v in wrong.items())
+        raise CheckpointError(f"{path}: its weights do not match its config.json: {details or info['error_msgs'][0]}")
+    return Sam2(hf.config, hf).to(dtype).eval()
+
+
 def load_sam2(source: str | os.PathLike[str], config: Sam2VideoConfig | None = None,
               dtype: torch.dtype = torch.float32) -> Sam2:
     """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, a hub id, or "synth"
@@ -209,10 +260,7 @@ def load_sam2(source: str | os.PathLike[str], config: Sam2VideoConfig | None = N
             raise CheckpointError(f"{source}: expected an official SAM 2 .pt file or a model directory")
         return load_official(path, config, dtype)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{source}: a model directory needs config.json and model.safetensors")
-        hf = Sam2VideoModel.from_pretrained(path, dtype=dtype)
-        return Sam2(hf.config, hf).to(dtype).eval()
+        return _load_folder(path, dtype)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)) or path.suffix in (".pt", ".pth"):
         raise CheckpointError(f"{source}: no such file or directory")
     try:

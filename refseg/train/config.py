@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from refseg.errors import ConfigError
 from refseg.io.atomic import atomic_file
 from refseg.methods.evf_sam import EvfConfig
 from refseg.methods.glus.model import GlusSpec
@@ -215,9 +216,24 @@ def load_config(source: str | os.PathLike[str] | dict) -> TrainConfig:
     else:
         path = Path(source)
         if not path.is_file():
-            raise ValueError(f"{path}: no such config file")
-        values = yaml.safe_load(path.read_text()) or {}
-    return _build(TrainConfig, values, "")  # type: ignore[return-value]
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{at} ({getattr(err, 'problem', None) or err})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (a YAML config is expected)") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings (task: ..., steps: ...), got a "
+                              f"{type(values).__name__}")
+    try:
+        return _build(TrainConfig, values, "")  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err) if isinstance(source, dict) else f"{source}: {err}") from None
 
 
 def to_dict(config: TrainConfig) -> dict:

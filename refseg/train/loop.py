@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from tqdm import tqdm
 
 from refseg.data import formats, synth
 from refseg.encoders.text import TextEncoder
+from refseg.errors import CheckpointError, ConfigError
 from refseg.io.atomic import atomic_dir
 from refseg.methods.evf_sam import EvfSam
 from refseg.methods.glus import Glus
@@ -189,7 +191,7 @@ def _load_weights(model: nn.Module, path: Path, absent: tuple[str, ...] = ("text
         load_stored(model, path)
         return
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such checkpoint file")
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(absent)]
@@ -248,12 +250,36 @@ def freeze(model: nn.Module, prefixes: list[str]) -> None:
             named[name].requires_grad_(False)
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train `config.task`; returns the run directory."""
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "final")
+
+
+def _prepare_run(run: Path, resume: bool, overwrite: bool, rank: int, world: int) -> None:
+    """Refuse a run folder that holds a run unless it is resumed or overwritten (whose files then
+    go); a resume with nothing to resume says so."""
+    held = [name for name in RUN_FILES if (run / name).exists()]
+    if resume:
+        if _latest(run) is None:
+            log.warning("--resume: no checkpoint in %s, nothing to resume: starting from step 0", run)
+        return
+    if held and not overwrite:
+        raise ConfigError(f"{run}: holds a run already ({', '.join(held)}); pass --resume to continue it or "
+                          "--overwrite to start again, or set another out: in the config")
+    if held and rank == 0:
+        log.warning("--overwrite: removing the run in %s (%s)", run, ", ".join(held))
+        for name in held:
+            shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    if held and world > 1:
+        dist.barrier()
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
+    """Train `config.task`; returns the run directory. A folder that holds a run is continued
+    (`resume`) or started again (`overwrite`), never mixed with a new run."""
     rank, world = _distributed()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} is not a multiple of the {world} processes")
     run = Path(config.out)
+    _prepare_run(run, resume, overwrite, rank, world)
     torch.manual_seed(config.seed)
     task = build_task(config)
     model = task.model.train()
@@ -278,9 +304,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> P
         rng.bit_generator.state = state["rng"]
         sampler.rng.bit_generator.state = state["sampler_rng"]
         start = state["step"]
-        log.info("resumed %s at step %d", run, start)
-    elif resume:
-        log.info("no checkpoint in %s: starting from step 0", run)
+        log.info("resuming %s from %s: step %d of %d", run, latest.relative_to(run), start, config.steps)
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         dump(config, run / "config.yaml")

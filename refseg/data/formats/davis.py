@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from refseg.errors import InputError
 from refseg.io.atomic import atomic_file
 
 VOID = 255
@@ -19,12 +20,15 @@ VOID = 255
 
 def read_index_png(path: str | os.PathLike[str]) -> np.ndarray:
     """A PNG as [H, W] uint8 object ids: palette indices, grey values as ids, and a 0/255 or
-    colour image as one object (any non-zero pixel is id 1)."""
-    image = Image.open(path)
-    if image.mode == "P":
-        return np.asarray(image, dtype=np.uint8)
-    values = np.asarray(image.convert("L"))
-    if image.mode == "L" and not np.isin(values, (0, 255)).all():
+    colour image as one object (any non-zero pixel is id 1). An unreadable file raises `InputError`."""
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P":
+                return np.asarray(image, dtype=np.uint8)
+            mode, values = image.mode, np.asarray(image.convert("L"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise InputError(f"{path}: not a readable PNG mask ({' '.join(str(err).split())})") from err
+    if mode == "L" and not np.isin(values, (0, 255)).all():
         return values
     return (values > 0).astype(np.uint8)
 
@@ -39,7 +43,7 @@ def read_sequence(folder: str | os.PathLike[str], names: list[str] | None = None
     folder = Path(folder)
     names = frame_names(folder) if names is None else names
     if not names:
-        raise FileNotFoundError(f"{folder}: no PNG annotation")
+        raise InputError(f"{folder}: no PNG annotation (not a DAVIS-style <sequence>/<frame>.png folder)")
     return np.stack([read_index_png(folder / f"{n}.png") for n in names])
 
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import (AutoTokenizer, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
                           PreTrainedTokenizerBase, Sam2VideoConfig)
@@ -28,7 +27,7 @@ from refseg.methods.glus.keyframe import SELECTOR_TOKENS, KeyFrameSelector
 from refseg.methods.glus.mllm import GlusLlm
 from refseg.methods.glus.model import Glus, GlusConfig, GlusSpec
 from refseg.methods.glus.vision import ClipTower, Sam2Tower, VisionTokens
-from refseg.sam.checkpoint import load_sam2
+from refseg.sam.checkpoint import load_sam2, read_safetensors
 from refseg.sam.model import Sam2
 
 TINY_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -147,7 +146,7 @@ def load_stored(model: Glus | KeyFrameSelector, file: Path) -> None:
     tensor the model stores must be there."""
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such GLUS weights file")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(file)).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(file).items()}
     expected = set(model.stored_state())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

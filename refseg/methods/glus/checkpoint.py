@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 import transformers
 from transformers import (AutoTokenizer, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase,
@@ -30,7 +29,7 @@ from refseg.methods.glus.mllm import GlusLlm
 from refseg.methods.glus.model import Glus, GlusConfig
 from refseg.methods.glus.vision import ClipTower, VisionTokens
 from refseg.sam.checkpoint import (CheckpointError, config_for_official, convert_official_state_dict, load_state,
-                                   read_state_dict)
+                                   read_safetensors, read_state_dict)
 from refseg.sam.model import Sam2
 
 _LLM = ("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.")
@@ -72,7 +71,7 @@ def read_folder_weights(folder: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{folder}: no model weights (*.safetensors or pytorch_model*.bin)")
     state: dict[str, Tensor] = {}
     for file in files:
-        state.update(load_file(str(file)) if file.suffix == ".safetensors" else read_state_dict(file))
+        state.update(read_safetensors(file) if file.suffix == ".safetensors" else read_state_dict(file))
     return state
 
 

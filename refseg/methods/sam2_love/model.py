@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import Sam2VideoConfig
 
@@ -39,6 +39,7 @@ from refseg.io.audio import fit_to_frames, frame_times, resample
 from refseg.methods.sam2_love.fusion import FusionTransformer, projection
 from refseg.methods.sam2_love.propagation import HISTORY, TokenPropagation
 from refseg.prompts import Audio
+from refseg.sam.checkpoint import read_safetensors
 from refseg.sam.model import Sam2
 
 PROMPTS = ("token", "mean")
@@ -282,7 +283,7 @@ class Sam2Love(nn.Module):
         if "sam2_love" not in meta:
             raise ValueError(f"{path}: config.json describes no SAM2-LOVE model (no 'sam2_love' entry)")
         model = cls.from_meta(meta)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
+        state = {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(path / "model.safetensors").items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("text.")]
         if missing or unexpected:

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import Sam2VideoConfig
 
@@ -40,6 +40,7 @@ from refseg.methods.sam_i2v.selector import select
 from refseg.methods.sam_i2v.tfi import TemporalFeatureIntegrator
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.memory import MemoryReadout, memory_position_encoding, memory_tokens
+from refseg.sam.checkpoint import read_safetensors
 from refseg.sam.model import Sam2
 from refseg.sam.single_scale import SingleScaleSam
 from refseg.sam.tiny_sam import TinySam
@@ -122,7 +123,7 @@ class SamI2V(nn.Module):
         if "sam_i2v" not in meta:
             raise ValueError(f"{path}: config.json describes no SAM-I2V model (no 'sam_i2v' entry)")
         model = cls.from_meta(meta)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
+        state = {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(path / "model.safetensors").items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")

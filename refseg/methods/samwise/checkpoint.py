@@ -180,12 +180,18 @@ def load_official_samwise(path: str | os.PathLike[str], tokenizer: str | os.Path
 
     The official mask decoder never falls back to a multimask output on unstable single masks
     (`dynamic_multimask_via_stability` is off in its SAM 2 build), so it is switched off here."""
+    state = read_state_dict(path, weights_only=False)
+    names = [k.removeprefix("module.") for k in state]
+    if not any(k.startswith("text_encoder.") for k in names):
+        sam2 = any(k.startswith("image_encoder.") for k in names)
+        raise CheckpointError(f"{path}: {'an official SAM 2 checkpoint' if sam2 else 'not a SAMWISE checkpoint'} "
+                              f"(no text_encoder.* weights){'; pass it with --sam2' if sam2 else ''}")
     try:
         words = AutoTokenizer.from_pretrained(tokenizer)
     except OSError as err:
         raise CheckpointError(f"SAMWISE tokenizer {str(tokenizer)!r}: not a tokenizer folder, and the hub cannot be "
                               "reached to fetch it (offline?): pass the folder of a RoBERTa-base tokenizer") from err
-    sam_official, text, samwise = convert_official_samwise(read_state_dict(path, weights_only=False))
+    sam_official, text, samwise = convert_official_samwise(state)
     sam_config = copy.deepcopy(sam2_config) if sam2_config is not None else config_for_official(sam_official)
     sam_config.mask_decoder_config.dynamic_multimask_via_stability = False
     sam = load_state(Sam2(sam_config), convert_official_state_dict(sam_official), str(path))

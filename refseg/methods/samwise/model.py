@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import Sam2VideoConfig
 
@@ -36,7 +36,7 @@ from refseg.methods.samwise.cme import ConditionalMemoryEncoder, fuse_masks, mem
 from refseg.methods.samwise.prompt import TextPrompt, verb_token_mask
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
-from refseg.sam.checkpoint import load_sam2
+from refseg.sam.checkpoint import load_sam2, read_safetensors
 from refseg.sam.memory import MemoryReadout
 from refseg.sam.model import Sam2
 from refseg.sam.preprocess import SAM2, Preprocess
@@ -173,7 +173,7 @@ class Samwise(nn.Module):
         source = meta.get("sam2_source")
         sam = load_sam2(source) if source else Sam2(Sam2VideoConfig(**meta["sam2"]))
         model = cls(sam, text if text is not None else TextEncoder.from_pretrained(config.text_encoder), config)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path / "model.safetensors")).items()}
+        state = {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(path / "model.safetensors").items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith(("text.", "sam.") if source else "text.")]
         if missing or unexpected:

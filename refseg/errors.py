@@ -1,0 +1,29 @@
+"""The failures refseg expects: each says in one line which input is wrong, what is wrong with
+it and what the user can do. The CLI prints them as `refseg: error: ...` and exits with status 2;
+anything else is a bug and prints one line that points to `--debug`.
+
+This module imports nothing heavy, so the CLI can check arguments and inputs before torch and
+the models load."""
+
+from __future__ import annotations
+
+
+class RefsegError(ValueError):
+    """An expected failure with a message for the user (a `ValueError`, as bad values are)."""
+
+
+class InputError(RefsegError):
+    """An input file or folder that cannot be read, or reads as something else than expected."""
+
+
+class CheckpointError(RefsegError):
+    """A checkpoint could not be found, read or matched to the model."""
+
+
+class ConfigError(RefsegError):
+    """A training or model configuration that cannot be read or is inconsistent."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised where the process is, as SIGINT raises `KeyboardInterrupt`, so that every
+    staged output is dropped on the way out (a `BaseException`: no `except Exception` swallows it)."""
