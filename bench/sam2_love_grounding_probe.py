@@ -11,14 +11,20 @@ scenes (`--held-out` videos after the training ones, never trained on) at the en
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm import tqdm
 
+from refseg.data import synth
+from refseg.methods.sam2_love.model import clip_fps
+from refseg.prompts import Audio
 from refseg.train.config import load_config
-from refseg.train.loop import build_task, load_samples
+from refseg.train.loop import build_task
 from refseg.train.sam2_love import pad_texts
 
 
@@ -29,40 +35,67 @@ def patch_of(mask: np.ndarray, grid: int) -> int:
     return row * grid + col
 
 
+@dataclass
+class Item:
+    """What the probe keeps of one expression: frame 0's frozen features, the text, the label."""
+
+    audio: torch.Tensor  # [N, d_A]
+    cls: torch.Tensor  # [1, d_V]
+    patches: torch.Tensor  # [hw, d_V] of frame 0
+    text: str
+    label: int
+
+
+def items(model, samples, grid: int, desc: str) -> list[Item]:
+    """Scenes are generated one by one and dropped once frame 0's features are kept, so memory
+    holds thousands of scenes (the training task keeps whole videos)."""
+    out = []
+    for sample in tqdm(samples, desc=desc, unit="scene"):
+        frames = sample.load_frames()
+        audio = Audio(sample.audio, sample.sample_rate)
+        with torch.no_grad():
+            f = model.clip_features(frames, audio, clip_fps(len(frames), audio))
+        for x in sample.expressions:
+            mask = sample.target_mask(x)[0] if x.target_ids else None
+            if mask is not None and mask.any():
+                out.append(Item(f.audio.half(), f.cls[:1].half(), f.patches[0].half(), x.text, patch_of(mask, grid)))
+    return out
+
+
 def run(seed: int, steps: int, count: int, held_out: int, lr: float) -> tuple[list[float], float]:
     torch.manual_seed(seed)
     config = load_config("configs/sam2_love_synth.yaml")
-    config.data.count = count + held_out
-    task = build_task(config)
-    model = task.model
-    samples = load_samples(config)
-    task.sampler(samples, seed)
+    model = build_task(config).model
     grid = model.frame_encoder.grid
-    pairs = [(v, e) for v, s in enumerate(samples) for e, x in enumerate(s.expressions) if x.target_ids
-             and s.target_mask(x)[0].any()]
-    train = [p for p in pairs if p[0] < count]
-    test = [p for p in pairs if p[0] >= count]
+    data = config.data
+    scenes = synth.split_samples(data.split, data.seed, count + held_out, audio_visual=True)
+    train = items(model, itertools.islice(scenes, count), grid, "train scenes")
+    test = items(model, scenes, grid, "held-out scenes")
     head = torch.nn.Linear(model.config.width, grid * grid)
     parts = [model.audio_proj, model.text_proj, model.visual_proj, model.fusion, model.tokens, head]
     params = [p for m in parts for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
+    texts: dict[str, torch.Tensor] = {}
 
-    def logits(batch: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        clips = [task.clip(v) for v, _ in batch]
-        text, padding = pad_texts([task.text(samples[v].expressions[e].text) for v, e in batch])
-        audio = model.audio_proj(torch.stack([c.audio for c in clips]))
-        cls = model.visual_proj(torch.stack([c.cls for c in clips]))
-        patches = model.visual_proj(torch.stack([c.patches[0] for c in clips]))
-        seg = model.tokens.step(model.fusion, model.tokens.initial(len(batch)), audio, model.text_proj(text), padding,
+    def text(value: str) -> torch.Tensor:
+        if value not in texts:
+            states, padding = model.encode_texts([value])
+            texts[value] = states[0, ~padding[0]]
+        return texts[value]
+
+    def logits(batch: list[Item]) -> tuple[torch.Tensor, torch.Tensor]:
+        words, padding = pad_texts([text(x.text) for x in batch])
+        audio = model.audio_proj(torch.stack([x.audio.float() for x in batch]))
+        cls = model.visual_proj(torch.stack([x.cls.float() for x in batch]))
+        patches = model.visual_proj(torch.stack([x.patches.float() for x in batch]))
+        seg = model.tokens.step(model.fusion, model.tokens.initial(len(batch)), audio, model.text_proj(words), padding,
                                 cls, patches, 0)
-        labels = torch.tensor([patch_of(samples[v].target_mask(samples[v].expressions[e])[0], grid) for v, e in batch])
-        return head(seg[:, 0]), labels
+        return head(seg[:, 0]), torch.tensor([x.label for x in batch])
 
     accuracy = []
-    for _ in range(steps):
-        batch = [train[int(i)] for i in rng.integers(len(train), size=8)]
-        out, labels = logits(batch)
+    for _ in tqdm(range(steps), desc=f"probe seed {seed}", unit="step"):
+        out, labels = logits([train[int(i)] for i in rng.integers(len(train), size=8)])
         F.cross_entropy(out, labels).backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -32,10 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from refseg.errors import InputError, Interrupted
+from refseg.errors import InputError, Interrupted, reading
 
 if TYPE_CHECKING:  # the heavy imports (torch, transformers, the models) wait until the input is checked
     from refseg.engine import Session
+    from refseg.eval.protocols import EvalResult
     from refseg.io.video import FrameStream
     from refseg.models import Model
     from refseg.prompts import Box, Points, Prompt
@@ -313,6 +314,8 @@ def _text_model(args: argparse.Namespace) -> Model:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    check_out(args.out)
+    _check_model_path(args.model)
     from refseg.demo import demo_scene, run_click_demo, run_text_demo
     from refseg.models import load, ships
     from refseg.sam.checkpoint import load_sam2
@@ -375,15 +378,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if not Path(args.config).is_file():
-        raise InputError(f"{args.config}: no such config file")
+    from refseg.train.config_file import read_config_file
+
+    settings = read_config_file(args.config)  # a damaged file fails here, before the models' imports
     from refseg.train.config import load_config
     from refseg.train.loop import train
 
     if args.resume and args.overwrite:
         raise InputError("train: --resume continues the run in the config's out folder, --overwrite starts it again; "
                          "give one")
-    run = train(load_config(args.config), resume=args.resume, overwrite=args.overwrite)
+    try:
+        config = load_config(settings)
+    except ValueError as err:
+        raise InputError(f"{args.config}: {err}") from None
+    run = train(config, resume=args.resume, overwrite=args.overwrite)
     log.info("run directory: %s (metrics.jsonl, checkpoints/, final/)", run)
     return 0
 
@@ -396,42 +404,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not gt.is_dir():
         raise InputError(f"--gt {gt}: no such ground-truth folder")
     check_out(args.out, folder=False)
-    if args.protocol != "pvs":
-        if not args.pred or not Path(args.pred).is_dir():
-            raise InputError(f"--pred {args.pred}: no such prediction folder")
-        if Path(args.pred).resolve() == gt.resolve():
-            raise InputError(f"--pred {args.pred}: is the ground-truth folder itself; give the folder of predictions")
-    from refseg.eval import interactive, protocols
-    from refseg.eval.reports import summary_table, write_reports
-
     if args.protocol == "pvs":
-        from refseg.engine import FeatureCache, Session
-
         if args.method == "sam2" and not args.sam2:
             raise InputError("--protocol pvs runs the model: give --sam2 (or --method sam-i2v --model ...)")
         if args.method == "sam-i2v" and not args.model:
             raise InputError("--method sam-i2v: give --model (a SAM-I2V folder or a published SAM-I2V .pt file)")
-        _check_device(args.device)
-        template = _click_session(args.method, args.sam2, args.model, args.device)
-        cache = FeatureCache()  # each frame encoded once over the protocol's many replays
-        result = interactive.evaluate_pvs(gt, lambda: Session(template.model, template.hooks, seed=args.seed,
-                                                              feature_cache=cache),
-                                          mode=args.mode, split=args.split, max_frames=args.max_frames,
-                                          clicks=args.clicks)
     else:
-        pred = Path(args.pred)
-        if args.protocol in ("mevis", "ytvos"):
-            result = protocols.evaluate_expressions(pred, gt, args.protocol)
-        elif args.protocol == "davis":
-            result = protocols.evaluate_davis(pred, gt, args.split)
-        elif args.protocol == "refdavis":
-            result = protocols.evaluate_refdavis(pred, gt, args.split)
-        elif args.protocol == "sav":
-            result = protocols.evaluate_sav(pred, gt)
-        elif args.protocol == "ris":
-            result = protocols.evaluate_ris(pred, gt, args.split, args.convention)
-        else:
-            result = protocols.evaluate_refavs(pred, gt)
+        if not args.pred or not Path(args.pred).is_dir():
+            raise InputError(f"--pred {args.pred}: no such prediction folder")
+        if Path(args.pred).resolve() == gt.resolve():
+            raise InputError(f"--pred {args.pred}: is the ground-truth folder itself; give the folder of predictions")
+    from refseg.eval.reports import summary_table, write_reports
+
+    result = _run_pvs(args, gt) if args.protocol == "pvs" else _score(args, gt, Path(args.pred))
     print(summary_table(result))
     if result.missing:
         shown = ", ".join(result.missing[:5]) + (f" and {len(result.missing) - 5} more" if len(result.missing) > 5 else "")
@@ -440,6 +425,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     files = write_reports(result, args.out)
     log.info("wrote %s", ", ".join(str(f) for f in files))
     return 0
+
+
+def _run_pvs(args: argparse.Namespace, gt: Path) -> EvalResult:
+    """The promptable video segmentation protocol: the model is run on `gt`'s videos."""
+    from refseg.engine import FeatureCache, Session
+    from refseg.eval import interactive
+
+    _check_device(args.device)
+    template = _click_session(args.method, args.sam2, args.model, args.device)
+    cache = FeatureCache()  # each frame encoded once over the protocol's many replays
+    return interactive.evaluate_pvs(gt, lambda: Session(template.model, template.hooks, seed=args.seed,
+                                                          feature_cache=cache),
+                                      mode=args.mode, split=args.split, max_frames=args.max_frames, clicks=args.clicks)
+
+
+def _score(args: argparse.Namespace, gt: Path, pred: Path) -> EvalResult:
+    """Predictions `pred` against ground truth `gt` by `args.protocol`; ground truth that does
+    not parse (damaged, or another benchmark's) is an `InputError` naming it."""
+    from refseg.eval import protocols
+
+    with reading(f"--gt {gt}: not readable as {args.protocol} ground truth"):
+        if args.protocol in ("mevis", "ytvos"):
+            return protocols.evaluate_expressions(pred, gt, args.protocol)
+        if args.protocol == "davis":
+            return protocols.evaluate_davis(pred, gt, args.split)
+        if args.protocol == "refdavis":
+            return protocols.evaluate_refdavis(pred, gt, args.split)
+        if args.protocol == "sav":
+            return protocols.evaluate_sav(pred, gt)
+        if args.protocol == "ris":
+            return protocols.evaluate_ris(pred, gt, args.split, args.convention)
+        return protocols.evaluate_refavs(pred, gt)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

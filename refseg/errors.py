@@ -7,6 +7,10 @@ the models load."""
 
 from __future__ import annotations
 
+import contextlib
+import wave
+from collections.abc import Iterator
+
 
 class RefsegError(ValueError):
     """An expected failure with a message for the user (a `ValueError`, as bad values are)."""
@@ -27,3 +31,20 @@ class ConfigError(RefsegError):
 class Interrupted(BaseException):
     """SIGTERM, raised where the process is, as SIGINT raises `KeyboardInterrupt`, so that every
     staged output is dropped on the way out (a `BaseException`: no `except Exception` swallows it)."""
+
+
+# What parsing a damaged file raises: JSON / CSV / WAV / RLE / numpy errors, absent keys, wrong types.
+MALFORMED = (KeyError, IndexError, TypeError, AttributeError, ValueError, EOFError, wave.Error, OSError)
+
+
+@contextlib.contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Inside, a failure of parsing `what` (files a user gave: a dataset, ground truth) becomes
+    an `InputError` that names it and says what the parser met; refseg's own errors pass."""
+    try:
+        yield
+    except RefsegError:
+        raise
+    except MALFORMED as err:
+        reason = " ".join(str(err).split())[:300]
+        raise InputError(f"{what} ({type(err).__name__}: {reason})") from err

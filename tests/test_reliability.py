@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import yaml
@@ -287,3 +286,52 @@ def test_long_text_is_truncated_with_a_warning(caplog):
     # 3 tokens a repeat + [CLS] and [SEP]: 62 tokens, 30 dropped; the short text is not named
     assert "62 tokens, the model reads the first 32; the last 30 are dropped" in caplog.text
     assert caplog.text.count("text prompt") == 1
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    shapes = moving_shapes(40).frames
+    with VideoWriter(path, fps=25) as writer:
+        for t in range(600):
+            writer.write(shapes[t % len(shapes)])
+    return path
+
+
+def test_stopped_and_killed_runs_leave_out_as_it_was(model_dir, long_video, tmp_path):
+    """SIGINT and SIGTERM: one line, their exit status, nothing staged left; SIGKILL: `--out` as it
+    was (the staging folder is beside it), and the next run into it completes and removes it."""
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    (out / "keep.txt").write_text("an earlier run")
+    before = listing(out)
+    command = [sys.executable, "-m", "refseg", "segment", str(long_video), "--sam2", str(model_dir),
+               "--points", "20,48", "--out", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    rng = np.random.default_rng(0)
+    for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)):
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()) and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(float(rng.uniform(0.0, 1.0)))  # a random point of the run
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == status, (sig, proc.returncode, err[-2000:])
+        assert listing(out)[0] == before[0], sig
+        if sig != signal.SIGKILL:
+            assert "Traceback" not in err
+            assert err.strip().splitlines()[-1] == f"refseg: stopped by {sig.name}" + (" (Ctrl-C)" * (sig == signal.SIGINT))
+            assert listing(out) == before, sig
+    assert len(listing(out)) == 2  # the killed run's staging folder, beside --out
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert listing(out)[1:] == []  # removed by the next run
+    assert len(list((out / "masks" / "1").glob("*.png"))) == 600 and (out / "keep.txt").is_file()
+
+
+def test_the_synthref_models_say_what_they_know(video, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert main(["segment", str(video), "--sam2", "synth", "--points", "20,48", "--out", str(tmp_path / "o")]) == 0
+    assert caplog.text.count("knows SynthRef's synthetic scenes only") == 1
+    assert "--sam2 an official SAM 2 .pt file or model folder" in caplog.text

@@ -19,6 +19,7 @@ from refseg.methods.glus.model import GlusSpec
 from refseg.methods.sam2_love.model import LoveConfig
 from refseg.methods.sam_i2v.config import SamI2VConfig
 from refseg.methods.samwise.model import SamwiseConfig
+from refseg.train.config_file import read_config_file
 
 
 @dataclass
@@ -214,20 +215,7 @@ def load_config(source: str | os.PathLike[str] | dict) -> TrainConfig:
     if isinstance(source, dict):
         values = source
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            where = getattr(err, "problem_mark", None)
-            at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{at} ({getattr(err, 'problem', None) or err})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a text file (a YAML config is expected)") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings (task: ..., steps: ...), got a "
-                              f"{type(values).__name__}")
+        values = read_config_file(source)
     try:
         return _build(TrainConfig, values, "")  # type: ignore[return-value]
     except ConfigError:

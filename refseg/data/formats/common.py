@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from refseg.data.formats.davis import read_index_png, write_index_png
+from refseg.errors import InputError
 from refseg.io.atomic import atomic_file
 from refseg.io.video import read_image
 
@@ -32,7 +33,7 @@ def frame_path(folder: Path, name: str) -> Path:
         path = folder / f"{name}{ext}"
         if path.is_file():
             return path
-    raise FileNotFoundError(f"{folder}/{name}: no frame ({', '.join(FRAME_EXTS)})")
+    raise InputError(f"{folder}/{name}: no frame ({', '.join(FRAME_EXTS)})")
 
 
 def frame_loader(folder: Path, names: list[str]):
