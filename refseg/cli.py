@@ -118,12 +118,12 @@ def check_out(out: str | os.PathLike[str], flag: str = "--out", folder: bool = T
     return path
 
 
-def open_input(source: str, strict: bool) -> tuple[FrameStream, object]:
-    """The input's frame stream and its first frame (decoded now: an unreadable input fails here,
-    before any model loads)."""
+def open_input(args: argparse.Namespace) -> tuple[FrameStream, object]:
+    """The input's frame stream (`--strict`, `--max-side`) and its first frame (decoded now: an
+    unreadable input fails here, before any model loads)."""
     from refseg.io import frames
 
-    stream = frames(source, strict=strict)
+    stream = frames(args.input, strict=args.strict, max_side=args.max_side)
     return stream, next(stream)
 
 
@@ -143,8 +143,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise InputError(f"segment: --method {args.method} is prompted by --text, not clicks, boxes or masks")
     if args.audio:
         raise InputError("--audio: only --method sam2-love hears; it takes --text prompts")
+    if args.method == "sam-i2v":
+        _check_model_path(args.model)
+    else:
+        _check_sam2_path(args.sam2)
     out = check_out(args.out)
-    stream, first = open_input(args.input, args.strict)
+    stream, first = open_input(args)
     for kind, prompt in zip((kind for kind, _ in args.prompts), prompts):
         try:
             prompt.check_inside(*first.shape[:2])
@@ -176,7 +180,7 @@ def _write_run(out: Path, args: argparse.Namespace, stream: FrameStream, first: 
                 writer.write(pending.pop(0), result)
         for result in flush():
             writer.write(pending.pop(0), result)
-        writer.input = stream.report.as_dict()
+        writer.input = {**stream.report.as_dict(), "max_side": args.max_side}
     if writer.frames_written <= args.frame:
         log.warning("the input has %d frames: the prompts on frame %d were never used", writer.frames_written,
                     args.frame)
@@ -197,6 +201,14 @@ def _click_session(method: str, sam2: str | None, model: str, device: str) -> Se
     if sam2 == "synth":
         _synthetic_notice("--sam2 synth")
     return Session(load_sam2(sam2).to(device))
+
+
+def _check_sam2_path(sam2: str) -> None:
+    """A `--sam2` given as a path (not `synth`, not a hub id `owner/name`) must be there."""
+    path = Path(sam2).expanduser()
+    looks_local = sam2.startswith(("/", ".", "~")) or path.suffix in (".pt", ".pth")
+    if sam2 != "synth" and looks_local and not path.exists():
+        raise InputError(f"--sam2 {sam2}: no such SAM 2 model folder or .pt file")
 
 
 def _synthetic_notice(what: str) -> None:
@@ -232,7 +244,7 @@ def _segment_text(args: argparse.Namespace) -> int:
     _check_model_path(args.model)
     out = check_out(args.out)
     sound = _love_audio(args) if args.method == "sam2-love" else None  # a missing sound fails before the model loads
-    stream, first = open_input(args.input, args.strict)
+    stream, first = open_input(args)
     _check_device(args.device)
     from refseg.methods.evf_sam import EvfSam, semantic
     from refseg.methods.sam2_love import Sam2Love
@@ -524,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     seg.add_argument("--strict", action="store_true",
                      help="fail on a damaged input (frames missing, undecodable packets) instead of warning")
+    seg.add_argument("--max-side", type=int,
+                     help="read larger frames scaled to fit N px on their longer side (JPEGs decoded smaller); "
+                          "clicks, boxes and masks are given, and masks and overlay written, at that size")
     seg.set_defaults(func=cmd_segment, prompts=[])
     ev = command("eval", "score predictions with a benchmark's official protocol")
     ev.add_argument("--protocol", required=True, choices=PROTOCOLS)

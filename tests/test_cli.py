@@ -56,7 +56,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(model_dir, video, tm
     code = main(["segment", str(bad), "--sam2", str(model_dir), "--points", "1", "--out", str(out)])
     assert code == 2 and "--points" in capsys.readouterr().err
     code = main(["segment", str(video), "--sam2", str(tmp_path / "none"), "--points", "1,1", "--out", str(out)])
-    assert code == 2 and "no such file" in capsys.readouterr().err
+    assert code == 2 and "no such SAM 2 model folder or .pt file" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -335,3 +335,47 @@ def test_the_synthref_models_say_what_they_know(video, tmp_path, caplog):
         assert main(["segment", str(video), "--sam2", "synth", "--points", "20,48", "--out", str(tmp_path / "o")]) == 0
     assert caplog.text.count("knows SynthRef's synthetic scenes only") == 1
     assert "--sam2 an official SAM 2 .pt file or model folder" in caplog.text
+
+
+def test_an_output_place_without_write_permission_is_refused_before_anything_runs(video, tmp_path, capsys):
+    """A folder the user cannot write in: mode 555, or for root (whom modes do not stop) the
+    immutable attribute."""
+    place = tmp_path / "ro"
+    place.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(place)], capture_output=True).returncode != 0:
+            pytest.skip("running as root on a file system without chattr +i: no folder is unwritable")
+    else:
+        place.chmod(0o555)
+    try:
+        code = main(["segment", str(video), "--sam2", "synth", "--points", "20,48", "--out", str(place / "out")])
+        assert code == 2
+        assert error_line(capsys) == f"refseg: error: --out {place / 'out'}: no permission to write in {place}"
+        assert list(place.iterdir()) == []
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(place)], check=True)
+        place.chmod(0o755)
+
+
+def test_max_side_reads_large_frames_smaller(model_dir, tmp_path):
+    from PIL import Image
+
+    big = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    big[100:300, 200:500] = (230, 30, 30)
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=95)
+    small = next(frames(tmp_path / "big.jpg", max_side=200))
+    assert small.shape == (150, 200, 3)
+    assert np.abs(small[40:70, 60:120].astype(int) - (230, 30, 30)).max() < 40  # the red block, scaled
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, fps=5) as writer:
+        for frame in moving_shapes(3).frames:  # 96 x 128
+            writer.write(frame)
+    assert [f.shape for f in frames(clip, max_side=64)] == [(48, 64, 3)] * 3
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "big.jpg"), "--sam2", str(model_dir), "--points", "80,40",
+                 "--max-side", "200", "--out", str(out)]) == 0
+    from refseg.io import read_mask_png
+
+    assert read_mask_png(out / "masks" / "1" / "00000.png").shape == (150, 200)
+    assert json.loads((out / "masks.json").read_text())["input"]["max_side"] == 200

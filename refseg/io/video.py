@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -85,11 +85,15 @@ def _listed(indices: list[int], limit: int = 10) -> str:
 class FrameStream(Iterator[np.ndarray]):
     """The frames of an input, one H x W x 3 uint8 RGB array at a time, and `report`, what the
     reading found so far (complete once the stream is exhausted). Damage is logged as one warning
-    when the stream ends; with `strict`, the first sign of it raises `InputError` instead."""
+    when the stream ends; with `strict`, the first sign of it raises `InputError` instead. With
+    `max_side`, larger frames come out scaled to fit it (live sources too)."""
 
-    def __init__(self, source: str | os.PathLike[str], strict: bool = False) -> None:
+    def __init__(self, source: str | os.PathLike[str], strict: bool = False, max_side: int | None = None) -> None:
+        if max_side is not None and max_side < 16:
+            raise InputError(f"--max-side: frames need at least 16 px on their longer side, got {max_side}")
         self.source = source
         self.strict = strict
+        self.max_side = max_side
         self.report = DecodeReport()
         self._frames = self._read()
 
@@ -102,21 +106,28 @@ class FrameStream(Iterator[np.ndarray]):
     def _read(self) -> Iterator[np.ndarray]:
         source = self.source
         if is_live(source):
-            yield from self._counted(_live(str(source)))
+            yield from self._counted(_live(str(source), self._rgb))
             return
         path = Path(source)
         if path.is_dir():
             images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not images:
                 raise InputError(f"{path}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
-            yield from self._counted(read_image(image) for image in images)
+            yield from self._counted(read_image(image, self.max_side) for image in images)
             return
         if not path.is_file():
             raise InputError(f"{path}: no such file or folder")
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            yield from self._counted(iter([read_image(path)]))
+            yield from self._counted(iter([read_image(path, self.max_side)]))
             return
         yield from self._decode(path)
+
+    def _rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """A decoded frame as RGB, scaled by FFmpeg to fit `max_side`."""
+        height, width = fit_size(frame.height, frame.width, self.max_side)
+        if (height, width) == (frame.height, frame.width):
+            return frame.to_ndarray(format="rgb24")
+        return frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR").to_ndarray()
 
     def _counted(self, items: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         for item in items:
@@ -152,7 +163,7 @@ class FrameStream(Iterator[np.ndarray]):
                             report.corrupt.append(report.decoded)
                             self._damage(f"frame {report.decoded} is damaged")
                         report.decoded += 1
-                        yield frame.to_ndarray(format="rgb24")
+                        yield self._rgb(frame)
             except av.FFmpegError as err:  # the container itself stops making sense
                 if report.decoded == 0:
                     raise InputError(f"{path}: cannot decode video ({_reason(err)})") from err
@@ -184,13 +195,15 @@ def _announced(container: av.container.InputContainer, stream: av.video.stream.V
     return None
 
 
-def frames(source: str | os.PathLike[str], strict: bool = False) -> FrameStream:
+def frames(source: str | os.PathLike[str], strict: bool = False, max_side: int | None = None) -> FrameStream:
     """Frames of a video file, of the images of a folder (sorted by name), of one image, or of a
-    live source (`cam://N`, rtsp:// ...); see `FrameStream` for what is said of damaged input."""
-    return FrameStream(source, strict)
+    live source (`cam://N`, rtsp:// ...); see `FrameStream` for what is said of damaged input.
+    `max_side`: frames larger than that on their longer side come out scaled to fit it (decoded
+    smaller where the format allows), so that memory per frame is bounded."""
+    return FrameStream(source, strict, max_side)
 
 
-def _live(source: str) -> Iterator[np.ndarray]:
+def _live(source: str, rgb: Callable[[av.VideoFrame], np.ndarray]) -> Iterator[np.ndarray]:
     if source.startswith("cam://"):
         index = source.removeprefix("cam://")
         if not index.isdigit():
@@ -207,17 +220,32 @@ def _live(source: str) -> Iterator[np.ndarray]:
             raise InputError(f"{source}: no video stream")
         try:
             for frame in container.decode(container.streams.video[0]):
-                yield frame.to_ndarray(format="rgb24")
+                yield rgb(frame)
         except av.FFmpegError as err:
             raise InputError(f"{source}: stream interrupted ({err})") from err
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def fit_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """(height, width) scaled so that the longer side is at most `max_side` (aspect kept)."""
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def read_image(path: str | os.PathLike[str], max_side: int | None = None) -> np.ndarray:
     """One image file as H x W x 3 uint8 RGB, decoded by PIL (libjpeg for JPEG), as the official
     code of SAM 2, SAMWISE and EVF-SAM reads dataset frames: FFmpeg's JPEG decoder gives other
-    pixels (up to 22 grey levels apart on 89 % of a 480 x 854 test frame), and other masks."""
+    pixels (up to 22 grey levels apart on 89 % of a 480 x 854 test frame), and other masks.
+
+    max_side: a larger image comes out scaled to fit it; a JPEG is decoded at the nearest larger
+    power-of-two reduction first (libjpeg's DCT scaling), so its full size is never in memory."""
     try:
         with Image.open(path) as image:
+            size = fit_size(image.height, image.width, max_side)
+            if size != (image.height, image.width):
+                image.draft("RGB", (size[1], size[0]))
+                return np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)).copy()
             return np.asarray(image.convert("RGB")).copy()
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise InputError(f"{path}: cannot decode image ({err})") from err
