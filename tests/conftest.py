@@ -65,3 +65,23 @@ def disk_mask(frame_index: int, height: int = 96, width: int = 128) -> np.ndarra
 @pytest.fixture(scope="session")
 def tiny_model() -> Sam2:
     return random_sam2(0)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """`random_sam2(0)` saved as a `transformers` SAM 2 model folder (`--sam2 DIR`)."""
+    path = tmp_path_factory.mktemp("model")
+    random_sam2(0).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def video(tmp_path_factory):
+    """An 8-frame lossless H.264 clip of `refseg.demo.moving_shapes` (96 x 128)."""
+    from refseg.io import VideoWriter
+
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    with VideoWriter(path, fps=10, crf=0) as writer:
+        for frame in moving_shapes(8).frames:
+            writer.write(frame)
+    return path

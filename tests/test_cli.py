@@ -9,24 +9,8 @@ from conftest import random_sam2
 from refseg.cli import main
 from refseg.demo import iou, moving_shapes
 from refseg.engine import Session
-from refseg.io import VideoWriter, frames, read_mask_png
+from refseg.io import frames, read_mask_png
 from refseg.prompts import Points
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    random_sam2(0).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("video") / "clip.mp4"
-    with VideoWriter(path, fps=10, crf=0) as writer:
-        for frame in moving_shapes(8).frames:
-            writer.write(frame)
-    return path
 
 
 def test_segment_writes_masks_and_overlay_matching_the_engine(model_dir, video, tmp_path):

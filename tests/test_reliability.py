@@ -17,29 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import random_sam2
 
 from refseg.cli import main
 from refseg.demo import moving_shapes
 from refseg.io import VideoWriter, frames
 
 SHIPPED_SAMWISE = Path(__file__).resolve().parent.parent / "refseg" / "weights" / "samwise_synth"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    random_sam2(0).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("video") / "clip.mp4"
-    with VideoWriter(path, fps=10, crf=0) as writer:
-        for frame in moving_shapes(8).frames:
-            writer.write(frame)
-    return path
 
 
 def error_line(capsys) -> str:
