@@ -46,8 +46,7 @@ def probe(oracle: str, seed: int, steps: int, count: int) -> list[float]:
     config.data.count = count
     config.sam2_love.audio_encoder = config.sam2_love.frame_encoder = None  # unused here
     task = build_task(config)
-    samples = load_samples(config)
-    sampler = task.sampler(samples, seed)
+    sampler = task.sampler(load_samples(config, lazy=True), seed)
     rng = np.random.default_rng(seed)
     sam = task.model.sam
     make = torch.nn.Linear(sam.hidden_dim, sam.hidden_dim)
@@ -58,10 +57,9 @@ def probe(oracle: str, seed: int, steps: int, count: int) -> list[float]:
         batch = task.draw_batch(sampler, rng, 8)
         feats, high0, high1, embeds, targets = [], [], [], [], []
         for s in batch:
-            task.clip(s.video)
-            h0, h1, e = (t.float() for t in task.first[s.video])
-            sample = samples[s.video]
-            target = torch.from_numpy(sample.target_mask(sample.expressions[s.expression])[0]).float()
+            video = task.videos[s.video]
+            h0, h1, e = (t.float() for t in video.first)
+            target = torch.from_numpy(video.target(s.expression)).float()
             feats.append(oracle_token(oracle, sam, e, target))
             high0.append(h0)
             high1.append(h1)

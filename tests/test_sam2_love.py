@@ -306,3 +306,20 @@ def test_place_loss_is_finite_with_an_empty_target(tmp_path):
     assert torch.isfinite(terms["place"]) and terms["place"] > 0
     grads = [p.grad for p in task.model.trainable_parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_training_keeps_features_and_frame0_targets_of_each_video_not_its_frames():
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task, load_samples
+
+    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"},
+                          "data": {"count": 3, "audio_visual": True}, "sam2_love": TINY})
+    task = build_task(config)
+    lazy = load_samples(config, lazy=True)
+    assert iter(lazy) is lazy  # made one by one, not held
+    task.sampler(lazy, 0)
+    for video, sample in zip(task.videos, load_samples(config), strict=True):
+        assert [e.text for e in video.expressions] == [e.text for e in sample.expressions]
+        for e, expression in enumerate(sample.expressions):
+            assert np.array_equal(video.target(e), sample.target_mask(expression)[0])
+        assert video.clip.patches.dtype == torch.float16 and video.first[-1].dtype == torch.float16

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from refseg.data import formats, synth
+from refseg.data.sample import VideoSample
 from refseg.encoders.text import TextEncoder
 from refseg.errors import CheckpointError, ConfigError
 from refseg.io.atomic import atomic_dir
@@ -133,20 +135,25 @@ def build_task(config: TrainConfig) -> (Sam2ImageTask | Sam2PvsTask | SamI2VTask
                      f"vggish or frame_vit, got {config.task!r}")
 
 
-def load_samples(config: TrainConfig) -> list:
+def load_samples(config: TrainConfig, lazy: bool = False) -> Iterable[VideoSample]:
+    """The training samples: a list, or with `lazy` an iterator that makes (SynthRef: renders) each
+    one when it is reached, for a task that keeps only a summary of each (SAM2-LOVE's frozen
+    features), so that memory does not hold every video at once."""
     data = config.data
     if config.task in ("vggish", "frame_vit"):
         return []  # they render their own sounds and scenes
     if data.source == "synthref":
-        return list(synth.split_samples(data.split, data.seed, data.count, image=data.image,
-                                        extra_colours=data.extra_colours, null_shapes=data.null_shapes,
-                                        audio_visual=data.audio_visual))
+        samples = synth.split_samples(data.split, data.seed, data.count, image=data.image,
+                                      extra_colours=data.extra_colours, null_shapes=data.null_shapes,
+                                      audio_visual=data.audio_visual)
+        return samples if lazy else list(samples)
     if data.extra_colours or data.null_shapes:
         option = "extra_colours" if data.extra_colours else "null_shapes"
         raise ValueError(f"data.{option}: only SynthRef (source: synthref) generates scenes; source is {data.source!r}")
     if data.root is None:
         raise ValueError(f"data.source {data.source!r} needs data.root")
-    return list(formats.reader(data.source)(Path(data.root)))
+    samples = formats.reader(data.source)(Path(data.root))
+    return samples if lazy else list(samples)
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -290,8 +297,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, over
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
-    samples = load_samples(config)
-    sampler = task.sampler(samples, seed=config.seed)
+    sampler = task.sampler(load_samples(config, lazy=isinstance(task, LoveTask)), seed=config.seed)
     rng = np.random.default_rng(config.seed + 1)
     start = 0
     latest = _latest(run) if resume else None

@@ -4,8 +4,10 @@ sees the whole clip, and the loss is on the first frame's mask:
     L = λ_bce BCE(M̂_0, M_0) + λ_dice DICE(M̂_0, M_0)        (`loss.bce`, `loss.dice`; 1 : 1)
 
 with gradients through the whole N-step [seg] chain. The frozen encoders' outputs (audio, text,
-frame ViT, and SAM 2's image features of frame 0) are computed once per video (or text) and kept
-in memory as float16, so a step runs only the trainable parts. SAM 2's object-score head is part of
+frame ViT, and SAM 2's image features of frame 0) are computed once per video (or text), as the
+videos are made one by one, and kept in memory as float16 with each expression's frame-0 target
+(`LoveVideo`; the frames are dropped: ~0.8 MB a 256 px SynthRef video instead of ~17 MB), so
+thousands of videos fit and a step runs only the trainable parts. SAM 2's object-score head is part of
 the decoder the paper trains; refseg also trains it (`loss.object`, presence CE: present unless the
 expression refers to nothing), because the engine gates masks by it; `loss.object: 0` leaves it
 as loaded. `loss.place` (refseg's aid, 0 by default) adds the squared distance of the prompt token
@@ -17,14 +19,15 @@ not augmented (the cached features fix them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
-from refseg.data.sample import VideoSample
+from refseg.data.sample import Expression, VideoSample
 from refseg.methods.sam2_love.model import ClipFeatures, Sam2Love, clip_fps
 from refseg.prompts import Audio
 from refseg.sam.image_encoder import normalise_frames
@@ -44,12 +47,29 @@ class LoveSample:
     seed: int
 
 
+@dataclass
+class LoveVideo:
+    """What training keeps of one video: its frozen features (float16), its expressions and each
+    one's frame-0 target (bit-packed). The frames, the sound and the other masks are dropped."""
+
+    clip: ClipFeatures  # chain features: audio [N, d_A], cls [N, d_V], patches [N, hw, d_V]
+    first: tuple[Tensor, ...]  # SAM 2's features of frame 0: high_res..., embed
+    expressions: list[Expression]
+    targets: np.ndarray  # [E, ceil(H*W/8)] uint8, frame 0's target of each expression, np.packbits
+    shape: tuple[int, int]
+
+    def target(self, expression: int) -> np.ndarray:
+        """Frame 0's target of one expression, [H, W] bool."""
+        size = self.shape[0] * self.shape[1]
+        return np.unpackbits(self.targets[expression], count=size).reshape(self.shape).astype(bool)
+
+
 class ExpressionSampler:
     """Draws (video, expression) pairs with phenomenon weights; `rng` is checkpointed."""
 
-    def __init__(self, samples: Sequence[VideoSample], weights: dict[str, float], seed: int) -> None:
-        self.pairs = [(v, e) for v, s in enumerate(samples) for e in range(len(s.expressions))]
-        w = np.array([max([weights.get(p, 1.0) for p in samples[v].expressions[e].phenomena] or [1.0])
+    def __init__(self, videos: Sequence[LoveVideo], weights: dict[str, float], seed: int) -> None:
+        self.pairs = [(v, e) for v, s in enumerate(videos) for e in range(len(s.expressions))]
+        w = np.array([max([weights.get(p, 1.0) for p in videos[v].expressions[e].phenomena] or [1.0])
                       for v, e in self.pairs], dtype=np.float64)
         if not self.pairs or w.sum() <= 0:
             raise ValueError("sam2_love: no expression to train on (empty data, or every phenomenon weighted 0)")
@@ -66,36 +86,37 @@ class LoveTask(nn.Module):
     def __init__(self, model: Sam2Love, config: TrainConfig) -> None:
         super().__init__()
         self.model, self.config = model, config
-        self.samples: Sequence[VideoSample] = []
-        self.clips: dict[int, ClipFeatures] = {}  # video -> frozen chain features (float16)
-        self.first: dict[int, tuple[Tensor, ...]] = {}  # video -> SAM 2 features of frame 0 (float16)
+        self.videos: list[LoveVideo] = []
         self.texts: dict[str, Tensor] = {}  # text -> frozen token states [P, d_T] (float16)
 
-    def sampler(self, samples: Sequence[VideoSample], seed: int) -> ExpressionSampler:
-        missing = [s.video_id for s in samples if s.audio is None]
-        if missing:
-            raise ValueError(f"sam2_love: videos without audio ({', '.join(missing[:3])}); SAM2-LOVE trains on "
-                             "sound + text + frames (SynthRef, or a refavs dataset with audio.wav per video)")
-        self.samples = samples
-        return ExpressionSampler(samples, self.config.data.phenomenon_weights, seed)
+    def sampler(self, samples: Iterable[VideoSample], seed: int) -> ExpressionSampler:
+        """Summarise each video as it comes (`summarise`), then draw from the summaries."""
+        self.videos = [self.summarise(s) for s in tqdm(samples, desc="frozen features", unit="video")]
+        return ExpressionSampler(self.videos, self.config.data.phenomenon_weights, seed)
 
     def draw_batch(self, sampler: ExpressionSampler, rng: np.random.Generator, size: int) -> list[LoveSample]:
         return [LoveSample(*sampler.draw(), int(rng.integers(2**31))) for _ in range(size)]
 
     # -- frozen features, computed once ------------------------------------------------------------
+    @torch.no_grad()
+    def summarise(self, sample: VideoSample) -> LoveVideo:
+        """A video's frozen features and frame-0 targets (`LoveVideo`)."""
+        if sample.audio is None:
+            raise ValueError(f"sam2_love: video {sample.video_id} has no audio; SAM2-LOVE trains on sound + text + "
+                             "frames (SynthRef, or a refavs dataset with audio.wav per video)")
+        frames = sample.load_frames()
+        audio = Audio(sample.audio, sample.sample_rate)
+        f = self.model.clip_features(frames, audio, clip_fps(len(frames), audio))
+        sam = self.model.sam
+        feats = sam.encode_images(normalise_frames(torch.from_numpy(frames[:1]).to(self.model.device), sam.image_size))
+        targets = np.stack([np.packbits(sample.target_mask(e)[0].ravel()) for e in sample.expressions]) \
+            if sample.expressions else np.zeros((0, 0), np.uint8)
+        return LoveVideo(ClipFeatures(*(t.to("cpu", torch.float16) for t in (f.audio, f.cls, f.patches))),
+                         tuple(t[0].to("cpu", torch.float16) for t in (*feats.high_res, feats.embed)),
+                         list(sample.expressions), targets, frames.shape[1:3])
+
     def clip(self, video: int) -> ClipFeatures:
-        if video not in self.clips:
-            sample = self.samples[video]
-            frames = sample.load_frames()
-            audio = Audio(sample.audio, sample.sample_rate)
-            f = self.model.clip_features(frames, audio, clip_fps(len(frames), audio))
-            self.clips[video] = ClipFeatures(*(t.to("cpu", torch.float16) for t in (f.audio, f.cls, f.patches)))
-            sam = self.model.sam
-            with torch.no_grad():
-                feats = sam.encode_images(normalise_frames(torch.from_numpy(frames[:1]).to(self.model.device),
-                                                           sam.image_size))
-            self.first[video] = tuple(t[0].to("cpu", torch.float16) for t in (*feats.high_res, feats.embed))
-        c = self.clips[video]
+        c = self.videos[video].clip
         return ClipFeatures(c.audio.float(), c.cls.float(), c.patches.float())
 
     def text(self, text: str) -> Tensor:
@@ -113,16 +134,16 @@ class LoveTask(nn.Module):
         model, sam, w = self.model, self.model.sam, self.config.loss
         device = model.device
         clips = [self.clip(s.video) for s in batch]
-        expressions = [self.samples[s.video].expressions[s.expression] for s in batch]
+        expressions = [self.videos[s.video].expressions[s.expression] for s in batch]
         text, padding = pad_texts([self.text(e.text) for e in expressions])
         tokens = model.prompt_tokens(clips, text, padding)  # [B, 1, C], through the whole chain
-        *high_res, embed = (torch.stack([self.first[s.video][n] for s in batch]).to(device, torch.float32)
+        *high_res, embed = (torch.stack([self.videos[s.video].first[n] for s in batch]).to(device, torch.float32)
                             for n in range(3))
         dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embed)
         out = decode_masks(sam, high_res, embed + sam.no_memory_embedding.view(1, -1, 1, 1), tokens[:, None], dense,
                            multimask=model.config.multimask, presence_gate=False)
-        targets = torch.from_numpy(np.stack([self.samples[s.video].target_mask(e)[0]
-                                             for s, e in zip(batch, expressions)])).to(device, torch.float32)[:, None]
+        targets = torch.from_numpy(np.stack([self.videos[s.video].target(s.expression)
+                                             for s in batch])).to(device, torch.float32)[:, None]
         everything = torch.ones(len(batch), dtype=torch.bool, device=device)  # empty targets teach empty masks
         terms, _ = mask_losses(out.low_res, out.object_score[:, 0], targets, everything)
         clicks, present = click_tokens(sam, targets[:, 0])
