@@ -136,3 +136,25 @@ def test_atomic_dir_gives_files_the_umask_permissions(tmp_path):
         os.umask(old)
     for name in ("model.safetensors", "sub/config.json"):
         assert stat.S_IMODE((tmp_path / "model" / name).stat().st_mode) == 0o644, name
+
+
+def test_overlay_outlines_and_labels_each_object():
+    from refseg.io.masks import object_colour, outline
+
+    frame = np.full((120, 160, 3), 100, dtype=np.uint8)
+    a = np.zeros((120, 160), dtype=bool)
+    a[60:100, 20:70] = True
+    b = np.zeros((120, 160), dtype=bool)
+    b[50:90, 100:150] = True
+    border = outline(a, 2)
+    assert border.sum() == 2 * (40 + 50) * 2 - 16 and not border[62:98, 22:68].any()  # a 2-px ring
+    plain = overlay(frame, {1: a, 2: b}, alpha=0.45, contour=2)
+    assert (plain[border] == object_colour(1)).all() and (plain[outline(b, 2)] == object_colour(2)).all()
+    inside = np.round(0.55 * 100 + 0.45 * object_colour(1).astype(np.float32)).astype(np.uint8)
+    assert (plain[70, 40] == inside).all() and (plain[5, 5] == 100).all()
+    labelled = overlay(frame, {1: a, 2: b, 3: np.zeros_like(a)}, alpha=0.45, contour=2,
+                       labels={1: "the red disk", 2: "the blue square", 3: "nothing"})
+    changed = (labelled != plain).any(-1)
+    assert changed[:60, :80].any() and changed[:50, 90:].any()  # a label above each object
+    assert not changed[100:].any()  # and nowhere else (the empty object 3 gets none)
+    assert (labelled[changed] > 200).all(-1).any()  # white (anti-aliased) text on its box

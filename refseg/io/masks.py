@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from refseg.errors import InputError
 from refseg.io.atomic import atomic_file
@@ -41,9 +41,53 @@ def read_mask_png(path: str | os.PathLike[str]) -> np.ndarray:
         raise InputError(f"{path}: not a readable mask image ({' '.join(str(err).split())})") from err
 
 
-def overlay(frame: np.ndarray, masks: dict[int, np.ndarray], alpha: float = 0.5) -> np.ndarray:
-    """Blend each object's mask in its colour over an RGB frame [H, W, 3] uint8."""
+def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """The pixels of `mask` [H, W] within `width` pixels of its border (4-neighbourhood erosion)."""
+    inner = mask.copy()
+    for _ in range(width):
+        shrunk = inner.copy()
+        shrunk[1:] &= inner[:-1]
+        shrunk[:-1] &= inner[1:]
+        shrunk[:, 1:] &= inner[:, :-1]
+        shrunk[:, :-1] &= inner[:, 1:]
+        shrunk[[0, -1]] = False
+        shrunk[:, [0, -1]] = False
+        inner = shrunk
+    return mask & ~inner
+
+
+def overlay(frame: np.ndarray, masks: dict[int, np.ndarray], alpha: float = 0.5,
+            labels: dict[int, str] | None = None, contour: int = 0) -> np.ndarray:
+    """Each object's mask blended in its colour over an RGB frame [H, W, 3] uint8 (`alpha` of the
+    colour); with `contour` > 0 its border drawn in full colour that many pixels wide, and with
+    `labels` its id and label written in a dark box at the top of the object."""
     out = frame.astype(np.float32)
     for obj_id, mask in masks.items():
         out[mask] = (1 - alpha) * out[mask] + alpha * object_colour(obj_id)
-    return out.round().clip(0, 255).astype(np.uint8)
+    for obj_id, mask in masks.items():
+        if contour:
+            out[outline(mask, contour)] = object_colour(obj_id)
+    image = out.round().clip(0, 255).astype(np.uint8)
+    if labels is None:
+        return image
+    return _labelled(image, masks, labels)
+
+
+def _labelled(image: np.ndarray, masks: dict[int, np.ndarray], labels: dict[int, str]) -> np.ndarray:
+    """Write "<id> <label>" at the top of each visible object, white on black, in the object's
+    colour band; the font scales with the frame (12 px at 480 lines)."""
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(max(10, round(image.shape[0] / 40)))
+    for obj_id, mask in masks.items():
+        if not mask.any():
+            continue
+        ys, xs = np.nonzero(mask)
+        text = f"{obj_id} {labels.get(obj_id, '')}".strip()
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        w, h = right - left + 4, bottom - top + 4
+        x = int(np.clip(xs.mean() - w / 2, 0, max(image.shape[1] - w, 0)))
+        y = int(np.clip(ys.min() - h - 2, 0, max(image.shape[0] - h, 0)))
+        draw.rectangle((x, y, x + w - 1, y + h - 1), fill=(0, 0, 0), outline=tuple(int(c) for c in object_colour(obj_id)))
+        draw.text((x + 2 - left, y + 2 - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas).copy()

@@ -5,7 +5,8 @@ Layout of `OUT/`:
     masks.json                                      the same masks as COCO RLE:
         {"objects": {id: label}, "frames": [{"index": i, "masks": {id: {"size": [H, W], "counts": str}}}],
          "input": {"frames_decoded": n, ...}}   what the reader said of the input (`FrameStream.report`)
-    overlay.mp4                                     the input with each object's mask blended in
+    overlay.mp4                                     the input with each object blended in its colour,
+                                                    outlined, and labelled with its id and prompt text
 
 Everything is written into a hidden staging folder beside `OUT/` (`.OUT.partial-<pid>`; inside
 `OUT/` when its parent cannot be written) and moved into place only when the run finishes: a run
@@ -55,7 +56,7 @@ class OutputWriter:
         for obj_id, mask in masks.items():
             write_mask_png(self.stage / "masks" / str(obj_id) / f"{result.index:05d}.png", mask)
         self.rle_frames.append({"index": result.index, "masks": {str(o): encode_rle(m) for o, m in masks.items()}})
-        self.video.write(overlay(frame, masks))
+        self.video.write(overlay(frame, masks, alpha=0.45, labels=self.labels or {o: "" for o in masks}, contour=2))
         self.frames_written += 1
 
     def commit(self) -> None:
