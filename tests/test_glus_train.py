@@ -326,3 +326,16 @@ def test_without_a_memory_bank_each_frame_is_decoded_as_a_first_frame(trained):
     remembered = model.segment(frames, "the red thing")
     assert torch.equal(remembered.logits[0], alone.logits[0])
     assert not torch.equal(remembered.logits[3], alone.logits[3])  # memory changes later frames
+
+
+def test_checkpoints_store_the_contrastive_bank_a_resume_restores(trained):
+    from refseg.methods.glus.contrastive import TokenBank
+
+    state = torch.load(trained / "checkpoints" / "step_0000002" / "state.pt", weights_only=False)["glus_bank"]
+    assert len(state["tags"]) == len(state["tokens"]) > 0  # the [SEG] tokens of two steps
+    bank = TokenBank(512)
+    bank.load(state)
+    again = bank.state()
+    assert again["tags"] == state["tags"] and torch.equal(again["tokens"], state["tokens"])
+    later = torch.load(trained / "checkpoints" / "step_0000003" / "state.pt", weights_only=False)["glus_bank"]
+    assert later["tags"][: len(state["tags"])] == state["tags"] and len(later["tags"]) > len(state["tags"])

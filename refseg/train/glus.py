@@ -12,7 +12,7 @@ clip. Per expression:
    with GLUS's memory at stride 1 (`hooks.GlusHooks`; memories detached unless
    `glus.train_memory`): BCE and Dice (LISA's, smooth 1e-3) on the masks at the model's input size;
 4. the object contrastive loss (Sec. 4.3) on the projected [SEG] tokens, with a bank that lives as
-   long as the task (a resumed run starts it empty).
+   long as the task and is stored in each checkpoint (a resumed run contrasts with the same bank).
 
 The loss is `loss.ce` x CE + `loss.bce` x BCE + `loss.dice` x Dice + `loss.contrastive` x L_con
 (1.0, 2.0, 0.5, 0.1 in the paper). A single-frame stage (LISA's pretraining, which refseg cannot

@@ -4,7 +4,8 @@ Run directory (`config.out`):
     config.yaml                   the resolved config
     metrics.jsonl                 one line per logged step (losses, lr, samples/s)
     checkpoints/step_<N>/         config.json + model.safetensors + state.pt (optimizer,
-                                  scheduler, RNG states), written to a temporary folder and renamed;
+                                  scheduler, RNG states, GLUS's contrastive bank), written to a
+                                  temporary folder and renamed;
                                   a SAMWISE or EVF-SAM checkpoint loads as a model (`refseg.load`)
     final/                        `save_pretrained` of the trained model
 
@@ -219,8 +220,11 @@ def _load_init(model: nn.Module, config: TrainConfig) -> None:
     _load_weights(model, folder / "model.safetensors", ("text.", "sam.") if source is not None else ("text.",))
 
 
-def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | SamI2V | Glus | KeyFrameSelector | Beit3Pretrainer, optimizer: torch.optim.Optimizer, scheduler: object,
+def _save(run: Path, step: int, task: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object,
           rng: np.random.Generator, sampler_rng: np.random.Generator, config: TrainConfig) -> None:
+    """A checkpoint: the model's weights and config, and what resuming needs (optimizer, scheduler,
+    random states, GLUS's contrastive token bank)."""
+    model = task.model
     if isinstance(model, Beit3Pretrainer):
         meta = {"beit3": dataclasses.asdict(model.encoder.config)}
     elif isinstance(model, (SamI2V, Glus, KeyFrameSelector, Sam2Love, VGGishPretrainer, FrameVitPretrainer)):
@@ -233,9 +237,10 @@ def _save(run: Path, step: int, model: Sam2 | Samwise | EvfSam | SamI2V | Glus |
     with atomic_dir(run / "checkpoints" / f"step_{step:07d}") as tmp:
         save_file(_weights(model), str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps({**meta, "train": to_dict(config)}))
+        extra = {"glus_bank": task.bank.state()} if isinstance(task, GlusTask) else {}
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
-                    "sampler_rng": sampler_rng.bit_generator.state}, tmp / "state.pt")
+                    "sampler_rng": sampler_rng.bit_generator.state, **extra}, tmp / "state.pt")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -309,6 +314,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, over
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = state["rng"]
         sampler.rng.bit_generator.state = state["sampler_rng"]
+        if isinstance(task, GlusTask) and "glus_bank" in state:
+            task.bank.load(state["glus_bank"])
         start = state["step"]
         log.info("resuming %s from %s: step %d of %d", run, latest.relative_to(run), start, config.steps)
     if rank == 0:
@@ -348,7 +355,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, over
                 with (run / "metrics.jsonl").open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
             if done % config.checkpoint_every == 0 or done == config.steps:
-                _save(run, done, model, optimizer, scheduler, rng, sampler.rng, config)
+                _save(run, done, task, optimizer, scheduler, rng, sampler.rng, config)
     if rank == 0:
         model.save_pretrained(run / "final")
     if world > 1:

@@ -51,6 +51,17 @@ class TokenBank:
         for tag, token in zip(tags, tokens, strict=True):
             self.entries.append((tag, token.detach().clone()))
 
+    def state(self) -> dict:
+        """What a training checkpoint stores, so that a resumed run contrasts with the same bank."""
+        return {"tags": [(t.video, t.expression, t.frame, sorted(t.objects)) for t, _ in self.entries],
+                "tokens": torch.stack([x for _, x in self.entries]) if self.entries else torch.zeros(0)}
+
+    def load(self, state: dict) -> None:
+        """Replace the entries by those of `state()`."""
+        self.entries.clear()
+        for (video, expression, frame, objects), token in zip(state["tags"], state["tokens"], strict=True):
+            self.entries.append((TokenTag(video, expression, frame, frozenset(objects)), token.clone()))
+
 
 def eligible(tag: TokenTag, bank: TokenBank) -> tuple[list[int], list[int]]:
     """Bank indices of the positives and the negatives of a token tagged `tag`."""
