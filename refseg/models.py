@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from refseg.errors import CheckpointError
 from refseg.methods.evf_sam import EvfSam
 from refseg.methods.glus import Glus
 from refseg.methods.glus.build import load_glus
@@ -32,27 +33,31 @@ def ships(name: str) -> bool:
     return (WEIGHTS / NAMES[name]).is_dir()
 
 
+def _weight_names(file: Path) -> list[str]:
+    """The tensor names in a safetensors file's header (the tensors are not read); a damaged
+    file raises `CheckpointError` naming it."""
+    try:
+        with safe_open(str(file), "pt") as f:
+            return list(f.keys())
+    except Exception as err:  # safetensors raises its own error type for a damaged header
+        raise CheckpointError(f"{file}: cannot read the weights, the file is damaged or truncated "
+                              f"({' '.join(str(err).split())})") from err
+
+
 def _official_evf(path: Path) -> bool:
     """Whether folder `path` holds a published EVF-SAM / EVF-SAM2 checkpoint: safetensors weights
     with `mm_extractor.*` names (only their headers are read), or `pytorch_model*.bin` files."""
     files = sorted(path.glob("*.safetensors"))
     if not files:
         return any(path.glob("pytorch_model*.bin"))
-    for file in files:
-        with safe_open(str(file), "pt") as f:
-            if any(k.startswith("mm_extractor.") for k in f.keys()):
-                return True
-    return False
+    return any(k.startswith("mm_extractor.") for file in files for k in _weight_names(file))
 
 
 def _official_glus(path: Path) -> bool:
     """Whether folder `path` holds a published GLUS checkpoint (a merged-LoRA `GLUSForCausalLM`:
     `model.visual_model.*` and `model.text_hidden_fcs.*` weights; only safetensors headers are read)."""
-    for file in sorted(path.glob("*.safetensors")):
-        with safe_open(str(file), "pt") as f:
-            if any(k.startswith("model.text_hidden_fcs.") for k in f.keys()):
-                return True
-    return False
+    return any(k.startswith("model.text_hidden_fcs.") for file in sorted(path.glob("*.safetensors"))
+               for k in _weight_names(file))
 
 
 def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str] | None = None,

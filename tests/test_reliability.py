@@ -362,3 +362,16 @@ def test_max_side_reads_large_frames_smaller(model_dir, tmp_path):
 
     assert read_mask_png(out / "masks" / "1" / "00000.png").shape == (150, 200)
     assert json.loads((out / "masks.json").read_text())["input"]["max_side"] == 200
+
+
+def test_a_damaged_weights_file_without_config_is_named(video, tmp_path, capsys):
+    """A folder told apart by its weight names (published EVF-SAM, GLUS): a damaged header is named."""
+    folder = tmp_path / "published"
+    folder.mkdir()
+    data = (SHIPPED_SAMWISE / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:100])
+    out = tmp_path / "out"
+    assert main(["segment", str(video), "--text", "the disk", "--model", str(folder), "--out", str(out)]) == 2
+    line = error_line(capsys)
+    assert str(folder / "model.safetensors") in line and "damaged or truncated" in line
+    assert not out.exists()
