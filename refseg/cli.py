@@ -354,6 +354,61 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load the models once, then serve the page and the API until stopped."""
+    import shutil
+    import tempfile
+
+    names = args.model or ["default"]
+    for name in names:
+        _check_model_path(name)
+    if args.sam2 != "none":
+        _check_sam2_path(args.sam2)
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port {args.port}: give a port between 1 and 65535")
+    for folder in args.allow_paths:
+        if not Path(folder).is_dir():
+            raise InputError(f"--allow-paths {folder}: no such folder")
+    if args.max_frames < 1 or args.max_upload_mb <= 0 or args.ttl <= 0:
+        raise InputError("--max-frames, --max-upload-mb and --ttl must be positive")
+    if args.jobs_dir:
+        check_out(args.jobs_dir, "--jobs-dir")
+    _check_device(args.device)
+    import uvicorn
+
+    from refseg.models import load
+    from refseg.sam.checkpoint import load_sam2
+    from refseg.serve import Methods, ServeConfig, create_app
+
+    models: list[object] = []
+    for name in names:
+        log.info("loading %s", name)
+        models.append(load(name, device=args.device))
+    if args.sam2 != "none":
+        log.info("loading SAM 2 %s", args.sam2)
+        models.append(load_sam2(args.sam2).to(args.device))
+    if "default" in names or args.sam2 == "synth":
+        _synthetic_notice("each embedded model")
+    methods = Methods.of(models)
+    jobs_dir = Path(args.jobs_dir) if args.jobs_dir else Path(tempfile.mkdtemp(prefix="refseg-serve-"))
+    config = ServeConfig(jobs_dir=jobs_dir, max_upload_mb=args.max_upload_mb, max_frames=args.max_frames,
+                         max_side=args.max_side or None, ttl_s=args.ttl,
+                         allow_paths=tuple(Path(p) for p in args.allow_paths))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("--host %s: the page and API are open to other machines on that network, without a password",
+                    args.host)
+    log.info("serving %s on http://%s:%d (API documented at /docs); jobs in %s",
+             ", ".join(m["name"] for m in methods.describe()), args.host, args.port, jobs_dir)
+    app = create_app(methods, config)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:  # however the server stops: no job folder stays behind
+        app.state.store.close()
+        if not args.jobs_dir:
+            shutil.rmtree(jobs_dir, ignore_errors=True)
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -598,6 +653,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=None, help="cut the scene to its first N frames")
     demo.add_argument("--device", default="cpu", help="cpu or cuda")
     demo.set_defaults(func=cmd_demo)
+    srv = command("serve", "a local web page and HTTP API: segment by text and clicks, watch masks stream in")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback: this machine only)")
+    srv.add_argument("--port", type=int, default=7860)
+    srv.add_argument("--model", action="append",
+                     help="a text model to offer (repeat for more): default (embedded), evf-sam, a model folder "
+                          "(SAMWISE, EVF-SAM, GLUS, SAM2-LOVE, SAM-I2V) or an official SAMWISE .pth; default: default")
+    srv.add_argument("--sam2", default="synth",
+                     help="the SAM 2 for clicks and boxes: synth (embedded), a model folder, .pt file or hub id; none: no clicks")
+    srv.add_argument("--allow-paths", action="append", default=[], metavar="DIR",
+                     help="let the page open files under DIR on this machine (repeat for more)")
+    srv.add_argument("--jobs-dir", help="where jobs keep their files (default: a new temporary folder)")
+    srv.add_argument("--max-upload-mb", type=float, default=200.0)
+    srv.add_argument("--max-frames", type=int, default=1000, help="longest video accepted, in frames")
+    srv.add_argument("--max-side", type=int, default=1024, help="frames are read scaled to fit N px (0: as they are)")
+    srv.add_argument("--ttl", type=float, default=3600.0, help="seconds a job is kept after its last use")
+    srv.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    srv.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -52,10 +52,13 @@ class OutputWriter:
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         """Add one frame and its result."""
-        masks = result.masks()
+        self.write_masks(frame, result.index, result.masks())
+
+    def write_masks(self, frame: np.ndarray, index: int, masks: dict[int, np.ndarray]) -> None:
+        """Add frame `index` [H, W, 3] uint8 and its masks (object id -> [H, W] bool)."""
         for obj_id, mask in masks.items():
-            write_mask_png(self.stage / "masks" / str(obj_id) / f"{result.index:05d}.png", mask)
-        self.rle_frames.append({"index": result.index, "masks": {str(o): encode_rle(m) for o, m in masks.items()}})
+            write_mask_png(self.stage / "masks" / str(obj_id) / f"{index:05d}.png", mask)
+        self.rle_frames.append({"index": index, "masks": {str(o): encode_rle(m) for o, m in masks.items()}})
         self.video.write(overlay(frame, masks, alpha=0.45, labels=self.labels or {o: "" for o in masks}, contour=2))
         self.frames_written += 1
 
