@@ -296,3 +296,25 @@ def test_serve_refuses_bad_arguments_in_one_line_before_loading(args, words, cap
     assert main(["serve", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"refseg: error: {words}"]
+
+
+def test_sam_i2v_as_the_click_method_reruns_a_correction_as_a_run_from_scratch(video, tmp_path):
+    """SAM-I2V's sessions carry a window of past frames: a snapshot must carry it too."""
+    from refseg.methods.sam_i2v import SamI2VConfig, upgrade
+
+    model = upgrade(random_sam2(0), SamI2VConfig(tapped_dims=(64, 128, 256), temporal_dim=16), memory_layers=1).eval()
+    app = create_app(Methods.of([model]), ServeConfig(jobs_dir=tmp_path / "jobs", snapshot_every=3))
+    with TestClient(app) as client:
+        job = upload(client, video).json()["id"]
+        client.post(f"/api/jobs/{job}/objects", json={"points": [DISK_CLICK], "frame": 0})
+        run_to_end(client, job, click_method="sam-i2v")
+        client.post(f"/api/jobs/{job}/objects/1/prompts", json={"frame": 7, "points": [[70, 40, 0]]})
+        assert client.post(f"/api/jobs/{job}/run", json={}).json()["from"] == 6
+        with client.stream("GET", f"/api/jobs/{job}/events") as stream:
+            assert any('"end"' in line for line in stream.iter_lines())
+        got = job_masks(client, job)
+    session = model.session()
+    session.add_prompt(1, Points([DISK_CLICK[:2]]), frame=0)
+    session.add_prompt(1, Points([[70, 40]], [0]), frame=7)
+    for t, frame in enumerate(frames(video)):
+        assert np.array_equal(got[1][t], session.push(frame).objects[1].mask), t
