@@ -19,6 +19,7 @@ from refseg.methods.sam_i2v import SamI2V
 from refseg.methods.sam_i2v.checkpoint import load_official_sam_i2v
 from refseg.methods.samwise import Samwise
 from refseg.methods.samwise.checkpoint import load_official_samwise
+from refseg.sam import Sam2
 
 WEIGHTS = Path(__file__).parent / "weights"
 NAMES = {"default": "samwise_synth", "samwise": "samwise_synth", "evf-sam": "evf_synth", "glus": "glus_synth"}
@@ -61,7 +62,8 @@ def _official_glus(path: Path) -> bool:
 
 
 def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str] | None = None,
-         device: str | torch.device = "cpu", tokenizer: str | os.PathLike[str] = "roberta-base") -> Model:
+         device: str | torch.device = "cpu", tokenizer: str | os.PathLike[str] = "roberta-base",
+         dtype: torch.dtype = torch.float32) -> Model:
     """A text-prompted model ready to `.stream(texts)` (push frames, get `FrameResult`s), or
     SAM-I2V, click-prompted (`.session()`, then `add_prompt` and `push`).
 
@@ -78,7 +80,19 @@ def load(name: str | os.PathLike[str] = "default", source: str | os.PathLike[str
         (`load_official_sam_i2v`). With "glus", a folder to load instead of the shipped SynthRef
         GLUS: a refseg GLUS folder (`refseg train`'s final/) or a published GLUS folder, whose CLIP
         vision tower is the local folder its config.json names (`load_official_glus`).
+    dtype: what the model's SAM 2 sessions compute in: torch.float32, or torch.bfloat16 (image
+        encoder, memory attention, decoders and memory encoder; `refseg.engine.Session`'s `dtype`).
     """
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"dtype: torch.float32 or torch.bfloat16, not {dtype}")
+    model = _load(name, source, device, tokenizer)
+    if isinstance(getattr(model, "sam", None), Sam2):
+        model.sam.inference_dtype = dtype
+    return model
+
+
+def _load(name: str | os.PathLike[str], source: str | os.PathLike[str] | None, device: str | torch.device,
+          tokenizer: str | os.PathLike[str]) -> Model:
     if str(name) == "sam-i2v":
         return _load_sam_i2v(source).to(device)
     if str(name) == "sam2-love" and source is None:

@@ -55,10 +55,10 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def claim(self, model: object, hooks: MethodHooks) -> None:
-        """Tie the cache to the first model and method encoding (the hooks' type, preprocessing
-        and pixel window) that use it; refuse any other."""
-        owner = (id(model), type(hooks), repr(hooks.preprocess), hooks.pixel_window, hooks.has_output_hook())
+    def claim(self, model: object, hooks: MethodHooks, dtype: object = None) -> None:
+        """Tie the cache to the first model, method encoding (the hooks' type, preprocessing
+        and pixel window) and compute dtype that use it; refuse any other."""
+        owner = (id(model), type(hooks), repr(hooks.preprocess), hooks.pixel_window, hooks.has_output_hook(), dtype)
         if self._owner is None:
             self._owner = owner
         elif owner != self._owner:

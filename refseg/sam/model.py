@@ -33,6 +33,8 @@ class Sam2(nn.Module):
         fresh = parts is None
         parts = parts if parts is not None else Sam2VideoModel(config)
         self.config = config
+        # the dtype sessions compute in unless told otherwise (`Session(dtype=...)`, `refseg.load(dtype=...)`)
+        self.inference_dtype = torch.float32
         self.shared_image_embedding = parts.shared_image_embedding
         self.vision_encoder = parts.vision_encoder
         self.prompt_encoder = parts.prompt_encoder
