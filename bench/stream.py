@@ -4,6 +4,12 @@ Latency: both implementations hold the same random weights and stream the same f
 same click on frame 0; they advance in lockstep (each frame through one, then the other, the
 order alternating), so machine noise hits both alike. Printed: median ms/frame and the ratio.
 
+bfloat16: refseg with `Session(dtype=torch.bfloat16)` (autocast) against `transformers` with its
+model and inference session in bfloat16, in the same lockstep. Efficiency: the model's FLOPs per
+tracked frame (counted by `torch.utils.flop_counter` on one frame with a full memory bank) over
+the median time, as a fraction of this machine's peak, measured here with a 4096 x 4096 matmul
+in each dtype and the same thread count.
+
 Resident memory: each implementation streams alone in a fresh child process (memory of one
 process cannot be split between two models); RSS is read at two frame counts and both
 implementations' growth between them is printed side by side.
@@ -50,9 +56,10 @@ def build(name: str) -> Sam2:
 
 class Ours:
     kv_cache = True
+    dtype = torch.float32
 
     def __init__(self, model: Sam2, height: int, width: int) -> None:
-        self.session = Session(model, kv_cache=self.kv_cache)
+        self.session = Session(model, kv_cache=self.kv_cache, dtype=self.dtype)
         self.session.add_prompt(1, Points([[width / 4, height / 2]]))
 
     def step(self, frame: np.ndarray) -> None:
@@ -63,11 +70,17 @@ class OursNoCache(Ours):
     kv_cache = False
 
 
+class OursBf16(Ours):
+    dtype = torch.bfloat16
+
+
 class Reference:
+    dtype = torch.float32
+
     def __init__(self, model: Sam2, height: int, width: int) -> None:
-        self.model = model.to_transformers().eval()
+        self.model = model.to_transformers().eval().to(self.dtype)
         self.size = model.image_size
-        self.session = Sam2VideoInferenceSession(video_height=height, video_width=width, dtype=torch.float32)
+        self.session = Sam2VideoInferenceSession(video_height=height, video_width=width, dtype=self.dtype)
         idx = self.session.obj_id_to_idx(1)
         xy = torch.tensor([[[[width / 4 * self.size / width, height / 2 * self.size / height]]]])
         self.session.add_point_inputs(idx, 0, {"point_coords": xy, "point_labels": torch.ones(1, 1, 1, dtype=torch.int32)})
@@ -76,13 +89,46 @@ class Reference:
 
     def step(self, frame: np.ndarray) -> None:
         # the same preprocessing as the engine (the transformers processors need torchvision)
-        pixels = normalise_frames(torch.from_numpy(frame)[None], self.size)[0]
+        pixels = normalise_frames(torch.from_numpy(frame)[None], self.size)[0].to(self.dtype)
         with torch.inference_mode():
             self.model(self.session, frame_idx=self.t, frame=pixels)
         self.t += 1
 
 
-IMPLS = {"ours": Ours, "ours_no_kv_cache": OursNoCache, "transformers": Reference}
+class ReferenceBf16(Reference):
+    dtype = torch.bfloat16
+
+
+IMPLS = {"ours": Ours, "ours_no_kv_cache": OursNoCache, "transformers": Reference, "ours_bf16": OursBf16,
+         "transformers_bf16": ReferenceBf16}
+
+
+def peak_gflops(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    """This machine's matmul rate in `dtype` with the current thread count (best of `repeats`)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(work) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def frame_gflops(model: Sam2, frames: np.ndarray) -> float:
+    """FLOPs (G) of one tracked frame once the memory bank is full (7 frames stored)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.requires_grad_(False)  # the counter's module tracker hooks tensors that require grad
+    runner = Ours(model, *frames.shape[1:3])
+    for t in range(min(7, len(frames) - 1)):
+        runner.step(frames[t])
+    counter = FlopCounterMode(display=False)
+    with counter:
+        runner.step(frames[min(7, len(frames) - 1)])
+    return counter.get_total_flops() / 1e9
 
 
 def scene_frames(count: int, size: int) -> np.ndarray:
@@ -145,6 +191,9 @@ def main() -> None:
         name, impl, first, last = args.child
         print(json.dumps(rss_child(name, impl, int(first), int(last))))
         return
+    peaks = {d: peak_gflops(d) for d in (torch.float32, torch.bfloat16)}
+    print(f"peak matmul GFLOP/s with {args.threads} threads: float32 {peaks[torch.float32]:.0f}, "
+          f"bfloat16 {peaks[torch.bfloat16]:.0f}", flush=True)
     for name in [args.only] if args.only else list(CONFIGS):
         lat = latency(name)
         ref = lat["transformers_ms"]
@@ -152,6 +201,16 @@ def main() -> None:
               f"transformers {ref:.1f}; ours {lat['ours_ms']:.1f} (ratio {lat['ours_ms'] / ref:.3f}); "
               f"ours without kv cache {lat['ours_no_kv_cache_ms']:.1f} (ratio {lat['ours_no_kv_cache_ms'] / ref:.3f})",
               flush=True)
+        ref16 = lat["transformers_bf16_ms"]
+        print(f"{name}: bfloat16 ms/frame: transformers {ref16:.1f}; ours {lat['ours_bf16_ms']:.1f} "
+              f"(ratio {lat['ours_bf16_ms'] / ref16:.3f}); ours bfloat16 / ours float32 "
+              f"{lat['ours_bf16_ms'] / lat['ours_ms']:.3f}", flush=True)
+        model = build(name)
+        flops = frame_gflops(model, scene_frames(CONFIGS[name][1], model.image_size))
+        for dtype, key in ((torch.float32, "ours_ms"), (torch.bfloat16, "ours_bf16_ms")):
+            rate = flops / (lat[key] / 1000)
+            print(f"{name}: {flops:.1f} GFLOP per tracked frame; {str(dtype).removeprefix('torch.')}: "
+                  f"{rate:.0f} GFLOP/s, {rate / peaks[dtype]:.2f} of the measured peak", flush=True)
         if CONFIGS[name][2] is not None:
             mem = rss(name)
             print(f"{name}: RSS frame {mem['from_frame']:.0f} -> {mem['to_frame']:.0f}: ours "

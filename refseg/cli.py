@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import re
@@ -539,6 +540,8 @@ def _score(args: argparse.Namespace, gt: Path, pred: Path) -> EvalResult:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict every expression of a dataset; under `torchrun` the videos are split across the
+    processes (see `refseg.predict.predict_expressions`), and a rerun continues a stopped run."""
     data = Path(args.data)
     if not data.is_dir():
         raise InputError(f"--data {data}: no such dataset folder")
@@ -554,12 +557,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     samples = list(formats.reader(args.format)(data))
     if not samples:
         raise InputError(f"{data}: no {'image' if args.format == 'refcoco' else 'video'} in the {args.format} layout")
+    rank, world = _processes(args)
     model = _text_model(args)
     if isinstance(model, SamI2V):
         raise InputError(f"--model {args.model}: SAM-I2V is prompted by clicks, boxes and masks; predict runs text models")
     layout = {"refcoco": "images", "refavs": "refavs"}.get(args.format, "videos")
-    predict_expressions(model, samples, args.out, layout=layout, audio=not args.no_audio)
+    signature = json.dumps({k: getattr(args, k) for k in ("model", "method", "selector", "tokenizer", "dtype")})
+    predict_expressions(model, samples, args.out, layout=layout, audio=not args.no_audio, rank=rank, world=world,
+                        signature=signature)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
+
+
+def _processes(args: argparse.Namespace) -> tuple[int, int]:
+    """(rank, world size) under `torchrun` (the process group is started here, gloo on CPU, nccl
+    on CUDA with one GPU per local rank), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if args.device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    return dist.get_rank(), world
 
 
 class _Parser(argparse.ArgumentParser):
