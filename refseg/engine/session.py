@@ -18,6 +18,7 @@ from the frame of its first prompt on.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from refseg.engine.memory_bank import MemoryBank, MemoryEntry
 from refseg.prompts import Box, Mask, Points, Prompt
 from refseg.sam.image_encoder import ImageFeatures
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks, fill_holes, mask_as_output, with_holes_filled
-from refseg.sam.memory import condition_on_memory, encode_memory, memory_kv, memory_position_encoding, memory_rope
+from refseg.sam.memory import (MemoryReadout, condition_objects, condition_on_memory, encode_memory, memory_kv,
+                               memory_position_encoding, memory_rope, readout_layout)
 from refseg.sam.model import Sam2
 from refseg.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, PointPrompt, embed_prompts
 
@@ -115,6 +117,11 @@ class Session:
             softmax and the logits returned stay float32); default the model's
             `inference_dtype` (float32 unless `refseg.load(dtype=...)` set it). Masks agree with
             float32 to IoU >= 0.99 on the shipped SynthRef models (tests/test_dtype.py).
+        batch_objects: decode the objects tracked from memory on a frame (no click, box or mask
+            there) together: memory attention and the SAM head run once for each group of
+            objects whose memories have one layout (`refseg.sam.memory.readout_layout`), as SAM 2's
+            own predictor batches objects; the masks equal one-by-one decoding to float rounding.
+            Inference with the key/value cache only; False decodes one object at a time.
     """
 
     def __init__(
@@ -130,6 +137,7 @@ class Session:
         seed: int = 0,
         feature_cache: FeatureCache | None = None,
         dtype: torch.dtype | None = None,
+        batch_objects: bool = True,
     ) -> None:
         self.model = model
         self.hooks = hooks if hooks is not None else MethodHooks()
@@ -139,6 +147,7 @@ class Session:
             raise ValueError(f"dtype: a session computes in torch.float32 or torch.bfloat16, not {self.dtype}")
         self.grad = grad
         self.kv_cache = kv_cache and not grad
+        self.batch_objects = batch_objects and self.kv_cache
         self.num_frames = num_frames
         self.device = model.no_memory_embedding.device
         self.bank = MemoryBank(model.num_maskmem, model.max_object_pointers, max_prompted_frames,
@@ -317,9 +326,15 @@ class Session:
         outputs: dict[int, DecoderOutput] = {}
         read: dict[int, Tensor] = {}  # the embedding each object's decoder read [1, C, h, w]
         prompted: dict[int, bool] = {}
-        for obj_id in list(dict.fromkeys([*self.object_ids, *prompts])):
+        order = list(dict.fromkeys([*self.object_ids, *prompts]))
+        unprompted = [o for o in order if self.batch_objects and self.bank.has_memory(o)
+                      and prompts.get(o, _FramePrompt()).points is None and prompts.get(o, _FramePrompt()).mask is None]
+        batched = self._decode_tracked(t, unprompted, features) if len(unprompted) > 1 else {}
+        for obj_id in order:
             prompt = prompts.get(obj_id, _FramePrompt())
-            if prompt.mask is not None:
+            if obj_id in batched:
+                outputs[obj_id], read[obj_id] = batched[obj_id]
+            elif prompt.mask is not None:
                 extra = self.hooks.prompt_tokens(t, obj_id, features, features.embed, None, False)
                 outputs[obj_id] = mask_as_output(model, features.high_res, features.embed, prompt.mask, extra)
                 read[obj_id] = features.embed
@@ -348,10 +363,7 @@ class Session:
         if conditioning:
             embed = features.embed + model.no_memory_embedding.view(1, -1, 1, 1)
         else:
-            readout = self.hooks.select_memories(t, obj_id, self.bank.object(obj_id), features, self.generator)
-            if readout.pointer_span is None and self.num_frames is not None:
-                # the official predictor's span for a short video
-                readout.pointer_span = min(self.num_frames, self.model.max_object_pointers) - 1
+            readout = self._readout(t, obj_id, features)
             embed = condition_on_memory(model, features.embed, features.pos, readout, self._memory_pos,
                                         self._rope if self.kv_cache else None)
         extra = self.hooks.prompt_tokens(t, obj_id, features, embed, readout, points is not None)
@@ -360,6 +372,48 @@ class Session:
         out = decode_masks(model, features.high_res, embed, sparse, dense, multimask,
                            self.hooks.stability_fallback, self.hooks.presence_gate)
         return out, embed
+
+    def _readout(self, t: int, obj_id: int, features: ImageFeatures) -> MemoryReadout:
+        readout = self.hooks.select_memories(t, obj_id, self.bank.object(obj_id), features, self.generator)
+        if readout.pointer_span is None and self.num_frames is not None:
+            # the official predictor's span for a short video
+            readout.pointer_span = min(self.num_frames, self.model.max_object_pointers) - 1
+        return readout
+
+    def _decode_tracked(self, t: int, ids: list[int], features: ImageFeatures) -> dict[int, tuple[DecoderOutput, Tensor]]:
+        """`_decode` of objects tracked from memory (no prompt on frame `t`), in batches: memory
+        attention per group of one readout layout, the SAM head per group of one prompt shape."""
+        model = self.model
+        readouts = {o: self._readout(t, o, features) for o in ids}  # in order: a method's draws stay the same
+        layouts: dict[tuple, list[int]] = {}
+        for o in ids:
+            layouts.setdefault(readout_layout(readouts[o]), []).append(o)
+        embeds: dict[int, Tensor] = {}
+        for group in layouts.values():
+            cached = all(kv is not None for o in group for kv in readouts[o].kv)
+            if len(group) > 1 and cached:
+                rows = condition_objects(model, features.embed, features.pos, [readouts[o] for o in group], self._rope)
+                embeds.update({o: rows[i : i + 1] for i, o in enumerate(group)})
+            else:
+                embeds.update({o: condition_on_memory(model, features.embed, features.pos, readouts[o], self._memory_pos,
+                                                      self._rope) for o in group})
+        prompts = {o: embed_prompts(model.prompt_encoder, 1, extra=self.hooks.prompt_tokens(
+            t, o, features, embeds[o], readouts[o], False)) for o in ids}
+        multimask = self._multimask(False, None) if self.hooks.multimask is None else self.hooks.multimask
+        shapes: dict[tuple, list[int]] = {}
+        for o in ids:
+            shapes.setdefault(tuple(prompts[o][0].shape), []).append(o)
+        out: dict[int, tuple[DecoderOutput, Tensor]] = {}
+        for group in shapes.values():
+            n = len(group)
+            decoded = decode_masks(model, [f.expand(n, -1, -1, -1) for f in features.high_res],
+                                   torch.cat([embeds[o] for o in group]), torch.cat([prompts[o][0] for o in group]),
+                                   torch.cat([prompts[o][1] for o in group]), multimask, self.hooks.stability_fallback,
+                                   self.hooks.presence_gate)
+            for i, o in enumerate(group):
+                row = DecoderOutput(*(getattr(decoded, f.name)[i : i + 1] for f in dataclasses.fields(DecoderOutput)))
+                out[o] = (row, embeds[o])
+        return out
 
     def _multimask(self, conditioning: bool, points: PointPrompt | None) -> bool:
         """SAM 2's rule: several candidate masks when there are 0 or 1 clicks (ambiguous)."""

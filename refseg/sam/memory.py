@@ -192,7 +192,7 @@ def condition_on_memory(model: Sam2, embed: Tensor, pos: Tensor, readout: Memory
         [1, C, h, w] memory-conditioned embedding.
     """
     if rope is not None and readout.kv and all(kv is not None for kv in readout.kv):
-        return _attend_cached(model, embed, pos, readout, rope)
+        return _attend_cached(model, embed, pos, [readout], rope)
     _, channels, h, w = embed.shape
     memory, memory_pe, num_pointer_tokens = memory_tokens(model, readout, memory_pos, embed.dtype)
     out = model.memory_attention(
@@ -234,36 +234,66 @@ def memory_kv(model: Sam2, features: Tensor, memory_pos: Tensor, rope: Rope) -> 
     return MemoryKV(keys, values)
 
 
-def _attend_cached(model: Sam2, embed: Tensor, pos: Tensor, readout: MemoryReadout, rope: Rope) -> Tensor:
-    """Memory attention with cached memory keys and values (inference; dropout is off)."""
+def condition_objects(model: Sam2, embed: Tensor, pos: Tensor, readouts: list[MemoryReadout], rope: Rope) -> Tensor:
+    """Memory attention for B objects on one frame at once: `condition_on_memory` of each, in one
+    batch. Every readout must have cached keys and values and the same layout (`readout_layout`).
+
+    Args:
+        embed, pos: [1, C, h, w] the frame's image embedding and its positional encoding.
+        readouts: B readouts of one layout.
+    Returns:
+        [B, C, h, w] memory-conditioned embeddings, in the order of `readouts`.
+    """
+    layouts = {readout_layout(r) for r in readouts}
+    if len(layouts) != 1 or not all(kv is not None for r in readouts for kv in r.kv) or not readouts[0].kv:
+        raise ValueError("condition_objects: readouts of one layout, every memory's keys and values cached")
+    return _attend_cached(model, embed, pos, readouts, rope)
+
+
+def readout_layout(readout: MemoryReadout) -> tuple:
+    """What must match for readouts to be attended in one batch: the memories' temporal slots (so
+    their count), the number of pointers, and whether memories are temporally encoded (pointer
+    offsets may differ: each object's pointers get their own encoding)."""
+    return tuple(readout.tpos_slots), readout.temporal, len(readout.pointers)
+
+
+def _heads_batch(x: Tensor, heads: int) -> Tensor:
+    """[B, N, heads * hd] -> [B, heads, N, hd]."""
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def _attend_cached(model: Sam2, embed: Tensor, pos: Tensor, readouts: list[MemoryReadout], rope: Rope) -> Tensor:
+    """Memory attention with cached memory keys and values (inference; dropout is off) for B
+    readouts of one layout: [1, C, h, w] -> [B, C, h, w]."""
     _, channels, h, w = embed.shape
+    batch, first = len(readouts), readouts[0]
     attention = model.memory_attention
     tpos = model.memory_temporal_positional_encoding[:, 0, 0]  # [N, D]
-    if not readout.temporal:
+    if not first.temporal:
         tpos = torch.zeros_like(tpos)
-    x = (embed + 0.1 * pos).flatten(2).transpose(1, 2)[:, None]  # [1, 1, h*w, C]
+    x = (embed + 0.1 * pos).flatten(2).transpose(1, 2)[:, None].expand(batch, -1, -1, -1)  # [B, 1, h*w, C]
     pointers = pointer_pe = None
-    if readout.pointers:
+    if first.pointers:
         dim = model.config.memory_encoder_output_channels
-        pointers = torch.stack(readout.pointers).to(embed.dtype).reshape(-1, dim)  # [P * C/D, D]
-        pe = pointer_position_encoding(model, readout.pointer_offsets, embed.dtype, readout.pointer_span)
-        pointer_pe = pe.repeat_interleave(channels // dim, dim=0)
+        pointers = torch.stack([torch.stack(r.pointers).to(embed.dtype).reshape(-1, dim) for r in readouts])  # [B, P*C/D, D]
+        pointer_pe = torch.stack([pointer_position_encoding(model, r.pointer_offsets, embed.dtype, r.pointer_span)
+                                  .repeat_interleave(channels // dim, dim=0) for r in readouts])
     for index, layer in enumerate(attention.layers):
         query = layer.layer_norm1(x)
         x = x + layer.self_attn(query=query, key=query, value=query, position_embeddings=rope)[0]
         attn = layer.cross_attn_image
         heads = attn.num_attention_heads
-        q = _rotate(_heads(attn.q_proj(layer.layer_norm2(x))[0, 0], heads), rope)  # [heads, h*w, hd]
+        q = _rotate(_heads_batch(attn.q_proj(layer.layer_norm2(x))[:, 0], heads), rope)  # [B, heads, h*w, hd]
         # the age-dependent part of each key: RoPE(W_k e_t + b_k), broadcast over positions
-        slot_keys = {s: _rotate(attn.k_proj(tpos[s]).reshape(heads, 1, -1), rope) for s in set(readout.tpos_slots)}
-        keys = [kv.keys[index] + slot_keys[s] for kv, s in zip(readout.kv, readout.tpos_slots)]  # type: ignore[union-attr]
-        values = [kv.values[index] for kv in readout.kv]  # type: ignore[union-attr]
+        slot_keys = {s: _rotate(attn.k_proj(tpos[s]).reshape(heads, 1, -1), rope) for s in set(first.tpos_slots)}
+        keys = torch.stack([torch.cat([kv.keys[index] + slot_keys[s] for kv, s in zip(r.kv, r.tpos_slots)], dim=1)  # type: ignore[union-attr]
+                            for r in readouts])  # [B, heads, n*h*w, hd]
+        values = torch.stack([torch.cat([kv.values[index] for kv in r.kv], dim=1) for r in readouts])  # type: ignore[union-attr]
         if pointers is not None:
-            keys.append(_heads(attn.k_proj(pointers + pointer_pe), heads))
-            values.append(_heads(attn.v_proj(pointers), heads))
-        out = F.scaled_dot_product_attention(q[None], torch.cat(keys, dim=1)[None], torch.cat(values, dim=1)[None],
-                                             scale=attn.scaling)  # [1, heads, h*w, hd]
-        x = x + attn.o_proj(out[0].transpose(0, 1).reshape(1, 1, h * w, -1))
+            keys = torch.cat([keys, _heads_batch(attn.k_proj(pointers + pointer_pe), heads)], dim=2)
+            values = torch.cat([values, _heads_batch(attn.v_proj(pointers), heads)], dim=2)
+        out = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling)  # [B, heads, h*w, hd]
+        x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, 1, h * w, -1))
         x = x + layer.linear2(layer.activation(layer.linear1(layer.layer_norm3(x))))
-    out = attention.layer_norm(x)  # [1, 1, h*w, C]
-    return out.reshape(h * w, channels).transpose(0, 1).reshape(1, channels, h, w)
+    out = attention.layer_norm(x)  # [B, 1, h*w, C]
+    return out.reshape(batch, h * w, channels).transpose(1, 2).reshape(batch, channels, h, w)
