@@ -10,6 +10,11 @@ tracked frame (counted by `torch.utils.flop_counter` on one frame with a full me
 the median time, as a fraction of this machine's peak, measured here with a 4096 x 4096 matmul
 in each dtype and the same thread count.
 
+Objects (`--objects 1 4 16`): one session per object count, each object clicked on frame 0 on a
+grid over the frame, decoded one by one and in batches (`Session(batch_objects=...)`) in the
+same lockstep; printed: median ms per tracked frame (frames after the memory bank is full) and
+what each object past the first adds, as a fraction of the one-object frame time.
+
 Resident memory: each implementation streams alone in a fresh child process (memory of one
 process cannot be split between two models); RSS is read at two frame counts and both
 implementations' growth between them is printed side by side.
@@ -33,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import psutil
 import torch
+from tqdm import tqdm
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
 
 from refseg.demo import moving_shapes
@@ -152,6 +158,30 @@ def latency(name: str) -> dict[str, float]:
     return {**{f"{k}_ms": v for k, v in med.items()}, "frames": len(frames)}
 
 
+def object_cost(name: str, counts: list[int], frames_after_full: int = 3) -> dict[tuple[int, bool], float]:
+    """Median ms per tracked frame with `count` objects, one by one (False) and batched (True)."""
+    model = build(name)
+    warm = model.num_maskmem  # frames until the bank is full
+    frames = scene_frames(warm + frames_after_full, model.image_size)
+    h, w = frames.shape[1:3]
+    sessions = {}
+    for count in counts:
+        side = int(np.ceil(np.sqrt(count)))
+        for batch in (False, True):
+            session = Session(model, batch_objects=batch)
+            for k in range(count):
+                session.add_prompt(k + 1, Points([[(k % side + 0.5) * w / side, (k // side + 0.5) * h / side]]))
+            sessions[(count, batch)] = session
+    times: dict[tuple[int, bool], list[float]] = {k: [] for k in sessions}
+    keys = list(sessions)
+    for t, frame in enumerate(tqdm(frames, desc=f"{name} objects", unit="frame")):
+        for k in keys[t % len(keys):] + keys[:t % len(keys)]:
+            start = time.perf_counter()
+            sessions[k].push(frame)
+            times[k].append(time.perf_counter() - start)
+    return {k: 1000 * statistics.median(v[warm:]) for k, v in times.items()}
+
+
 def rss_child(name: str, impl: str, first: int, last: int) -> dict[str, float]:
     """Run in a child process: stream `last` frames; RSS (MiB) at `first` and at `last`, each the
     median over the 10 frames ending there (the allocator makes single readings jump by ~30 MiB)."""
@@ -184,12 +214,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=list(CONFIGS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--objects", type=int, nargs="+", help="measure the cost of these object counts instead")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         name, impl, first, last = args.child
         print(json.dumps(rss_child(name, impl, int(first), int(last))))
+        return
+    if args.objects:
+        for name in [args.only] if args.only else list(CONFIGS):
+            cost = object_cost(name, sorted(set([1, *args.objects])))
+            one = cost[(1, False)]
+            for count in sorted(set([1, *args.objects])):
+                extra = {b: (cost[(count, b)] - one) / max(count - 1, 1) / one for b in (False, True)}
+                print(f"{name}: {count:2d} objects: ms/frame one by one {cost[(count, False)]:.0f}, batched "
+                      f"{cost[(count, True)]:.0f}; each object past the first adds {extra[False]:.2f} / "
+                      f"{extra[True]:.2f} of the one-object frame", flush=True)
         return
     peaks = {d: peak_gflops(d) for d in (torch.float32, torch.bfloat16)}
     print(f"peak matmul GFLOP/s with {args.threads} threads: float32 {peaks[torch.float32]:.0f}, "
