@@ -133,13 +133,19 @@ def plan(job: Job, methods: Methods, text_method: str | None, click_method: str 
     return [p for p in parts if p is not None]
 
 
-def _text_part(job: Job, methods: Methods, name: str | None, objects: list[ObjectSpec]) -> Part | None:
-    name = name or next(iter(methods.text), None)
+def _chosen(kind: str, table: dict, name: str | None, first: ObjectSpec) -> str:
+    """The method of `kind` ("text" or "click") a run uses: `name`, or the first loaded."""
+    name = name or next(iter(table), None)
     if name is None:
-        raise InputError(f"object {objects[0].id} has a text, and this server loaded no text method "
-                         "(start it with --model)")
-    if name not in methods.text:
-        raise InputError(f"text method {name!r}: not loaded; this server has {', '.join(methods.text) or 'none'}")
+        what, flag = ("a text", "--model") if kind == "text" else ("clicks or a box only", "--sam2")
+        raise InputError(f"object {first.id} has {what}, and this server loaded no {kind} method (start it with {flag})")
+    if name not in table:
+        raise InputError(f"{kind} method {name!r}: not loaded; this server has {', '.join(table) or 'none'}")
+    return name
+
+
+def _text_part(job: Job, methods: Methods, name: str | None, objects: list[ObjectSpec]) -> Part | None:
+    name = _chosen("text", methods.text, name, objects[0])
     model = methods.text[name]
     prompted = [o for o in objects if o.prompts]
     if prompted and name != "evf-sam":
@@ -186,12 +192,7 @@ def _text_part(job: Job, methods: Methods, name: str | None, objects: list[Objec
 
 def _click_part(job: Job, methods: Methods, name: str | None, objects: list[ObjectSpec],
                 every: int, limit: int) -> Part | None:
-    name = name or next(iter(methods.click), None)
-    if name is None:
-        raise InputError(f"object {objects[0].id} has clicks or a box only, and this server loaded no click method "
-                         "(start it with --sam2)")
-    if name not in methods.click:
-        raise InputError(f"click method {name!r}: not loaded; this server has {', '.join(methods.click) or 'none'}")
+    name = _chosen("click", methods.click, name, objects[0])
     model = methods.click[name]
     signature = _click_signature(objects)
     key = f"click:{name}"
