@@ -286,12 +286,28 @@ def _attend_cached(model: Sam2, embed: Tensor, pos: Tensor, readouts: list[Memor
         q = _rotate(_heads_batch(attn.q_proj(layer.layer_norm2(x))[:, 0], heads), rope)  # [B, heads, h*w, hd]
         # the age-dependent part of each key: RoPE(W_k e_t + b_k), broadcast over positions
         slot_keys = {s: _rotate(attn.k_proj(tpos[s]).reshape(heads, 1, -1), rope) for s in set(first.tpos_slots)}
-        keys = torch.stack([torch.cat([kv.keys[index] + slot_keys[s] for kv, s in zip(r.kv, r.tpos_slots)], dim=1)  # type: ignore[union-attr]
-                            for r in readouts])  # [B, heads, n*h*w, hd]
-        values = torch.stack([torch.cat([kv.values[index] for kv in r.kv], dim=1) for r in readouts])  # type: ignore[union-attr]
+        # every object's keys and values written once into [B, heads, n*h*w (+ pointer tokens), hd]
+        first_kv = first.kv[0]
+        tokens = first_kv.keys[index].shape[1]  # type: ignore[union-attr]
+        pointer_k = pointer_v = None
         if pointers is not None:
-            keys = torch.cat([keys, _heads_batch(attn.k_proj(pointers + pointer_pe), heads)], dim=2)
-            values = torch.cat([values, _heads_batch(attn.v_proj(pointers), heads)], dim=2)
+            pointer_k = _heads_batch(attn.k_proj(pointers + pointer_pe), heads)
+            pointer_v = _heads_batch(attn.v_proj(pointers), heads)
+        total = len(first.kv) * tokens + (0 if pointer_k is None else pointer_k.shape[2])
+        key_dtype = torch.promote_types(first_kv.keys[index].dtype, slot_keys[first.tpos_slots[0]].dtype)  # type: ignore[union-attr]
+        value_dtype = first_kv.values[index].dtype  # type: ignore[union-attr]
+        if pointer_k is not None:  # as torch.cat would promote
+            key_dtype = torch.promote_types(key_dtype, pointer_k.dtype)
+            value_dtype = torch.promote_types(value_dtype, pointer_v.dtype)  # type: ignore[union-attr]
+        keys = q.new_empty(batch, heads, total, q.shape[-1], dtype=key_dtype)
+        values = q.new_empty(batch, heads, total, q.shape[-1], dtype=value_dtype)
+        for b, r in enumerate(readouts):
+            for m, (kv, s) in enumerate(zip(r.kv, r.tpos_slots)):
+                torch.add(kv.keys[index], slot_keys[s], out=keys[b, :, m * tokens : (m + 1) * tokens])  # type: ignore[union-attr]
+                values[b, :, m * tokens : (m + 1) * tokens] = kv.values[index]  # type: ignore[union-attr]
+        if pointer_k is not None:
+            keys[:, :, len(first.kv) * tokens :] = pointer_k
+            values[:, :, len(first.kv) * tokens :] = pointer_v
         out = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling)  # [B, heads, h*w, hd]
         x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, 1, h * w, -1))
         x = x + layer.linear2(layer.activation(layer.linear1(layer.layer_norm3(x))))
