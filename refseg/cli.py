@@ -192,15 +192,19 @@ def _write_run(out: Path, args: argparse.Namespace, stream: FrameStream, first: 
     return 0
 
 
-def _click_session(method: str, sam2: str | None, model: str, device: str, dtype: torch.dtype) -> Session:
-    """A session for clicks, boxes and masks: plain SAM 2 (`sam2`) or SAM-I2V (`model`)."""
+def _click_session(method: str, sam2: str | None, model: str, device: str,
+                   dtype: torch.dtype | None = None) -> Session:
+    """A session for clicks, boxes and masks: plain SAM 2 (`sam2`) or SAM-I2V (`model`), computing
+    in `dtype` (default float32)."""
+    import torch
+
     from refseg.engine import Session
     from refseg.sam.checkpoint import load_sam2
 
     if method == "sam-i2v":
         from refseg.models import load
 
-        return load("sam-i2v", model, device=device, dtype=dtype).session()  # type: ignore[union-attr]
+        return load("sam-i2v", model, device=device, dtype=dtype or torch.float32).session()  # type: ignore[union-attr]
     if sam2 == "synth":
         _synthetic_notice("--sam2 synth")
     return Session(load_sam2(sam2).to(device), dtype=dtype)
