@@ -123,6 +123,13 @@ def _timed(work) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
+def _attention_flops(query: list[int], key: list[int], value: list[int], *args: object, **kwargs: object) -> int:
+    """FLOPs of CPU attention ([B, heads, L, d] shapes): Q K^T and the weighted sum of V
+    (`torch.utils.flop_counter` counts the CUDA kernels only, and 0 for this one)."""
+    *lead, queries, depth = query
+    return 2 * int(np.prod(lead)) * queries * key[-2] * (depth + value[-1])
+
+
 def frame_gflops(model: Sam2, frames: np.ndarray) -> float:
     """FLOPs (G) of one tracked frame once the memory bank is full (7 frames stored)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -131,7 +138,8 @@ def frame_gflops(model: Sam2, frames: np.ndarray) -> float:
     runner = Ours(model, *frames.shape[1:3])
     for t in range(min(7, len(frames) - 1)):
         runner.step(frames[t])
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops})
     with counter:
         runner.step(frames[min(7, len(frames) - 1)])
     return counter.get_total_flops() / 1e9
