@@ -217,7 +217,6 @@ class JobStore:
 
 
 def save_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> None:
-    """An RGB uint8 image as JPEG, via a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """An RGB uint8 image as JPEG, via a temporary file and a rename (folders made as needed)."""
     with atomic_file(path) as tmp:
         Image.fromarray(image).save(tmp, format="JPEG", quality=quality)

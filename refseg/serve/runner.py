@@ -317,12 +317,15 @@ def _emit_ready(job: Job, parts: list[Part], kept: dict[int, np.ndarray], t: int
     """Store and announce frames t, t+1, ... once every part running there has answered them."""
     while t in kept and all(t < p.start or t in p.results for p in parts):
         with job.lock:
-            masks = job.masks.setdefault(t, {})
+            fresh: dict[int, np.ndarray] = {}
             for part in parts:
                 if t >= part.start:
-                    masks.update({o: encode_rle(m) for o, m in part.results.pop(t).items()})
+                    fresh.update(part.results.pop(t))
                     part.delivered += 1
-            decoded = {o: decode_rle(r) for o, r in sorted(masks.items())}
+            masks = job.masks.setdefault(t, {})
+            masks.update({o: encode_rle(m) for o, m in fresh.items()})
+            # the frame's masks: this run's as computed, the kept parts' decoded from their RLE
+            decoded = {o: fresh[o] if o in fresh else decode_rle(r) for o, r in sorted(masks.items())}
             labels = {o.id: o.label() for o in job.objects.values()}
         save_jpeg(job.overlay_path(t), overlay(kept.pop(t), decoded, alpha=ALPHA, labels=labels, contour=CONTOUR))
         done = t + 1 - first
