@@ -1,12 +1,14 @@
-"""What a SAM 2's image features say about SynthRef objects: linear probes of colour and shape.
+"""What a SAM 2's image features say about SynthRef objects: linear probes of colour, shape,
+size and texture.
 
 Each object of SynthRef still scenes is described by the mean of a feature map over its mask
 (after each of the last three Hiera stages, and the image embedding the mask decoder reads).
 A linear classifier (multinomial logistic regression, L2 1e-3, Adam, 300 full-batch steps) is
 fitted on the objects of the first 75 % of the scenes and scored on the rest. A text-prompted
-method on a frozen SAM 2 can ground a word only in what these features carry.
+method on a frozen SAM 2 can ground a word only in what these features carry. The scenes come
+from a split and seed no SynthRef model is trained on (`valid`, seed 21, by default).
 
-    python bench/feature_probe.py [--sam2 synth] [--scenes 160]
+    python bench/feature_probe.py [--sam2 synth] [--scenes 160] [--split valid] [--seed 21]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from refseg.data import synth
 from refseg.sam.checkpoint import load_sam2
 from refseg.sam.image_encoder import normalise_frames
 
-COLOURS, SHAPES = list(synth.SEEN_COLOURS), list(synth.SEEN_SHAPES)
+ATTRIBUTES = ("colour", "shape", "size", "texture")
 
 
 def probe_accuracy(x: Tensor, y: Tensor, classes: int, cut: int) -> float:
@@ -45,7 +47,9 @@ def probe_accuracy(x: Tensor, y: Tensor, classes: int, cut: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sam2", default="synth", help="SAM 2 to probe (default: the shipped synth)")
-    parser.add_argument("--scenes", type=int, default=160, help="SynthRef train still scenes")
+    parser.add_argument("--scenes", type=int, default=160, help="SynthRef still scenes")
+    parser.add_argument("--split", default="valid", help="SynthRef split of the scenes (default: valid)")
+    parser.add_argument("--seed", type=int, default=21, help="SynthRef seed of the scenes (default: 21, never trained on)")
     args = parser.parse_args()
     sam = load_sam2(args.sam2).eval()
     size = sam.image_size
@@ -56,10 +60,11 @@ def main() -> None:
         return x
 
     pooled: dict[str, list[Tensor]] = {}
-    colours, shapes, scene_of = [], [], []
+    labels: dict[str, list[str]] = {name: [] for name in ATTRIBUTES}
+    scene_of = []
     with torch.inference_mode():
         for index in range(args.scenes):
-            scene = synth.make_scene("train", 0, index, size, size, image=True)
+            scene = synth.make_scene(args.split, args.seed, index, size, size, image=True)
             frames, masks = synth.render(scene)
             features = sam.encode_images(normalise_frames(torch.from_numpy(frames[:1]), size), keep)
             maps = {f"stage {s + 1} ({stages[s].shape[-1]} ch)": stages[s][0].permute(2, 0, 1) for s in sorted(stages)[-3:]}
@@ -71,18 +76,20 @@ def main() -> None:
                 for name, x in maps.items():
                     m = F.interpolate(mask, size=x.shape[-2:], mode="area")[0, 0]
                     pooled.setdefault(name, []).append((x * m).sum((1, 2)) / m.sum().clamp(min=1e-6))
-                colours.append(COLOURS.index(obj.colour))
-                shapes.append(SHAPES.index(obj.shape))
+                for name in ATTRIBUTES:
+                    labels[name].append(getattr(obj, name))
                 scene_of.append(index)
     cut = sum(1 for s in scene_of if s < int(0.75 * args.scenes))
-    y_colour, y_shape = torch.tensor(colours), torch.tensor(shapes)
-    print(f"SAM 2 {args.sam2}: {len(colours)} objects of {args.scenes} SynthRef train still scenes, "
-          f"probes fitted on {cut}, scored on {len(colours) - cut}")
-    print(f"| features | colour ({len(COLOURS)} classes) | shape ({len(SHAPES)} classes) |\n| --- | --- | --- |")
+    classes = {name: sorted(set(values)) for name, values in labels.items()}
+    targets = {name: torch.tensor([classes[name].index(v) for v in values]) for name, values in labels.items()}
+    print(f"SAM 2 {args.sam2}: {len(scene_of)} objects of {args.scenes} SynthRef {args.split} still scenes "
+          f"(seed {args.seed}), probes fitted on {cut}, scored on {len(scene_of) - cut}")
+    print("| features | " + " | ".join(f"{n} ({len(classes[n])} classes)" for n in ATTRIBUTES) + " |")
+    print("| --- " * (len(ATTRIBUTES) + 1) + "|")
     for name, rows in pooled.items():
         x = torch.stack(rows).float()
-        print(f"| {name} | {probe_accuracy(x, y_colour, len(COLOURS), cut):.2f} "
-              f"| {probe_accuracy(x, y_shape, len(SHAPES), cut):.2f} |")
+        scores = [probe_accuracy(x, targets[n], len(classes[n]), cut) for n in ATTRIBUTES]
+        print(f"| {name} | " + " | ".join(f"{a:.2f}" for a in scores) + " |")
 
 
 if __name__ == "__main__":

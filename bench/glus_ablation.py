@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 import yaml
+from replicates import cell
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_MB = {"num_maskmem": 0}
@@ -188,8 +188,7 @@ def main() -> None:
         cells = []
         for gt in splits:
             values = table.get(f"{row}|{gt.name}", [])
-            cells.append(f"{statistics.mean(values):.3f} +- {(max(values) - min(values)) / 2:.3f} ({len(values)})"
-                         if values else "not run")
+            cells.append(cell(values))
         print(f"| {row} | " + " | ".join(cells) + " |")
 
 

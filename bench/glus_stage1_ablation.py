@@ -26,12 +26,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np
 import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from glus_grounding_probe import probe  # noqa: E402
+from replicates import cell, compare  # noqa: E402
 
 from refseg.train.config import load_config  # noqa: E402
 from refseg.train.loop import train  # noqa: E402
@@ -72,23 +72,19 @@ def report(args: argparse.Namespace) -> None:
     print(f"| row ({args.steps} steps, seeds {' '.join(map(str, args.seeds))}) | "
           + " | ".join(METRICS) + " |")
     print("| --- |" + " --- |" * len(METRICS))
-    means = {}
+    values: dict[tuple[str, str], list[float]] = {}
     for row in args.rows:
         files = [run_folder(Path(args.out), row, s) / "score.json" for s in args.seeds]
         if not all(f.is_file() for f in files):
             print(f"| {row} | (not every seed scored) |")
             continue
         scores = [json.loads(f.read_text()) for f in files]
-        cells = []
         for metric in METRICS:
-            values = np.array([s[metric] for s in scores])
-            means[(row, metric)] = (values.mean(), (values.max() - values.min()) / 2)
-            cells.append(f"{values.mean():.3f} ± {(values.max() - values.min()) / 2:.3f}")
-        print(f"| {row} | " + " | ".join(cells) + " |")
-    if all((r, "mIoU") in means for r in args.rows) and len(args.rows) == 2:
-        (m0, s0), (m1, s1) = means[(args.rows[0], "mIoU")], means[(args.rows[1], "mIoU")]
-        verdict = "beyond the spread" if abs(m0 - m1) > max(s0, s1) else "within the spread: no direction"
-        print(f"mIoU {args.rows[0]} - {args.rows[1]} = {m0 - m1:+.3f} ({verdict})")
+            values[(row, metric)] = [s[metric] for s in scores]
+        print(f"| {row} | " + " | ".join(cell(values[(row, m)]) for m in METRICS) + " |")
+    if all((r, "mIoU") in values for r in args.rows) and len(args.rows) == 2:
+        a, b = args.rows
+        print(compare("mIoU", a, values[(a, "mIoU")], b, values[(b, "mIoU")]))
 
 
 def main() -> None:

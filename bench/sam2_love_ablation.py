@@ -32,12 +32,12 @@ import argparse
 import csv
 import json
 import logging
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
+from replicates import cell
 
 from refseg.data import formats, synth
 from refseg.eval.protocols import evaluate_refavs
@@ -123,7 +123,7 @@ def report(out: Path, seeds: list[int]) -> None:
         cells = []
         for c in columns:
             values = [f[c] for f in found if c in f]
-            cells.append(f"{statistics.mean(values):.3f} +- {(max(values) - min(values)) / 2:.3f}" if values else "-")
+            cells.append(cell(values))
         print(f"| {row} | " + " | ".join(cells) + f" | {len(found)} |")
 
 

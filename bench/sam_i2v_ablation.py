@@ -33,11 +33,11 @@ import argparse
 import dataclasses
 import json
 import logging
-import statistics
 from pathlib import Path
 
 import torch
 import yaml
+from replicates import cell
 
 from refseg.engine import Session
 from refseg.eval.interactive import evaluate_pvs
@@ -100,9 +100,7 @@ def report(args: argparse.Namespace, splits: list[str]) -> None:
     for row in ROWS:
         cells = []
         for gt in splits:
-            values = [results[f"{row}|{s}|{gt}"] for s in args.seeds]
-            spread = (max(values) - min(values)) / 2
-            cells.append(f"{statistics.mean(values):.3f} +- {spread:.3f}")
+            cells.append(cell([results[f"{row}|{s}|{gt}"] for s in args.seeds]))
         print(f"| {row} | " + " | ".join(cells) + " |")
 
 

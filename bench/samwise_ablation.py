@@ -9,11 +9,16 @@ holds two tracking-bias expressions, too few to tell whether a component helps t
 variant is also scored on the first `--bias-videos` tracking-bias scenes of `valid_u`'s generator
 (`refseg synth --scenario tracking_bias`; the first two are `valid_u`'s own).
 
+Each row trains with every seed of `--seeds` (the config's seed and data seed both take it);
+the table gives each row's mean ± spread over seeds (`bench/replicates.py`), and each row is
+compared with the one above it (the paper adds one component per row), a direction called only
+beyond the spread.
+
     python bench/samwise_ablation.py --steps 600 --out runs/ablation        # hours on a CPU
-    python bench/samwise_ablation.py --variants plus_hsa plus_cme           # some rows only
+    python bench/samwise_ablation.py --variants plus_hsa plus_cme --seeds 0 1 2   # some rows only
 
 A stopped run continues where it stopped when started again with the same arguments (each
-variant resumes from its last checkpoint; a scored variant is not run again).
+variant and seed resumes from its last checkpoint; a scored one is not run again).
 
 Variants: MLP-only (no adapter), + TVA, + VTA, + TVA + VTA, + HSA (full adapter), + CME.
 """
@@ -28,6 +33,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from replicates import cell, compare
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -54,6 +60,7 @@ def main() -> None:
     parser.add_argument("--bias-videos", type=int, default=20, help="tracking-bias scenes to score on")
     parser.add_argument("--variants", nargs="+", choices=list(SLUGS.values()), default=list(SLUGS.values()),
                         help="rows to train and score (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds each row trains with")
     args = parser.parse_args()
     out = Path(args.out)
     data, bias = out / "valid_u", out / f"tracking_bias_{args.bias_videos}"
@@ -63,26 +70,36 @@ def main() -> None:
         refseg("synth", "--out", str(bias), "--split", "valid_u", "--seed", "0", "--format", "mevis",
                "--scenario", "tracking_bias", "--count", str(args.bias_videos))
     base = yaml.safe_load(Path(args.config).read_text())
-    rows = []
+    columns = ("J&F", "J&F tracking bias", f"J&F tracking bias, {args.bias_videos} scenes")
+    rows: dict[str, dict[str, list[float]]] = {}
     for name, slug in SLUGS.items():
         if slug not in args.variants:
             continue
         flags = VARIANTS[name]
         model = {k: v for k, v in base.get("model", {}).items() if k != "init"}
-        config = {**base, "out": str(out / slug), "steps": args.steps, "model": model,
-                  "samwise": {**base.get("samwise", {}), **flags}}
-        path = out / f"{slug}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        if not (out / slug / "final").is_dir():
-            refseg("train", str(path), "--resume")
-        summaries = [score(out / slug, gt) for gt in (data, bias)]
-        rows.append((name, summaries[0]["J&F"], summaries[0]["J&F tracking_bias"], summaries[1]["J&F tracking_bias"]))
-    print(f"SAMWISE ablation, SynthRef valid_u, {args.steps} steps each")
-    print(f"| variant | J&F | J&F tracking bias | J&F tracking bias, {args.bias_videos} scenes |")
-    print("| --- | --- | --- | --- |")
-    for name, jf, bias_jf, many in rows:
-        print(f"| {name} | {jf:.3f} | {bias_jf:.3f} | {many:.3f} |")
+        rows[name] = {c: [] for c in columns}
+        for seed in args.seeds:
+            run = out / slug / f"seed{seed}"
+            config = {**base, "out": str(run), "steps": args.steps, "model": model, "seed": seed,
+                      "data": {**base.get("data", {}), "seed": seed}, "samwise": {**base.get("samwise", {}), **flags}}
+            path = run.parent / f"seed{seed}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            if not (run / "final").is_dir():
+                refseg("train", str(path), "--resume")
+            summaries = [score(run, gt) for gt in (data, bias)]
+            for column, value in zip(columns, (summaries[0]["J&F"], summaries[0]["J&F tracking_bias"],
+                                               summaries[1]["J&F tracking_bias"])):
+                rows[name][column].append(value)
+    print(f"SAMWISE ablation, SynthRef valid_u, {args.steps} steps each, seeds {' '.join(map(str, args.seeds))} "
+          "(mean ± half range (seeds))")
+    print("| variant | " + " | ".join(columns) + " |")
+    print("| --- |" + " --- |" * len(columns))
+    for name, values in rows.items():
+        print(f"| {name} | " + " | ".join(cell(values[c]) for c in columns) + " |")
+    names = list(rows)
+    for above, below in zip(names, names[1:]):
+        print(compare("J&F", below, rows[below]["J&F"], above, rows[above]["J&F"]))
 
 
 def score(run: Path, gt: Path) -> dict[str, float]:

@@ -97,23 +97,44 @@ def test_extra_colours_are_drawn_named_and_painted_only_when_asked():
         make_scene("train", 0, 0, extra_colours=["orange"])
 
 
-def test_null_shapes_names_present_colours_with_absent_shapes_and_changes_only_null_scenes():
-    indices = range(0, 120)
-    plain = [make_scene("train", 0, i) for i in indices]
-    varied = [make_scene("train", 0, i, null_shapes=True) for i in indices]
-    for p, v in zip(plain, varied):
-        if p.scenario != "null":
-            assert (p.objects, p.expressions) == (v.objects, v.expressions)
-    kinds = []
-    for scene in (v for v in varied if v.scenario == "null"):
-        first = scene.objects[0]  # the object the null expression is written around
+def null_kind(scene, exp) -> str:
+    """What a null expression gets wrong about the object it is written around (the scene's first)."""
+    first = scene.objects[0]
+    words = set(exp.text.replace("-", " ").split())
+    if "pitched" in words or "tone" in words:
+        return "sound"
+    if words & set(synth.DIRECTIONS):
+        return "motion"
+    colour, shape = first.colour in words, first.shape in words
+    assert colour != shape, exp.text  # exactly one of its two words is the object's
+    return "shape" if colour else "colour"
+
+
+@pytest.mark.parametrize("image, audio_visual, kinds", [(True, False, {"colour", "shape"}),
+                                                        (False, False, {"colour", "shape", "motion"}),
+                                                        (False, True, {"colour", "shape", "motion", "sound"})])
+def test_null_expressions_get_colour_shape_motion_or_sound_wrong_and_fit_no_object(image, audio_visual, kinds):
+    scenarios = synth.scenario_set(image, audio_visual)
+    indices = synth.scene_indices("train", 24, "null", image, audio_visual)
+    found = []
+    for index in indices:
+        scene = make_scene("train", 0, index, image=image, audio_visual=audio_visual)
+        assert scene.scenario == "null" and scenarios[index % len(scenarios)] == "null"
+        first = scene.objects[0]
         for exp in (e for e in scene.expressions if "null" in e.phenomena):
             assert exp.target_ids == ()
-            words = set(exp.text.split())
-            colour, shape = first.colour in words, first.shape in words
-            assert colour != shape  # exactly one of its two words is the object's
-            kinds.append("colour kept" if colour else "shape kept")
-    assert {"colour kept", "shape kept"} <= set(kinds), kinds
+            kind = null_kind(scene, exp)
+            found.append(kind)
+            if kind == "motion":  # the named shape exists, and none of its kind moves the named way
+                direction = synth.DIRECTIONS[next(w for w in exp.text.split() if w in synth.DIRECTIONS)]
+                assert first.shape in exp.text and first.motion.kind == "moving" and first.motion.direction != direction
+                assert not any(o.shape == first.shape and o.motion.kind == "moving" and o.motion.direction == direction
+                               for o in scene.objects)
+            if kind == "sound":  # every object is silent: the rendered soundtrack is zero
+                assert all(o.pitch is None for o in scene.objects)
+                assert not synth.render_audio(scene).any()
+    assert set(found) == kinds, found
+    assert len(found) >= 0.8 * len(indices)  # distractors rarely void a null expression
 
 
 def test_no_object_of_an_occlusion_scene_is_hidden_all_along():

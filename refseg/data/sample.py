@@ -37,6 +37,8 @@ class VideoSample:
     masks:       object id -> [T, H, W] bool (all-False on frames where it is not visible).
     expressions: the referring expressions about this video.
     audio:       mono waveform [N] float32 in [-1, 1], or None; `sample_rate` in Hz.
+    attributes:  object id -> attribute -> value, what each object looks like where the source
+                 knows it (SynthRef: colour, shape, size, texture); real datasets leave it empty.
     """
 
     video_id: str
@@ -46,6 +48,7 @@ class VideoSample:
     expressions: list[Expression] = field(default_factory=list)
     audio: np.ndarray | None = None
     sample_rate: int | None = None
+    attributes: dict[int, dict[str, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.frame_names)

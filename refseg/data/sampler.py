@@ -32,6 +32,7 @@ class Clip:
     flipped: bool
     objects: dict[int, np.ndarray] = field(default_factory=dict)  # with `objects=True`: every object's [T, S, S]
     context: int = 0  # the first `context` frames (and masks) are context frames drawn over the video (`ClipSampler`)
+    attributes: dict[int, dict[str, str]] = field(default_factory=dict)  # the video's `VideoSample.attributes`
 
 
 class ClipSampler:
@@ -127,7 +128,10 @@ class ClipSampler:
         frames = np.stack([video.load_frame(t) for t in ts])
         masks = [video.target_mask(e)[ts] for e in expressions]
         objects = {o: m[ts] for o, m in sorted(video.masks.items())} if self.objects else None
-        return self.augment(video.video_id, start, frames, masks, expressions, objects, len(context))
+        clips = self.augment(video.video_id, start, frames, masks, expressions, objects, len(context))
+        for clip in clips:
+            clip.attributes = video.attributes
+        return clips
 
     def augment(self, video_id: str, start: int, frames: np.ndarray, masks: list[np.ndarray],
                 expressions: list[Expression], objects: dict[int, np.ndarray] | None = None,

@@ -41,6 +41,8 @@ SCENARIOS = ("appearance", "tracking_bias", "lookalike_motion", "late_entry", "o
              "multi_target", "relation")
 IMAGE_SCENARIOS = ("appearance", "null", "multi_target", "relation")  # what a single frame can show
 AVS_SCENARIOS = ("audio", "sound_sync", "appearance", "null")  # what Ref-AVS asks: by sound and by sight
+# what a null expression gets wrong about the object it is written around (`null_kinds`)
+NULL_KINDS = ("colour", "shape", "motion", "sound")
 FPS = 8
 MIN_SIDE = 128
 SAMPLE_RATE = 16000
@@ -56,6 +58,8 @@ SEEN_SHAPES = ("circle", "square", "triangle", "diamond")
 UNSEEN_SHAPES = ("star", "hexagon")
 SIZES = {"small": 12, "medium": 18, "large": 26}
 TEXTURES = ("plain", "striped", "dotted")
+# what an object looks like, each attribute with every value a scene may give it
+ATTRIBUTES = {"colour": tuple(COLOURS), "shape": SEEN_SHAPES + UNSEEN_SHAPES, "size": tuple(SIZES), "texture": TEXTURES}
 PITCHES = {"low-pitched": 220.0, "high-pitched": 880.0}
 SEEN_TIMBRES = {"humming": "sine", "beeping": "square"}
 UNSEEN_TIMBRES = {"buzzing": "saw"}
@@ -170,13 +174,13 @@ def scene_rng(split: str, seed: int, index: int) -> np.random.Generator:
 
 
 def make_scene(split: str, seed: int, index: int, height: int = 256, width: int = 256, image: bool = False,
-               extra_colours: Sequence[str] = (), null_shapes: bool = False, audio_visual: bool = False) -> Scene:
+               extra_colours: Sequence[str] = (), audio_visual: bool = False) -> Scene:
     """The `index`-th scene of `split` (deterministic); `image`: a still single-frame scene for
     referring image segmentation, from `IMAGE_SCENARIOS`; `extra_colours`: names of
     `EXTRA_COLOURS` objects may also take (and expressions name), beside the split's own;
-    `null_shapes`: half the null expressions name an object's colour with another shape (by
-    default they all name its shape in another colour); `audio_visual`: a Ref-AVS-style scene, from
-    `AVS_SCENARIOS` (a stream of scenes of its own, apart from the plain video scenes)."""
+    `audio_visual`: a Ref-AVS-style scene, from `AVS_SCENARIOS` (a stream of scenes of its own,
+    apart from the plain video scenes). A null scene's expression gets one of `null_kinds` wrong
+    about the object it is written around (`NULL_KINDS`)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     unknown = [c for c in extra_colours if c not in EXTRA_COLOURS]
@@ -192,7 +196,7 @@ def make_scene(split: str, seed: int, index: int, height: int = 256, width: int 
     scenarios = scenario_set(image, audio_visual)
     scenario = scenarios[index % len(scenarios)]
     num_frames = 1 if image else int(rng.integers(24, 49))
-    builder = _Builder(rng, vocab, height, width, num_frames, null_shapes)
+    builder = _Builder(rng, vocab, height, width, num_frames, null_kinds(image, audio_visual))
     getattr(builder, scenario)()
     builder.fill(int(rng.integers(2, 7)), still=image)
     builder.appearance_expressions()
@@ -206,8 +210,8 @@ class _Builder:
     """Places objects and writes expressions for one scene."""
 
     def __init__(self, rng: np.random.Generator, vocab: Vocabulary, height: int, width: int, num_frames: int,
-                 null_shapes: bool = False):
-        self.rng, self.vocab, self.null_shapes = rng, vocab, null_shapes
+                 nulls: tuple[str, ...] = ("colour", "shape")):
+        self.rng, self.vocab, self.nulls = rng, vocab, nulls
         self.height, self.width, self.num_frames = height, width, num_frames
         self.objects: list[SceneObject] = []
         self.expressions: list[Expression] = []
@@ -342,13 +346,29 @@ class _Builder:
                      "audio", "sound_sync")
 
     def null(self) -> None:
+        """An expression written around an object that gets one thing wrong about it (a kind of
+        `self.nulls`), so that no object fits it (`finalize` drops it if a distractor does)."""
+        rng = self.rng
+        kind = self.nulls[int(rng.integers(len(self.nulls)))]
+        if kind == "motion":  # its shape, moving another way than it does
+            obj = self.add(motion=self.moving("moving"))
+            direction = str(rng.choice([d for d, v in DIRECTIONS.items() if v != obj.motion.direction]))
+            self.say(self.vocab.phrase(rng, MOVING, shape=obj.shape, direction=direction), [],
+                     lambda o, d=DIRECTIONS[direction]: o.shape == obj.shape and o.motion.kind == "moving"
+                     and o.motion.direction == d, "null")
+            return
+        if kind == "sound":  # a pitch no object sounds (the scene's objects are all silent)
+            self.add()
+            pitch = list(PITCHES)[int(rng.integers(len(PITCHES)))]
+            self.say(self.vocab.phrase(rng, SOUND, pitch=pitch), [], lambda o: o.pitch == pitch, "null")
+            return
         obj = self.add()
         colour, shape = obj.colour, obj.shape
-        if self.null_shapes and self.rng.random() < 0.5:
-            shape = self.vocab.pick_shape(self.rng, exclude={obj.shape})
+        if kind == "shape":
+            shape = self.vocab.pick_shape(rng, exclude={obj.shape})
         else:
-            colour = self.vocab.pick_colour(self.rng, exclude={obj.colour})
-        self.say(self.vocab.phrase(self.rng, NAME, colour=colour, shape=shape), [],
+            colour = self.vocab.pick_colour(rng, exclude={obj.colour})
+        self.say(self.vocab.phrase(rng, NAME, colour=colour, shape=shape), [],
                  lambda o: o.colour == colour and o.shape == shape, "null")
 
     def multi_target(self) -> None:
@@ -520,7 +540,15 @@ def generate(scene: Scene) -> VideoSample:
     audio = render_audio(scene)
     return VideoSample(video_id=scene.video_id, frame_names=[f"{t:05d}" for t in range(scene.num_frames)],
                        load_frame=in_memory(frames), masks=masks, expressions=list(scene.expressions), audio=audio,
-                       sample_rate=SAMPLE_RATE)
+                       sample_rate=SAMPLE_RATE, attributes={o.obj_id: {name: getattr(o, name) for name in ATTRIBUTES}
+                                                            for o in scene.objects})
+
+
+def null_kinds(image: bool = False, audio_visual: bool = False) -> tuple[str, ...]:
+    """What a null expression may get wrong: a still image shows colour and shape; a video also
+    motion; an audio-visual video also sound (only there is the soundtrack what a model is asked
+    to read: a plain video's text-only methods cannot hear that nothing sounds)."""
+    return NULL_KINDS[:2] if image else NULL_KINDS if audio_visual else NULL_KINDS[:3]
 
 
 def scenario_set(image: bool = False, audio_visual: bool = False) -> tuple[str, ...]:
@@ -552,12 +580,12 @@ def scene_indices(split: str, count: int | None = None, scenario: str | None = N
 
 def split_samples(split: str, seed: int, count: int | None = None, height: int = 256, width: int = 256,
                   image: bool = False, extra_colours: Sequence[str] = (),
-                  null_shapes: bool = False, scenario: str | None = None,
+                  scenario: str | None = None,
                   audio_visual: bool = False) -> Iterator[VideoSample]:
     """The samples of a split (videos, single-frame images, or audio-visual videos), generated
     one by one; with `scenario`, only the scenes built around it (`scene_indices`)."""
     for index in scene_indices(split, count, scenario, image, audio_visual):
-        yield generate(make_scene(split, seed, index, height, width, image, extra_colours, null_shapes, audio_visual))
+        yield generate(make_scene(split, seed, index, height, width, image, extra_colours, audio_visual))
 
 
 def phenomenon_shares(split: str, seed: int, count: int | None = None, scenario: str | None = None,

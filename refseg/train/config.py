@@ -57,7 +57,6 @@ class DataConfig:
     audio_visual: bool = False  # SynthRef: the Ref-AVS layout's scenes (`synth.AVS_SCENARIOS`)
     # SynthRef: colour words beyond the split's own (names of `synth.EXTRA_COLOURS`), e.g. [black, brown, pink]
     extra_colours: list[str] = field(default_factory=list)
-    null_shapes: bool = False  # SynthRef: half the null expressions name a present colour with an absent shape
     # EVF-SAM: keep the frozen image encoder's features of every distinct training image in memory
     # (float16, about 0.5 MB per image at 256 px) and encode each once; crops and colour jitter
     # are then off (they would change the image), horizontal flips stay.
@@ -98,6 +97,9 @@ class LossConfig:
     # SAM2-LOVE: pull the prompt token toward SAM 2's embedding of a positive click at the target's
     # frame-0 centroid (refseg's training aid; 0: the paper's loss, Eq. 5)
     place: float = 0.0
+    # SAM 2 image training: every position of a prompted object classifies its colour, shape, size
+    # and texture (`refseg.train.attributes`; SynthRef samples only; 0: off, SAM's loss alone)
+    attributes: float = 0.0
 
 
 @dataclass

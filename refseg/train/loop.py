@@ -145,12 +145,10 @@ def load_samples(config: TrainConfig, lazy: bool = False) -> Iterable[VideoSampl
         return []  # they render their own sounds and scenes
     if data.source == "synthref":
         samples = synth.split_samples(data.split, data.seed, data.count, image=data.image,
-                                      extra_colours=data.extra_colours, null_shapes=data.null_shapes,
-                                      audio_visual=data.audio_visual)
+                                      extra_colours=data.extra_colours, audio_visual=data.audio_visual)
         return samples if lazy else list(samples)
-    if data.extra_colours or data.null_shapes:
-        option = "extra_colours" if data.extra_colours else "null_shapes"
-        raise ValueError(f"data.{option}: only SynthRef (source: synthref) generates scenes; source is {data.source!r}")
+    if data.extra_colours:
+        raise ValueError(f"data.extra_colours: only SynthRef (source: synthref) generates scenes; source is {data.source!r}")
     if data.root is None:
         raise ValueError(f"data.source {data.source!r} needs data.root")
     samples = formats.reader(data.source)(Path(data.root))
@@ -238,9 +236,18 @@ def _save(run: Path, step: int, task: nn.Module, optimizer: torch.optim.Optimize
         save_file(_weights(model), str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps({**meta, "train": to_dict(config)}))
         extra = {"glus_bank": task.bank.state()} if isinstance(task, GlusTask) else {}
+        heads = _task_state(task)
+        if heads:
+            extra["task"] = heads
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
                     "sampler_rng": sampler_rng.bit_generator.state, **extra}, tmp / "state.pt")
+
+
+def _task_state(task: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a task holds beside its model (training-only heads), which a checkpoint keeps
+    for resuming but a saved model leaves out."""
+    return {k: v for k, v in task.state_dict().items() if not k.startswith("model.")}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -299,7 +306,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, over
         _load_init(model, config)
     freeze(model, config.freeze)
     ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
-    params = [p for p in model.parameters() if p.requires_grad]
+    # the model's trainable parameters and any the task holds beside it (training-only heads)
+    params = [p for p in task.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(config, s))
     sampler = task.sampler(load_samples(config, lazy=isinstance(task, LoveTask)), seed=config.seed)
@@ -316,6 +324,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, over
         sampler.rng.bit_generator.state = state["sampler_rng"]
         if isinstance(task, GlusTask) and "glus_bank" in state:
             task.bank.load(state["glus_bank"])
+        if _task_state(task):
+            task.load_state_dict({**state["task"], **{f"model.{k}": v for k, v in model.state_dict().items()}})
         start = state["step"]
         log.info("resuming %s from %s: step %d of %d", run, latest.relative_to(run), start, config.steps)
     if rank == 0:

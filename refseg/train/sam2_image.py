@@ -10,6 +10,11 @@ mask's low-resolution logits back as the dense prompt, as SAM trains its interac
 round is supervised with SAM's multimask rule (`multimask_losses`: focal x20 + dice on the best
 of the three candidates for one click, on the single mask otherwise; L1 on every predicted IoU)
 and cross-entropy on presence. The image encoder runs once per batch; rounds rerun only the head.
+
+With `loss.attributes` > 0 the encoder also learns to say what each prompted object looks like
+(`refseg.train.attributes`: colour, shape, size and texture read linearly at every position of
+the object on the last three Hiera stages and the image embedding), for samples that know their
+objects' attributes (SynthRef).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from refseg.data import synth
 from refseg.data.clicks import mask_box, next_click
 from refseg.data.sample import VideoSample
 from refseg.data.sampler import ClipSampler
@@ -28,26 +34,37 @@ from refseg.sam import Sam2
 from refseg.sam.image_encoder import normalise_frames
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
 from refseg.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NOT_A_POINT, POSITIVE, PointPrompt, embed_prompts
+from refseg.train.attributes import AttributeHeads
+from refseg.train.config import TrainConfig
 from refseg.train.task import Task, seeded
 from refseg.train.losses import multimask_losses, object_score_loss
 
 
 @dataclass
 class PromptedImage:
-    """image [S, S, 3] uint8; per prompted object its mask [S, S] bool (non-empty) and its
-    first-round prompt as points [(x, y, label)] (one positive click, or the two box corners);
-    the sample's seed."""
+    """image [S, S, 3] uint8; per prompted object its mask [S, S] bool (non-empty), its
+    first-round prompt as points [(x, y, label)] (one positive click, or the two box corners)
+    and its attributes (empty where the source does not know them); the sample's seed."""
 
     image: np.ndarray
     masks: list[np.ndarray]
     points: list[list[tuple[float, float, int]]]
     seed: int
+    attributes: list[dict[str, str]]
 
 
 class Sam2ImageTask(Task):
     """SAM 2 promptable image segmentation, batched (see the module docstring)."""
 
     model: Sam2
+    levels = 3  # Hiera stages the attribute objective reads (the last ones), beside the image embedding
+
+    def __init__(self, model: Sam2, config: TrainConfig) -> None:
+        super().__init__(model, config)
+        self.attributes: AttributeHeads | None = None
+        if config.loss.attributes > 0:
+            stages = model.config.vision_config.backbone_config.embed_dim_per_stage[-self.levels:]
+            self.attributes = AttributeHeads([*stages, model.config.vision_config.fpn_hidden_size], synth.ATTRIBUTES)
 
     def sampler(self, samples: list[VideoSample], seed: int) -> ClipSampler:
         return ClipSampler(samples, clip_len=1, size=self.config.model.image_size, seed=seed, by="object", objects=True)
@@ -57,10 +74,16 @@ class Sam2ImageTask(Task):
         clip = sampler.sample()
         while not clip.mask[0].any():  # the crop may cut the object out
             clip = sampler.sample()
-        others = [m[0] for o, m in clip.objects.items() if m[0].any() and o not in clip.expression.target_ids]
+        (target,) = clip.expression.target_ids
+        others = [o for o, m in clip.objects.items() if m[0].any() and o != target]
         order = rng.permutation(len(others))[: max(p.objects_per_image - 1, 0)]
-        masks = [clip.mask[0], *(others[i] for i in order)]
-        return PromptedImage(clip.frames[0], masks, [self._first_prompt(m, rng) for m in masks], int(rng.integers(2**31)))
+        ids = [target, *(others[i] for i in order)]
+        masks = [clip.objects[o][0] for o in ids]
+        if self.attributes is not None and any(o not in clip.attributes for o in ids):
+            raise ValueError(f"loss.attributes: video {clip.video_id} does not say what its objects look like "
+                             "(only SynthRef samples carry attributes); set loss.attributes: 0")
+        return PromptedImage(clip.frames[0], masks, [self._first_prompt(m, rng) for m in masks],
+                             int(rng.integers(2**31)), [dict(clip.attributes.get(o, {})) for o in ids])
 
     def _first_prompt(self, mask: np.ndarray, rng: np.random.Generator) -> list[tuple[float, float, int]]:
         p = self.config.prompts
@@ -79,7 +102,13 @@ class Sam2ImageTask(Task):
         model, w = self.model, self.config.loss
         device = model.no_memory_embedding.device
         pixels = normalise_frames(torch.from_numpy(np.stack([s.image for s in batch])).to(device), model.image_size)
-        features = model.encode_images(pixels)
+        stages: dict[int, Tensor] = {}
+
+        def keep(stage: int, x: Tensor) -> Tensor:
+            stages[stage] = x
+            return x
+
+        features = model.encode_images(pixels, keep if self.attributes is not None else None)
         # one row per prompted object: its image's features, target and prompt
         image_of = torch.tensor([i for i, s in enumerate(batch) for _ in s.masks], device=device)
         masks = [m for s in batch for m in s.masks]
@@ -105,6 +134,13 @@ class Sam2ImageTask(Task):
                                      align_corners=False)[:, 0] > 0).cpu().numpy()
         mean = {k: torch.stack(v).mean() for k, v in terms.items()}
         mean["loss"] = w.focal * mean["focal"] + w.dice * mean["dice"] + w.iou * mean["iou"] + w.object * mean["object"]
+        if self.attributes is not None:
+            levels = [stages[s].permute(0, 3, 1, 2) for s in sorted(stages)[-self.levels:]] + [features.embed]
+            labels = [a for s in batch for a in s.attributes]
+            mean["attributes"] = self.attributes.loss(levels, image_of, targets, labels)
+            mean["loss"] = mean["loss"] + w.attributes * mean["attributes"]
+            for name, value in self.attributes.accuracy(levels, image_of, targets, labels).items():
+                mean[f"{name}_accuracy"] = value
         return mean
 
     def _decode(self, high_res: list[Tensor], embed: Tensor, points: list[list[tuple[float, float, int]]],
