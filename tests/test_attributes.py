@@ -18,7 +18,7 @@ from refseg.train.attributes import AttributeHeads
 from test_train import losses, run, weights, write_config
 
 
-def test_the_loss_is_the_coverage_weighted_cross_entropy_of_each_position():
+def test_the_loss_classifies_each_objects_mask_weighted_mean_feature():
     torch.manual_seed(0)
     heads = AttributeHeads([3], {"shape": ("circle", "square"), "colour": ("red", "green", "blue")})
     x = torch.randn(2, 3, 2, 2)
@@ -29,16 +29,16 @@ def test_the_loss_is_the_coverage_weighted_cross_entropy_of_each_position():
     masks[1, 0, 4:, 4:] = 1
     image_of = torch.tensor([1, 0])
     labels = [{"shape": "square", "colour": "blue"}, {"shape": "circle"}]  # object 1's colour unknown: skipped
+    mean_0 = (2 * x[1, :, 0, 0] + x[1, :, 0, 1]) / 3  # coverage 1 and 1/2
+    mean_1 = x[0, :, 1, 1]
 
-    def ce(head: torch.nn.Conv2d, image: int, y: int, cell: tuple[int, int]) -> torch.Tensor:
-        logits = head(x[image : image + 1])[0, :, cell[0], cell[1]]
+    def ce(head: torch.nn.Conv2d, feature: torch.Tensor, y: int) -> torch.Tensor:
+        logits = head.weight[:, :, 0, 0] @ feature + head.bias
         return F.cross_entropy(logits[None], torch.tensor([y]))
 
     shape, colour = heads.heads[0]["shape"], heads.heads[0]["colour"]
-    shape_term = ((2 * ce(shape, 1, 1, (0, 0)) + ce(shape, 1, 1, (0, 1))) / 3 + ce(shape, 0, 0, (1, 1))) / 2
-    colour_term = (2 * ce(colour, 1, 2, (0, 0)) + ce(colour, 1, 2, (0, 1))) / 3
-    got = heads.loss([x], image_of, masks, labels)
-    torch.testing.assert_close(got, (shape_term + colour_term) / 2)
+    expected = ((ce(shape, mean_0, 1) + ce(shape, mean_1, 0)) / 2 + ce(colour, mean_0, 2)) / 2
+    torch.testing.assert_close(heads.loss([x], image_of, masks, labels), expected)
     with pytest.raises(ValueError, match="1 levels expected, got 2"):
         heads.loss([x, x], image_of, masks, labels)
 
@@ -104,3 +104,22 @@ def test_attributes_need_samples_that_know_them():
     task = Sam2ImageTask(Sam2(tiny_test_config(image_size=128)), config)
     with pytest.raises(ValueError, match="loss.attributes: video real_0001 does not say what its objects look like"):
         task.draw(task.sampler([bare], seed=0), np.random.default_rng(0))
+
+
+def test_encoder_from_puts_another_checkpoints_image_encoder_under_the_loaded_memory_modules(tmp_path):
+    from refseg.sam import Sam2, tiny_test_config
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_sam2
+
+    torch.manual_seed(0)
+    tracker, donor = Sam2(tiny_test_config(image_size=128)), Sam2(tiny_test_config(image_size=128))
+    tracker.save_pretrained(tmp_path / "tracker")
+    donor.save_pretrained(tmp_path / "donor")
+    built = build_sam2(load_config({"model": {"sam2": str(tmp_path / "tracker"), "image_size": 128,
+                                              "encoder_from": str(tmp_path / "donor")}}))
+    for name, value in built.state_dict().items():
+        source = donor if name.startswith("vision_encoder.") else tracker
+        assert torch.equal(value, source.state_dict()[name]), name
+    Sam2(tiny_test_config(image_size=256)).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="encoder_from .*other: its image encoder's sizes differ"):
+        build_sam2(load_config({"model": {"sam2": str(tmp_path / "tracker"), "encoder_from": str(tmp_path / "other")}}))

@@ -328,3 +328,38 @@ def test_synth_command_writes_only_the_scenario_scenes(tmp_path, capsys):
             {(e.text, e.target_ids) for e in scene.expressions}
     assert main(["synth", "--split", "valid_u", "--scenario", "flying", "--out", str(tmp_path / "x")]) == 2
     assert "unknown scenario 'flying'" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_strided_clips_step_evenly_over_the_video_and_narrow_to_fit_a_short_one():
+    from refseg.data.sample import Expression, VideoSample
+
+    def video(name: str, n: int) -> VideoSample:  # frame t is filled with the value t
+        frames = np.stack([np.full((64, 64, 3), t, dtype=np.uint8) for t in range(n)])
+        masks = {1: np.ones((n, 64, 64), dtype=bool)}
+        return VideoSample(name, [f"{t:05d}" for t in range(n)], lambda t: frames[t], masks,
+                           [Expression("0", "the square", (1,))])
+
+    def steps(sampler: ClipSampler) -> list[int]:
+        clip = sampler.sample()
+        shown = [int(f[0, 0, 0]) for f in clip.frames]
+        return [b - a for a, b in zip(shown, shown[1:])]
+
+    plain = dict(clip_len=8, size=64, flip_p=0.0, crop_scale=(1.0, 1.0), brightness=0, contrast=0)
+    fixed = ClipSampler([video("long", 48)], stride=(4, 4), seed=0, **plain)
+    assert all(steps(fixed) == [4] * 7 for _ in range(10))
+    drawn = ClipSampler([video("long", 48)], stride=(1, 4), seed=0, **plain)
+    seen = set()
+    for _ in range(40):
+        s = steps(drawn)
+        assert len(set(s)) == 1 and 1 <= s[0] <= 4
+        seen.add(s[0])
+    assert seen == {1, 2, 3, 4}
+    # 15 frames hold 8 frames at stride 2 at most
+    assert all(steps(ClipSampler([video("short", 15)], stride=(4, 4), seed=s, **plain)) == [2] * 7 for s in range(5))
+    # the default draws the clips it drew before strides existed: consecutive frames, same starts
+    a = ClipSampler([video("long", 48)], seed=3, **plain)
+    b = ClipSampler([video("long", 48)], stride=(1, 1), seed=3, **plain)
+    for _ in range(5):
+        assert np.array_equal(a.sample().frames, b.sample().frames)
+    with pytest.raises(ValueError, match=r"stride must be \(lo, hi\) with 1 <= lo <= hi, got \(3, 2\)"):
+        ClipSampler([video("long", 48)], stride=(3, 2), **plain)

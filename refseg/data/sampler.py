@@ -58,13 +58,17 @@ class ClipSampler:
         context: (number of frames N, generator) -> frame indices; when given, each clip starts
             with these frames of its video (a method's global context, e.g. GLUS's one frame per
             segment), then its `clip_len` consecutive frames (`Clip.context` says how many).
+        stride: (lo, hi) frames between a clip's frames, drawn per clip from lo..hi (inclusive):
+            a clip of T frames at stride s covers (T - 1) s + 1 frames of its video, so it can hold
+            memory from before an event (a look-alike that starts moving late) and after it.
     """
 
     def __init__(self, samples: Sequence[VideoSample], clip_len: int = 8, size: int = 256, flip_p: float = 0.5,
                  crop_scale: tuple[float, float] = (0.7, 1.0), brightness: float = 0.15, contrast: float = 0.15,
                  seed: int = 0, by: str = "expression", objects: bool = False,
                  weights: Mapping[str, float] | None = None,
-                 context: Callable[[int, np.random.Generator], list[int]] | None = None) -> None:
+                 context: Callable[[int, np.random.Generator], list[int]] | None = None,
+                 stride: tuple[int, int] = (1, 1)) -> None:
         if by == "expression":
             self.items = [(i, e) for i, s in enumerate(samples) for e in s.expressions]
         elif by == "object":
@@ -82,6 +86,9 @@ class ClipSampler:
         self.crop_scale, self.brightness, self.contrast = crop_scale, brightness, contrast
         self.rng = np.random.default_rng(seed)
         self.context = context
+        if not 1 <= stride[0] <= stride[1]:
+            raise ValueError(f"ClipSampler: stride must be (lo, hi) with 1 <= lo <= hi, got {stride}")
+        self.stride = stride
 
     def _probabilities(self, weights: Mapping[str, float]) -> np.ndarray | None:
         """Draw probability of each item under `weights` (None: uniform)."""
@@ -110,12 +117,16 @@ class ClipSampler:
         pick = self.rng.integers(len(self.items)) if self.probs is None else self.rng.choice(len(self.items), p=self.probs)
         index, expression = self.items[int(pick)]
         video = self.samples[index]
-        starts = np.arange(max(len(video) - self.clip_len, 0) + 1)
+        lo, hi = self.stride
+        stride = lo if lo == hi else int(self.rng.integers(lo, hi + 1))
+        if self.clip_len > 1:  # a short video: the widest stride that fits
+            stride = max(1, min(stride, (len(video) - 1) // (self.clip_len - 1)))
+        starts = np.arange(max(len(video) - (self.clip_len - 1) * stride - 1, 0) + 1)
         if self.by == "object":
             visible = video.masks[expression.target_ids[0]].any(axis=(1, 2))
             starts = starts[visible[starts]] if visible[starts].any() else np.flatnonzero(visible)[:1]
         start = int(starts[int(self.rng.integers(len(starts)))])
-        ts = [min(start + k, len(video) - 1) for k in range(self.clip_len)]
+        ts = [min(start + k * stride, len(video) - 1) for k in range(self.clip_len)]
         context = self.context(len(video), self.rng) if self.context is not None else []
         ts = context + ts
         expressions = [expression]

@@ -3,19 +3,19 @@
 SAM 2 trained for class-agnostic masks keeps an object's colour linearly readable from its
 features but hardly its shape (`bench/feature_probe.py`): delineating a SynthRef object never
 needs to know whether it is a circle or a square. A text-prompted method on that frozen encoder
-then cannot ground shape words. This objective (refseg's, not a paper's) asks every feature
-position inside an object to classify the object's attributes (SynthRef's colour, shape, size,
-texture) with a linear read-out per feature level, so that the encoder learns to write them
-there. The read-outs are training scaffolding: they are not part of the model a run saves.
+then cannot ground shape words. This objective (refseg's, not a paper's) asks a linear read-out
+of each feature level to classify every prompted object's attributes (SynthRef's colour, shape,
+size, texture) from the object's mask-weighted mean feature, so that the encoder learns to write
+them there: what `bench/feature_probe.py` then reads with a fresh linear probe. The read-outs are
+training scaffolding: they are not part of the model a run saves.
 
 Loss of one level l, attribute a, object o with mask coverage c_p of position p (the mask
 area-pooled to the level's grid):
 
-    L = sum_p c_p * CE(W_{l,a} f_l(p) + b_{l,a}, y_{o,a}) / sum_p c_p
+    L = CE(W_{l,a} (sum_p c_p f_l(p)) / sum_p c_p + b_{l,a}, y_{o,a})
 
-averaged over objects, attributes and levels. Averaging the cross-entropy over positions asks
-more than classifying the mean feature (CE is convex), so the attribute is readable where a
-text query attends, not only on average.
+averaged over objects, attributes and levels. (Asking every position to classify on its own,
+a stricter objective, learned shape no faster over 300 steps: docs/RESULTS.md.)
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class AttributeHeads(nn.Module):
 
     def loss(self, levels: Sequence[Tensor], image_of: Tensor, masks: Tensor,
              labels: Sequence[Mapping[str, str]]) -> Tensor:
-        """Mean coverage-weighted cross-entropy (module docstring).
+        """Mean cross-entropy of the objects' pooled features (module docstring).
 
         levels: per level [B, C_l, h_l, w_l] features of B images; image_of [N] the image of each
         of N objects; masks [N, 1, S, S] float object masks; labels: each object's attributes
@@ -62,9 +62,8 @@ class AttributeHeads(nn.Module):
                     continue
                 target = torch.tensor([self.vocabulary[name].index(labels[i][name]) for i in rows], device=x.device)
                 index = torch.tensor(rows, device=x.device)
-                logits = head(features[index]).flatten(2)  # [n, K, h*w]
-                ce = F.cross_entropy(logits, target[:, None].expand(-1, logits.shape[-1]), reduction="none")
-                terms.append((ce * weight[index]).sum(1).mean())
+                logits = (head(features[index]).flatten(2) * weight[index][:, None]).sum(-1)  # [n, K]
+                terms.append(F.cross_entropy(logits, target))
         if not terms:
             return masks.new_zeros(())
         return torch.stack(terms).mean()

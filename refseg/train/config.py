@@ -31,12 +31,15 @@ class ModelConfig:
     for a checkpoint whose memory attention was never trained (image-only stage 1). `init`: the
     `final/` folder of an earlier run of the same task whose weights start this one (a stage-2
     run from its stage 1; the names must match exactly), or a shipped model folder such as
-    refseg/weights/samwise_synth, whose SAM 2 (`sam2_source`) must be `sam2`."""
+    refseg/weights/samwise_synth, whose SAM 2 (`sam2_source`) must be `sam2`. `encoder_from`: a
+    SAM 2 checkpoint of the same sizes whose image encoder (`vision_encoder.*`) replaces the loaded
+    one's, e.g. an image model trained further on images under a tracking model's memory modules."""
 
     sam2: str = "tiny-test"
     image_size: int = 128
     local_memory_readout: bool = False
     init: str | None = None
+    encoder_from: str | None = None
     sam1: str | None = None  # evf, sam_i2v: a SAM (v1) image model (SamModel folder or official .pth) instead
     memory_layers: int = 4  # sam_i2v: memory-attention layers of the upgraded image SAM
 
@@ -67,6 +70,9 @@ class DataConfig:
     # expression tasks: phenomenon -> draw weight (`ClipSampler` weights), e.g. {null: 4}: an
     # expression that exercises it is drawn four times as often; empty: uniform over expressions
     phenomenon_weights: dict[str, float] = field(default_factory=dict)
+    # video tasks: frames between a clip's frames, drawn per clip from [lo, hi] (`ClipSampler` stride),
+    # e.g. [1, 4]: an 8-frame clip spans up to 29 frames (SAMWISE: memory from before a late start)
+    frame_stride: tuple[int, int] = (1, 1)
 
 
 @dataclass
@@ -97,7 +103,7 @@ class LossConfig:
     # SAM2-LOVE: pull the prompt token toward SAM 2's embedding of a positive click at the target's
     # frame-0 centroid (refseg's training aid; 0: the paper's loss, Eq. 5)
     place: float = 0.0
-    # SAM 2 image training: every position of a prompted object classifies its colour, shape, size
+    # SAM 2 image training: each prompted object's mean feature classifies its colour, shape, size
     # and texture (`refseg.train.attributes`; SynthRef samples only; 0: off, SAM's loss alone)
     attributes: float = 0.0
 

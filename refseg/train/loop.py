@@ -77,14 +77,21 @@ RANDOM_SAM2 = ("tiny-test", "synth-small", "tiny", "small", "base_plus", "large"
 def build_sam2(config: TrainConfig) -> Sam2:
     name = config.model.sam2
     if name == "tiny-test":
-        return Sam2(tiny_test_config(image_size=config.model.image_size))
-    if name == "synth-small":
-        return Sam2(synth_small_config(image_size=config.model.image_size))
-    if name in ("tiny", "small", "base_plus", "large"):
-        return Sam2(sam2_config(name, image_size=config.model.image_size))
-    model = load_sam2(name)
-    if config.model.local_memory_readout:
-        model.init_local_memory_readout()
+        model = Sam2(tiny_test_config(image_size=config.model.image_size))
+    elif name == "synth-small":
+        model = Sam2(synth_small_config(image_size=config.model.image_size))
+    elif name in ("tiny", "small", "base_plus", "large"):
+        model = Sam2(sam2_config(name, image_size=config.model.image_size))
+    else:
+        model = load_sam2(name)
+        if config.model.local_memory_readout:
+            model.init_local_memory_readout()
+    if config.model.encoder_from:
+        donor = load_sam2(config.model.encoder_from)
+        if donor.config.vision_config.to_dict() != model.config.vision_config.to_dict():
+            raise ValueError(f"model.encoder_from {config.model.encoder_from}: its image encoder's sizes differ "
+                             f"from model.sam2 {name}'s")
+        model.vision_encoder.load_state_dict(donor.vision_encoder.state_dict())
     return model
 
 

@@ -12,8 +12,8 @@ of the three candidates for one click, on the single mask otherwise; L1 on every
 and cross-entropy on presence. The image encoder runs once per batch; rounds rerun only the head.
 
 With `loss.attributes` > 0 the encoder also learns to say what each prompted object looks like
-(`refseg.train.attributes`: colour, shape, size and texture read linearly at every position of
-the object on the last three Hiera stages and the image embedding), for samples that know their
+(`refseg.train.attributes`: colour, shape, size and texture read linearly from the object's
+mean feature on the last three Hiera stages and the image embedding), for samples that know their
 objects' attributes (SynthRef).
 """
 

@@ -41,7 +41,8 @@ class Task(nn.Module):
     def sampler(self, samples: Sequence[VideoSample], seed: int) -> ClipSampler:
         """Clips of `data.clip_len` frames at the model's input size."""
         return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size, seed=seed,
-                           by=self.sample_by, weights=self.config.data.phenomenon_weights)
+                           by=self.sample_by, weights=self.config.data.phenomenon_weights,
+                           stride=self.config.data.frame_stride)
 
     def draw_batch(self, sampler: ClipSampler, rng: np.random.Generator, size: int) -> list:
         """`size` independent samples."""
