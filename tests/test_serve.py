@@ -169,6 +169,32 @@ def test_a_stopped_run_continues_to_the_masks_of_an_uninterrupted_one(client, mo
     assert all(np.array_equal(got[1][t], scratch[1][t]) for t in range(8))
 
 
+def test_a_job_deleted_while_it_runs_loses_its_folder_when_the_run_ends(client, video, monkeypatch):
+    job = upload(client, video).json()["id"]
+    client.post(f"/api/jobs/{job}/objects", json={"points": [DISK_CLICK], "frame": 0})
+    record = client.app.state.store.jobs[job]
+    gate = threading.Event()
+    original = runner_module._SessionStream.push
+
+    def slow_push(self, frame):
+        if self.session.frame_index == 3:
+            gate.wait(10)
+        return original(self, frame)
+
+    monkeypatch.setattr(runner_module._SessionStream, "push", slow_push)
+    assert client.post(f"/api/jobs/{job}/run", json={}).status_code == 202
+    time.sleep(0.3)
+    assert record.running and record.folder.is_dir()
+    assert client.delete(f"/api/jobs/{job}").json() == {"removed": job}
+    assert client.get(f"/api/jobs/{job}").status_code == 404
+    assert record.folder.is_dir()  # the run still writes there
+    gate.set()
+    deadline = time.time() + 30
+    while (record.running or record.folder.exists()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert record.state == "stopped" and not record.folder.exists()
+
+
 def test_evf_sam_takes_a_text_and_a_correction_click_on_one_object(client, models, video):
     job = upload(client, video).json()["id"]
     client.post(f"/api/jobs/{job}/objects", json={"text": "the red disk", "frame": 2})

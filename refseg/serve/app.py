@@ -175,7 +175,10 @@ def create_app(methods: Methods, config: ServeConfig) -> FastAPI:
         job.stop.set()
         with store.lock:
             store.jobs.pop(job.id, None)
-        if not job.running:
+        with job.lock:  # a running job's run removes the folder as it ends (`runner.execute`)
+            job.removed = True
+            running = job.running
+        if not running:
             shutil.rmtree(job.folder, ignore_errors=True)
         return {"removed": job.id}
 

@@ -97,6 +97,7 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.RLock = field(default_factory=threading.RLock)
     touched: float = field(default_factory=time.monotonic)
+    removed: bool = False  # deleted while running: its run removes the folder when it ends
 
     @property
     def running(self) -> bool:

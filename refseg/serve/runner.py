@@ -21,6 +21,7 @@ every frame (or the whole clip), so a text part that changed reruns from frame 0
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 import zipfile
@@ -264,6 +265,11 @@ def execute(job: Job, parts: list[Part], run_lock: threading.Lock) -> None:
     except Exception as err:  # one job's failure never stops the server
         log.exception("job %s: run failed", job.id)
         end_run(job, "failed", f"{type(err).__name__}: {' '.join(str(err).split())}")
+    finally:
+        with job.lock:
+            removed = job.removed
+        if removed:  # deleted while it ran
+            shutil.rmtree(job.folder, ignore_errors=True)
 
 
 def end_run(job: Job, state: str, message: str) -> None:
