@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from refseg.errors import InputError, Interrupted, reading
+from refseg.errors import InputError, Interrupted, clear_stop, on_stop_signal, reading
 
 if TYPE_CHECKING:  # the heavy imports (torch, transformers, the models) wait until the input is checked
     import torch
@@ -741,10 +741,6 @@ def attach_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Interrupted()
-
-
 def _one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or err}"
@@ -759,7 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     handler = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if handler else None
+    clear_stop()
+    previous = {s: signal.signal(s, on_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)} if handler else {}
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -780,8 +777,9 @@ def main(argv: list[str] | None = None) -> int:
               "traceback and report it)", file=sys.stderr)
         return 1
     finally:
-        if handler:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, before in previous.items():
+            signal.signal(signum, before)
+        clear_stop()
 
 
 if __name__ == "__main__":

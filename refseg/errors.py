@@ -8,6 +8,7 @@ the models load."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import wave
 from collections.abc import Iterator
 
@@ -31,6 +32,30 @@ class ConfigError(RefsegError):
 class Interrupted(BaseException):
     """SIGTERM, raised where the process is, as SIGINT raises `KeyboardInterrupt`, so that every
     staged output is dropped on the way out (a `BaseException`: no `except Exception` swallows it)."""
+
+
+_stop: type[BaseException] | None = None  # what the last SIGINT / SIGTERM asked for (`on_stop_signal`)
+
+
+def on_stop_signal(signum: int, frame: object) -> None:
+    """Signal handler for SIGINT and SIGTERM: remember the stop, then raise it where the process is.
+    A raise that lands inside a callback a library calls from C (PyAV's logging callback prints and
+    drops exceptions) is lost there; `raise_if_stopped` raises it again at the next frame."""
+    global _stop
+    _stop = KeyboardInterrupt if signum == signal.SIGINT else Interrupted
+    raise _stop()
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop a signal asked for, if it has not ended the run yet."""
+    if _stop is not None:
+        raise _stop()
+
+
+def clear_stop() -> None:
+    """Forget a handled stop (a command run in-process after another)."""
+    global _stop
+    _stop = None
 
 
 # What parsing a damaged file raises: JSON / CSV / WAV / RLE / numpy errors, absent keys, wrong types.

@@ -375,3 +375,26 @@ def test_a_damaged_weights_file_without_config_is_named(video, tmp_path, capsys)
     line = error_line(capsys)
     assert str(folder / "model.safetensors") in line and "damaged or truncated" in line
     assert not out.exists()
+
+
+def test_a_stop_dropped_where_the_signal_landed_ends_the_run_at_the_next_frame(tmp_path):
+    """A library that calls Python from C may drop the KeyboardInterrupt raised inside the call
+    (PyAV's logging callback prints and ignores it); the remembered stop is raised again at the
+    next frame read, and forgotten once the command has handled it."""
+    from refseg.errors import Interrupted, clear_stop, on_stop_signal
+
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path, fps=25) as writer:
+        for frame in moving_shapes(6).frames:
+            writer.write(frame)
+    stream = frames(path)
+    next(stream)
+    for signum, stop in ((signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Interrupted)):
+        try:
+            on_stop_signal(signum, None)
+        except stop:
+            pass  # dropped, as inside a callback
+        with pytest.raises(stop):
+            next(stream)
+        clear_stop()
+    assert len(list(frames(path))) == 6

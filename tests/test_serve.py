@@ -138,9 +138,8 @@ def test_a_correction_click_reruns_from_a_snapshot_and_equals_a_run_from_scratch
     assert client.get(f"/api/jobs/{job}/download/masks.zip").status_code == 200
 
 
-def test_a_stopped_run_continues_to_the_masks_of_an_uninterrupted_one(client, models, video, monkeypatch):
-    job = upload(client, video).json()["id"]
-    client.post(f"/api/jobs/{job}/objects", json={"points": [DISK_CLICK], "frame": 0})
+def hold_at_frame_3(monkeypatch) -> tuple[threading.Event, object]:
+    """Make click runs wait at frame 3 until the returned event is set; also returns the real push."""
     gate = threading.Event()
     original = runner_module._SessionStream.push
 
@@ -150,6 +149,13 @@ def test_a_stopped_run_continues_to_the_masks_of_an_uninterrupted_one(client, mo
         return original(self, frame)
 
     monkeypatch.setattr(runner_module._SessionStream, "push", slow_push)
+    return gate, original
+
+
+def test_a_stopped_run_continues_to_the_masks_of_an_uninterrupted_one(client, models, video, monkeypatch):
+    job = upload(client, video).json()["id"]
+    client.post(f"/api/jobs/{job}/objects", json={"points": [DISK_CLICK], "frame": 0})
+    gate, original = hold_at_frame_3(monkeypatch)
     assert client.post(f"/api/jobs/{job}/run", json={}).status_code == 202
     time.sleep(0.3)
     assert client.post(f"/api/jobs/{job}/run", json={}).status_code == 409  # running
@@ -173,15 +179,7 @@ def test_a_job_deleted_while_it_runs_loses_its_folder_when_the_run_ends(client, 
     job = upload(client, video).json()["id"]
     client.post(f"/api/jobs/{job}/objects", json={"points": [DISK_CLICK], "frame": 0})
     record = client.app.state.store.jobs[job]
-    gate = threading.Event()
-    original = runner_module._SessionStream.push
-
-    def slow_push(self, frame):
-        if self.session.frame_index == 3:
-            gate.wait(10)
-        return original(self, frame)
-
-    monkeypatch.setattr(runner_module._SessionStream, "push", slow_push)
+    gate, _ = hold_at_frame_3(monkeypatch)
     assert client.post(f"/api/jobs/{job}/run", json={}).status_code == 202
     time.sleep(0.3)
     assert record.running and record.folder.is_dir()

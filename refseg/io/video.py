@@ -24,7 +24,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from refseg.errors import InputError
+from refseg.errors import InputError, raise_if_stopped
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class FrameStream(Iterator[np.ndarray]):
         return self
 
     def __next__(self) -> np.ndarray:
+        raise_if_stopped()  # a stop a library swallowed ends the run at the next frame
         return next(self._frames)
 
     def _read(self) -> Iterator[np.ndarray]:
