@@ -42,46 +42,44 @@ class AttributeHeads(nn.Module):
             nn.ModuleDict({name: nn.Conv2d(c, len(values), 1) for name, values in self.vocabulary.items()})
             for c in channels)
 
-    def loss(self, levels: Sequence[Tensor], image_of: Tensor, masks: Tensor,
-             labels: Sequence[Mapping[str, str]]) -> Tensor:
-        """Mean cross-entropy of the objects' pooled features (module docstring).
+    def pooled_logits(self, levels: Sequence[Tensor], image_of: Tensor, masks: Tensor,
+                      labels: Sequence[Mapping[str, str]]) -> list[dict[str, tuple[Tensor, Tensor]]]:
+        """Per level, attribute -> (logits [n, K] of the n objects that have it, their targets [n]).
 
         levels: per level [B, C_l, h_l, w_l] features of B images; image_of [N] the image of each
         of N objects; masks [N, 1, S, S] float object masks; labels: each object's attributes
         (an attribute an object lacks is skipped)."""
         if len(levels) != len(self.heads):
             raise ValueError(f"AttributeHeads: {len(self.heads)} levels expected, got {len(levels)}")
-        terms = []
+        out = []
         for x, heads in zip(levels, self.heads):
             cover = F.adaptive_avg_pool2d(masks, x.shape[-2:]).flatten(1)  # [N, h*w]
             weight = cover / cover.sum(1, keepdim=True).clamp(min=1e-6)
             features = x[image_of]
+            scored = {}
             for name, head in heads.items():
                 rows = [i for i, lab in enumerate(labels) if name in lab]
-                if not rows:
-                    continue
-                target = torch.tensor([self.vocabulary[name].index(labels[i][name]) for i in rows], device=x.device)
-                index = torch.tensor(rows, device=x.device)
-                logits = (head(features[index]).flatten(2) * weight[index][:, None]).sum(-1)  # [n, K]
-                terms.append(F.cross_entropy(logits, target))
-        if not terms:
-            return masks.new_zeros(())
-        return torch.stack(terms).mean()
-
-    @torch.no_grad()
-    def accuracy(self, levels: Sequence[Tensor], image_of: Tensor, masks: Tensor,
-                 labels: Sequence[Mapping[str, str]]) -> dict[str, Tensor]:
-        """Share of objects whose coverage-weighted mean logits pick the right value, per
-        attribute, on the last level (what training logs)."""
-        x, heads = levels[-1], self.heads[-1]
-        cover = F.adaptive_avg_pool2d(masks, x.shape[-2:]).flatten(1)
-        weight = cover / cover.sum(1, keepdim=True).clamp(min=1e-6)
-        out = {}
-        for name, head in heads.items():
-            rows = [i for i, lab in enumerate(labels) if name in lab]
-            if rows:
-                index = torch.tensor(rows, device=x.device)
-                logits = (head(x[image_of][index]).flatten(2) * weight[index][:, None]).sum(-1)
-                truth = torch.tensor([self.vocabulary[name].index(labels[i][name]) for i in rows], device=x.device)
-                out[name] = (logits.argmax(1) == truth).float().mean()
+                if rows:
+                    target = torch.tensor([self.vocabulary[name].index(labels[i][name]) for i in rows], device=x.device)
+                    index = torch.tensor(rows, device=x.device)
+                    scored[name] = ((head(features[index]).flatten(2) * weight[index][:, None]).sum(-1), target)
+            out.append(scored)
         return out
+
+    def loss(self, levels: Sequence[Tensor], image_of: Tensor, masks: Tensor,
+             labels: Sequence[Mapping[str, str]]) -> Tensor:
+        """Mean cross-entropy of the objects' pooled features (module docstring); arguments as
+        `pooled_logits`."""
+        return scored_loss(self.pooled_logits(levels, image_of, masks, labels), masks)
+
+
+def scored_loss(scored: list[dict[str, tuple[Tensor, Tensor]]], like: Tensor) -> Tensor:
+    """Mean cross-entropy over levels and attributes of `AttributeHeads.pooled_logits`' output."""
+    terms = [F.cross_entropy(logits, target) for level in scored for logits, target in level.values()]
+    return torch.stack(terms).mean() if terms else like.new_zeros(())
+
+
+def scored_accuracy(scored: list[dict[str, tuple[Tensor, Tensor]]]) -> dict[str, Tensor]:
+    """Per attribute, the share of objects whose pooled logits on the last level pick the right
+    value (what training logs)."""
+    return {name: (logits.detach().argmax(1) == target).float().mean() for name, (logits, target) in scored[-1].items()}

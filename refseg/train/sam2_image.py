@@ -34,7 +34,7 @@ from refseg.sam import Sam2
 from refseg.sam.image_encoder import normalise_frames
 from refseg.sam.mask_decoder import DecoderOutput, decode_masks
 from refseg.sam.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT, NOT_A_POINT, POSITIVE, PointPrompt, embed_prompts
-from refseg.train.attributes import AttributeHeads
+from refseg.train.attributes import AttributeHeads, scored_accuracy, scored_loss
 from refseg.train.config import TrainConfig
 from refseg.train.task import Task, seeded
 from refseg.train.losses import multimask_losses, object_score_loss
@@ -137,9 +137,10 @@ class Sam2ImageTask(Task):
         if self.attributes is not None:
             levels = [stages[s].permute(0, 3, 1, 2) for s in sorted(stages)[-self.levels:]] + [features.embed]
             labels = [a for s in batch for a in s.attributes]
-            mean["attributes"] = self.attributes.loss(levels, image_of, targets, labels)
+            scored = self.attributes.pooled_logits(levels, image_of, targets, labels)
+            mean["attributes"] = scored_loss(scored, targets)
             mean["loss"] = mean["loss"] + w.attributes * mean["attributes"]
-            for name, value in self.attributes.accuracy(levels, image_of, targets, labels).items():
+            for name, value in scored_accuracy(scored).items():
                 mean[f"{name}_accuracy"] = value
         return mean
 
