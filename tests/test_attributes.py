@@ -63,6 +63,23 @@ def test_synthref_attributes_describe_the_rendered_objects():
             assert min(np.ptp(xs), np.ptp(ys)) <= 2 * synth.SIZES[labels["size"]] + 2
 
 
+def test_a_crop_relabels_size_by_the_radius_it_shows():
+    assert synth.seen_size("medium", 1.0) == "medium" and synth.seen_size("large", 1.4) == "large"
+    assert synth.seen_size("medium", 26 / 18) == "large"  # 18 px shown at 26 px
+    assert synth.seen_size("small", 1.15) == "small" and synth.seen_size("small", 1.3) == "medium"  # 13.8 / 15.6 px
+    # a sampled crop: its zoom is the frame side over the crop side, and the object's extent grows by it
+    from refseg.data.sampler import ClipSampler
+    sample = next(synth.split_samples("train", 0, 1))
+    sampler = ClipSampler([sample], clip_len=1, size=256, seed=3, by="object", objects=True, flip_p=0.0,
+                          crop_scale=(0.7, 0.75))
+    clip = sampler.sample()
+    assert 1 / 0.75 - 0.01 <= clip.zoom <= 1 / 0.7 + 0.01
+    (target,) = clip.expression.target_ids
+    whole, shown = sample.masks[target][clip.start].sum(), clip.objects[target][0].sum()
+    assert not clip.objects[target][0][[0, -1]].any() and not clip.objects[target][0][:, [0, -1]].any()  # uncut
+    assert shown / whole == pytest.approx(clip.zoom**2, rel=0.05)  # so its area grows by zoom^2
+
+
 def test_image_training_with_attributes_trains_the_readouts_resumes_them_and_saves_only_sam2(tmp_path):
     changes = dict(task="sam2_image", data={"count": 2, "image": True},
                    prompts={"click": 0.5, "box": 0.5, "rounds": 1, "objects_per_image": 3},

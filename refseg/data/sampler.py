@@ -33,6 +33,7 @@ class Clip:
     objects: dict[int, np.ndarray] = field(default_factory=dict)  # with `objects=True`: every object's [T, S, S]
     context: int = 0  # the first `context` frames (and masks) are context frames drawn over the video (`ClipSampler`)
     attributes: dict[int, dict[str, str]] = field(default_factory=dict)  # the video's `VideoSample.attributes`
+    zoom: float = 1.0  # how many times larger objects look than in the whole frame: shorter side / crop side
 
 
 class ClipSampler:
@@ -172,5 +173,6 @@ class ClipSampler:
             objects = {o: m[:, :, ::-1].copy() for o, m in objects.items()}
             expressions = [Expression(e.exp_id, flip_text(e.text), e.target_ids, e.phenomena) for e in expressions]
         objects = {o: m.astype(bool) for o, m in objects.items()}
-        return [Clip(video_id, start, frames, m.astype(bool), e, flipped, objects, context)
+        zoom = min(h, w) / side
+        return [Clip(video_id, start, frames, m.astype(bool), e, flipped, objects, context, zoom=zoom)
                 for m, e in zip(masks, expressions)]

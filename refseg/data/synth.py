@@ -58,6 +58,14 @@ SEEN_SHAPES = ("circle", "square", "triangle", "diamond")
 UNSEEN_SHAPES = ("star", "hexagon")
 SIZES = {"small": 12, "medium": 18, "large": 26}
 TEXTURES = ("plain", "striped", "dotted")
+
+
+def seen_size(size: str, zoom: float) -> str:
+    """The size word an object of `size` looks like when shown `zoom` times larger than in its
+    whole frame (a training crop): the word whose radius is nearest to SIZES[size] * zoom in
+    ratio. A crop of 0.7 of the frame shows a medium object (18 px) at 26 px, a large one's."""
+    seen = SIZES[size] * zoom
+    return min(SIZES, key=lambda word: abs(np.log(SIZES[word] / seen)))
 # what an object looks like, each attribute with every value a scene may give it
 ATTRIBUTES = {"colour": tuple(COLOURS), "shape": SEEN_SHAPES + UNSEEN_SHAPES, "size": tuple(SIZES), "texture": TEXTURES}
 PITCHES = {"low-pitched": 220.0, "high-pitched": 880.0}

@@ -82,8 +82,12 @@ class Sam2ImageTask(Task):
         if self.attributes is not None and any(o not in clip.attributes for o in ids):
             raise ValueError(f"loss.attributes: video {clip.video_id} does not say what its objects look like "
                              "(only SynthRef samples carry attributes); set loss.attributes: 0")
+        looks = [dict(clip.attributes.get(o, {})) for o in ids]
+        for a in looks:  # the size the crop shows, not the scene's: a cropped medium object looks large
+            if "size" in a:
+                a["size"] = synth.seen_size(a["size"], clip.zoom)
         return PromptedImage(clip.frames[0], masks, [self._first_prompt(m, rng) for m in masks],
-                             int(rng.integers(2**31)), [dict(clip.attributes.get(o, {})) for o in ids])
+                             int(rng.integers(2**31)), looks)
 
     def _first_prompt(self, mask: np.ndarray, rng: np.random.Generator) -> list[tuple[float, float, int]]:
         p = self.config.prompts
