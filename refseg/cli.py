@@ -484,6 +484,8 @@ PROTOCOLS = ("mevis", "ytvos", "davis", "refdavis", "sav", "ris", "refavs", "pvs
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """Score predictions (or, `--protocol pvs`, run the model and score it); under `torchrun` each
+    process scores a share of the videos and rank 0 merges the shares and writes the reports."""
     gt = Path(args.gt)
     if not gt.is_dir():
         raise InputError(f"--gt {gt}: no such ground-truth folder")
@@ -498,9 +500,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise InputError(f"--pred {args.pred}: no such prediction folder")
         if Path(args.pred).resolve() == gt.resolve():
             raise InputError(f"--pred {args.pred}: is the ground-truth folder itself; give the folder of predictions")
+    from refseg.eval import protocols
     from refseg.eval.reports import summary_table, write_reports
 
-    result = _run_pvs(args, gt) if args.protocol == "pvs" else _score(args, gt, Path(args.pred))
+    if args.protocol == "pvs":
+        _check_device(args.device)
+    rank, world = _processes(args)
+    shard = (rank, world)
+    part = _run_pvs(args, gt, shard) if args.protocol == "pvs" else _score(args, gt, Path(args.pred), shard)
+    if world > 1:
+        import torch.distributed as dist
+
+        parts: list[protocols.EvalResult] | None = [part] * world if rank == 0 else None
+        dist.gather_object(part, parts, dst=0)
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+        result = protocols.merge(parts, args.convention)
+    else:
+        result = part
     print(summary_table(result))
     if result.missing:
         shown = ", ".join(result.missing[:5]) + (f" and {len(result.missing) - 5} more" if len(result.missing) > 5 else "")
@@ -511,36 +529,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_pvs(args: argparse.Namespace, gt: Path) -> EvalResult:
-    """The promptable video segmentation protocol: the model is run on `gt`'s videos."""
+def _run_pvs(args: argparse.Namespace, gt: Path, shard: tuple[int, int]) -> EvalResult:
+    """The promptable video segmentation protocol: the model is run on `gt`'s videos (this
+    process's share of them)."""
     from refseg.engine import FeatureCache, Session
     from refseg.eval import interactive
 
-    _check_device(args.device)
     template = _click_session(args.method, args.sam2, args.model, args.device)
     cache = FeatureCache()  # each frame encoded once over the protocol's many replays
     return interactive.evaluate_pvs(gt, lambda: Session(template.model, template.hooks, seed=args.seed,
                                                           feature_cache=cache),
-                                      mode=args.mode, split=args.split, max_frames=args.max_frames, clicks=args.clicks)
+                                      mode=args.mode, split=args.split, max_frames=args.max_frames, clicks=args.clicks,
+                                      shard=shard)
 
 
-def _score(args: argparse.Namespace, gt: Path, pred: Path) -> EvalResult:
-    """Predictions `pred` against ground truth `gt` by `args.protocol`; ground truth that does
-    not parse (damaged, or another benchmark's) is an `InputError` naming it."""
+def _score(args: argparse.Namespace, gt: Path, pred: Path, shard: tuple[int, int]) -> EvalResult:
+    """Predictions `pred` against ground truth `gt` by `args.protocol` (this process's share of
+    the items); ground truth that does not parse (damaged, or another benchmark's) is an
+    `InputError` naming it."""
     from refseg.eval import protocols
 
     with reading(f"--gt {gt}: not readable as {args.protocol} ground truth"):
         if args.protocol in ("mevis", "ytvos"):
-            return protocols.evaluate_expressions(pred, gt, args.protocol)
+            return protocols.evaluate_expressions(pred, gt, args.protocol, shard=shard)
         if args.protocol == "davis":
-            return protocols.evaluate_davis(pred, gt, args.split)
+            return protocols.evaluate_davis(pred, gt, args.split, shard=shard)
         if args.protocol == "refdavis":
-            return protocols.evaluate_refdavis(pred, gt, args.split)
+            return protocols.evaluate_refdavis(pred, gt, args.split, shard=shard)
         if args.protocol == "sav":
-            return protocols.evaluate_sav(pred, gt)
+            return protocols.evaluate_sav(pred, gt, shard=shard)
         if args.protocol == "ris":
-            return protocols.evaluate_ris(pred, gt, args.split, args.convention)
-        return protocols.evaluate_refavs(pred, gt)
+            return protocols.evaluate_ris(pred, gt, args.split, args.convention, shard=shard)
+        return protocols.evaluate_refavs(pred, gt, shard=shard)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

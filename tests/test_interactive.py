@@ -13,6 +13,7 @@ from conftest import random_sam2, synthetic_video
 from refseg.engine import MethodHooks, Session
 from refseg.engine.offline import segment_frames
 from refseg.data.clicks import mask_box, next_click
+from refseg.eval.protocols import merge
 from refseg.eval.interactive import evaluate_pvs, offline_curve, online_score, segment_both_ways, vos_score
 from refseg.eval.metrics import boundary_f_frames, jaccard_frames
 from refseg.prompts import Box, Mask, Points
@@ -141,15 +142,22 @@ def test_pvs_end_to_end_with_the_engine(tmp_path):
     from PIL import Image
 
     scene = moving_shapes(5)
-    for t in range(5):
-        folder = tmp_path / "JPEGImages" / "480p" / "shapes"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(scene.frames[t]).save(folder / f"{t:05d}.jpg", quality=95)
-        write_index_png(tmp_path / "Annotations" / "480p" / "shapes" / f"{t:05d}.png",
-                        scene.masks[1][t] * 1 + scene.masks[2][t] * 2)
+    for name, order in (("shapes", range(5)), ("shapes_back", range(4, -1, -1))):
+        for k, t in enumerate(order):
+            folder = tmp_path / "JPEGImages" / "480p" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(scene.frames[t]).save(folder / f"{k:05d}.jpg", quality=95)
+            write_index_png(tmp_path / "Annotations" / "480p" / name / f"{k:05d}.png",
+                            scene.masks[1][t] * 1 + scene.masks[2][t] * 2)
     model = random_sam2(0)
     result = evaluate_pvs(tmp_path, lambda: Session(model), mode="online", split=None, max_frames=2)
-    assert [r["sequence"] for r in result.rows] == ["shapes_1", "shapes_2"]
+    assert [r["sequence"] for r in result.rows] == ["shapes_1", "shapes_2", "shapes_back_1", "shapes_back_2"]
+    # two processes' shares (one sequence each), merged, are the one-process result
+    parts = [evaluate_pvs(tmp_path, lambda: Session(model), mode="online", split=None, max_frames=2, shard=(r, 2))
+             for r in range(2)]
+    assert [len(p.rows) for p in parts] == [2, 2] and all(not p.summary for p in parts)
+    merged = merge(parts)
+    assert merged.rows == result.rows and merged.curve == result.curve and merged.summary == result.summary
     assert result.curve["N_frame"] == [1.0, 2.0]
     assert all(0 <= v <= 1 for v in result.curve["J&F"])
     assert result.protocol == "pvs-online-3click"

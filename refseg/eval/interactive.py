@@ -36,7 +36,7 @@ ground-truth box, or the ground-truth mask.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,7 +47,7 @@ from tqdm import tqdm
 from refseg.data.clicks import mask_box, next_click
 from refseg.data.formats.davis import VOID, frame_names, read_sequence
 from refseg.eval.metrics import boundary_f_frames, jaccard, jaccard_frames
-from refseg.eval.protocols import EvalResult, davis_annotations, davis_sequence_names
+from refseg.eval.protocols import ALONE, EvalResult, Shard, davis_annotations, davis_sequence_names, share, shard_result
 from refseg.io.video import frames as read_frames
 from refseg.prompts import Mask, Points, Prompt
 
@@ -234,13 +234,21 @@ class _Sequence:
     objects: dict[int, np.ndarray]  # id -> [T, H, W] bool
 
 
-def _load_sequences(gt: Path, split: str | None) -> list[_Sequence]:
+def _sequence_names(gt: Path, split: str | None) -> list[str]:
     annotations = davis_annotations(gt)
-    images = next((p for p in (gt / "JPEGImages" / "480p", gt / "JPEGImages") if p.is_dir()), None)
-    if images is None:
+    if _images(gt) is None:
         raise ValueError(f"{gt}: no JPEGImages/480p/<sequence>/ frames")
-    out = []
-    for seq in davis_sequence_names(gt, annotations, split):
+    return davis_sequence_names(gt, annotations, split)
+
+
+def _images(gt: Path) -> Path | None:
+    return next((p for p in (gt / "JPEGImages" / "480p", gt / "JPEGImages") if p.is_dir()), None)
+
+
+def _load_sequences(gt: Path, sequences: list[str]) -> Iterator[_Sequence]:
+    """The `sequences` of `gt`, each read when it is reached (one in memory at a time)."""
+    annotations, images = davis_annotations(gt), _images(gt)
+    for seq in sequences:
         names = frame_names(annotations / seq)
         ids = read_sequence(annotations / seq, names)
         ids = np.where(ids == VOID, 0, ids)
@@ -248,24 +256,28 @@ def _load_sequences(gt: Path, split: str | None) -> list[_Sequence]:
         if len(frames) != len(names):
             raise ValueError(f"{images / seq}: {len(frames)} frames for {len(names)} annotations")
         objects = {int(k): ids == k for k in np.unique(ids) if k != 0}
-        out.append(_Sequence(seq, frames, objects))
-    return out
+        yield _Sequence(seq, frames, objects)
 
 
 def evaluate_pvs(gt: Path, new_session: SessionFactory, mode: str = "offline", split: str | None = "val",
-                 max_frames: int = MAX_FRAMES, clicks: int | None = None) -> EvalResult:
+                 max_frames: int = MAX_FRAMES, clicks: int | None = None, shard: Shard = ALONE) -> EvalResult:
     """Interactive (`offline`, `online`) or semi-supervised (`VOS_MODES`) promptable video
     segmentation on a DAVIS-layout dataset (`JPEGImages/480p`, `Annotations/480p`).
 
     `clicks`: clicks per interacted frame in the interactive modes (default `DEFAULT_CLICKS`); the
     semi-supervised modes name their own prompt (`1click` ...) and take no `clicks`. The protocol
-    name of an interactive result says it: `pvs-offline-3click`.
+    name of an interactive result says it: `pvs-offline-3click`. `shard`: this process's share
+    of the sequences (`refseg.eval.protocols.share`; merge the shares with `protocols.merge`).
     """
     if clicks is not None and mode not in INTERACTIVE_MODES:
         raise ValueError(f"clicks: for the modes {INTERACTIVE_MODES}; the mode {mode!r} names its own prompt")
     n_clicks = DEFAULT_CLICKS if clicks is None else clicks
     rows: list[dict[str, object]] = []
-    for seq in tqdm(_load_sequences(gt, split), desc=f"pvs {mode}", unit="seq", leave=False):
+    names = _sequence_names(gt, split)
+    if not names:
+        raise ValueError(f"{gt}: no sequence to evaluate")
+    mine = share(names, shard)
+    for seq in tqdm(_load_sequences(gt, mine), total=len(mine), desc=f"pvs {mode}", unit="seq", leave=False):
         for obj_id, mask in seq.objects.items():
             row: dict[str, object] = {"sequence": f"{seq.name}_{obj_id}"}
             if mode == "offline":
@@ -279,11 +291,5 @@ def evaluate_pvs(gt: Path, new_session: SessionFactory, mode: str = "offline", s
             row.update({f"J&F@{n}": v for n, v in enumerate(curve, start=1)})
             row["J&F"] = float(np.mean(curve))
             rows.append(row)
-    if not rows:
-        raise ValueError(f"{gt}: no object to evaluate")
-    if mode in INTERACTIVE_MODES:
-        per_n = [float(np.mean([r[f"J&F@{n}"] for r in rows])) for n in range(1, max_frames + 1)]
-        summary = {"J&F (mean over N_frame)": float(np.mean(per_n)), **{f"J&F@{n}": v for n, v in enumerate(per_n, 1)}}
-        curve = {"N_frame": [float(n) for n in range(1, max_frames + 1)], "J&F": per_n}
-        return EvalResult(f"pvs-{mode}-{n_clicks}click", summary, rows, key="sequence", curve=curve)
-    return EvalResult(f"vos-{mode}", {"J&F": float(np.mean([r["J&F"] for r in rows]))}, rows, key="sequence")
+    protocol = f"pvs-{mode}-{n_clicks}click" if mode in INTERACTIVE_MODES else f"vos-{mode}"
+    return shard_result(protocol, rows, "sequence", [], shard)

@@ -175,10 +175,6 @@ def refer_iou(preds: list[np.ndarray], gts: list[np.ndarray], convention: str = 
     """
     if len(preds) != len(gts):
         raise ValueError(f"refer_iou: {len(preds)} predictions for {len(gts)} ground truths")
-    if not preds:
-        raise ValueError("refer_iou: no samples")
-    if convention not in ("lavt", "lisa", "grefcoco"):
-        raise ValueError(f"refer_iou: unknown convention {convention!r} (lavt, lisa, grefcoco)")
     inter = np.empty(len(preds))
     union = np.empty(len(preds))
     gt_area = np.empty(len(preds))
@@ -188,8 +184,19 @@ def refer_iou(preds: list[np.ndarray], gts: list[np.ndarray], convention: str = 
         _check_shapes(g, p, None)
         inter[i], union[i] = np.count_nonzero(p & g), np.count_nonzero(p | g)
         gt_area[i], pred_area[i] = np.count_nonzero(g), np.count_nonzero(p)
+    return refer_iou_counts(inter, union, gt_area, pred_area, convention)
+
+
+def refer_iou_counts(inter: np.ndarray, union: np.ndarray, gt_area: np.ndarray, pred_area: np.ndarray,
+                     convention: str = "lavt") -> dict[str, float]:
+    """`refer_iou` from each sample's pixel counts [N]: intersection, union, ground-truth area
+    and predicted area (what a sample's masks contribute; the masks need not be kept)."""
+    if not len(inter):
+        raise ValueError("refer_iou: no samples")
+    if convention not in ("lavt", "lisa", "grefcoco"):
+        raise ValueError(f"refer_iou: unknown convention {convention!r} (lavt, lisa, grefcoco)")
     safe = np.maximum(union, 1)
-    scored = np.ones(len(preds), dtype=bool)
+    scored = np.ones(len(inter), dtype=bool)
     out: dict[str, float] = {}
     if convention == "lavt":
         iou = np.where(union == 0, 0.0, inter / safe)

@@ -7,6 +7,11 @@ missing prediction as an empty mask instead of aborting the run, and names every
 so (`EvalResult.missing`: the deepest absent folder, or the absent file), so that a partial
 prediction folder is never mistaken for a complete one. A prediction that cannot be read (not a
 PNG, truncated) raises `InputError` naming it.
+
+Every runner takes a `shard` (rank, world): process `rank` of `world` scores a contiguous share
+of the items (`share`) and returns their rows with an empty summary; `merge` joins the shares in
+rank order and computes the summary from all rows (`summarise`), which equals what one process
+computes (`refseg eval` under `torchrun`).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import csv
 import json
 import logging
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -32,12 +38,16 @@ from refseg.eval.metrics import (
     refavs_f,
     refavs_j,
     refavs_s,
-    refer_iou,
+    refer_iou_counts,
 )
 from refseg.errors import InputError
 from refseg.io.rle import decode_polygons, decode_rle
 
 log = logging.getLogger(__name__)
+
+Shard = tuple[int, int]  # (rank, world): this process's place among those scoring one dataset
+ALONE: Shard = (0, 1)
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -50,6 +60,78 @@ class EvalResult:
     key: str
     curve: dict[str, list[float]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+
+
+def share(items: Sequence[_T], shard: Shard) -> list[_T]:
+    """Process `rank`'s contiguous share of `items`: [rank * n // world, (rank + 1) * n // world),
+    so the shares, joined in rank order, are `items` in order."""
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard: rank {rank} is not among {world} processes")
+    n = len(items)
+    return list(items[rank * n // world : (rank + 1) * n // world])
+
+
+def shard_result(protocol: str, rows: list[dict[str, object]], key: str, missing: list[str], shard: Shard,
+                 convention: str = "lavt") -> EvalResult:
+    """A runner's answer: with one process, summarised; with several, this share's rows only."""
+    part = EvalResult(protocol, {}, rows, key, missing=missing)
+    return merge([part], convention) if shard[1] == 1 else part
+
+
+def merge(parts: list[EvalResult], convention: str = "lavt") -> EvalResult:
+    """The shares of one evaluation (in rank order) as one `EvalResult`, summarised from all rows.
+    `convention`: the referring-image convention of `ris` (`refer_iou_counts`)."""
+    first = parts[0]
+    if any(p.protocol != first.protocol for p in parts):
+        raise ValueError(f"merge: shares of different protocols {sorted({p.protocol for p in parts})}")
+    rows = [r for p in parts for r in p.rows]
+    missing = [m for p in parts for m in p.missing]
+    summary, curve = summarise(first.protocol, rows, convention)
+    return EvalResult(first.protocol, summary, rows, first.key, curve=curve, missing=missing)
+
+
+def _mean(rows: list[dict[str, object]], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def summarise(protocol: str, rows: list[dict[str, object]], convention: str = "lavt"
+              ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The global numbers (and curve, for interactive PVS) of `protocol` from all its rows."""
+    if not rows:
+        raise ValueError(f"{protocol}: nothing to score")
+    if protocol in ("mevis", "ytvos"):
+        j, f = _mean(rows, "J"), _mean(rows, "F")
+        summary = {"J&F": (j + f) / 2, "J": j, "F": f, "expressions": float(len(rows))}
+        for name in sorted({p for r in rows for p in str(r.get("phenomena", "")).split()}):
+            summary[f"J&F {name}"] = _mean([r for r in rows if name in str(r.get("phenomena", "")).split()], "J&F")
+        return summary, {}
+    if protocol == "davis":
+        return _davis_summary(rows), {}
+    if protocol == "refdavis":
+        per_annotator = {a: _davis_summary([r for r in rows if r["annotator"] == a])
+                         for a in dict.fromkeys(str(r["annotator"]) for r in rows)}
+        summary = {"J&F-Mean": float(np.mean([s["J&F-Mean"] for s in per_annotator.values()]))}
+        for key in ("J-Mean", "F-Mean"):
+            summary[key] = float(np.mean([s[key] for s in per_annotator.values()]))
+        summary.update({f"J&F {a}": s["J&F-Mean"] for a, s in per_annotator.items()})
+        return summary, {}
+    if protocol == "sav":
+        j, f = _mean(rows, "J"), _mean(rows, "F")
+        return {"J&F": (j + f) / 2, "J": j, "F": f, "objects": float(len(rows))}, {}
+    if protocol == "ris":
+        counts = [np.array([r[k] for r in rows], dtype=np.float64) for k in ("I", "U", "gt_area", "pred_area")]
+        return {**refer_iou_counts(*counts, convention), "samples": float(len(rows))}, {}
+    if protocol == "refavs":
+        return _refavs_summary(rows), {}
+    if protocol.startswith("pvs-"):
+        n_frames = sum(1 for k in rows[0] if k.startswith("J&F@"))
+        per_n = [_mean(rows, f"J&F@{n}") for n in range(1, n_frames + 1)]
+        summary = {"J&F (mean over N_frame)": float(np.mean(per_n)), **{f"J&F@{n}": v for n, v in enumerate(per_n, 1)}}
+        return summary, {"N_frame": [float(n) for n in range(1, n_frames + 1)], "J&F": per_n}
+    if protocol.startswith("vos-"):
+        return {"J&F": _mean(rows, "J&F")}, {}
+    raise ValueError(f"summarise: unknown protocol {protocol!r}")
 
 
 class _Absent:
@@ -104,7 +186,7 @@ def _progress(items: Iterable, desc: str) -> Iterable:
 
 
 # -- MeViS / Ref-YouTube-VOS ---------------------------------------------------------------------
-def evaluate_expressions(pred: Path, gt: Path, layout: str) -> EvalResult:
+def evaluate_expressions(pred: Path, gt: Path, layout: str, shard: Shard = ALONE) -> EvalResult:
     """MeViS (`layout="mevis"`) or Ref-YouTube-VOS (`"ytvos"`): one score per expression.
 
     Ground truth of an expression is the union of the objects it refers to, on every frame
@@ -117,10 +199,12 @@ def evaluate_expressions(pred: Path, gt: Path, layout: str) -> EvalResult:
     meta = _json(gt / "meta_expressions.json", layout).get("videos")
     if not isinstance(meta, dict):
         raise InputError(f"{gt / 'meta_expressions.json'}: no \"videos\" mapping (not the {layout} layout)")
+    if not any(info.get("expressions") for info in meta.values()):
+        raise ValueError(f"{gt}: meta_expressions.json lists no expression")
     masks = _json(gt / "mask_dict.json", layout) if layout == "mevis" else None
     rows = []
     absent = _Absent(pred)
-    for video, info in _progress(sorted(meta.items()), layout):
+    for video, info in _progress(share(sorted(meta.items()), shard), layout):
         for exp_id, exp in sorted(info["expressions"].items(), key=lambda kv: kv[0]):
             folder = pred / video / exp_id
             frames, truth = _expression_truth(gt, folder, video, info["frames"], exp, masks)
@@ -135,15 +219,7 @@ def evaluate_expressions(pred: Path, gt: Path, layout: str) -> EvalResult:
             if "phenomena" in exp:  # SynthRef records what each expression exercises
                 row["phenomena"] = " ".join(exp["phenomena"])
             rows.append(row)
-    if not rows:
-        raise ValueError(f"{gt}: meta_expressions.json lists no expression")
-    j, f = float(np.mean([r["J"] for r in rows])), float(np.mean([r["F"] for r in rows]))
-    summary = {"J&F": (j + f) / 2, "J": j, "F": f, "expressions": float(len(rows))}
-    phenomena = sorted({p for r in rows for p in str(r.get("phenomena", "")).split()})
-    for name in phenomena:
-        members = [r["J&F"] for r in rows if name in str(r.get("phenomena", "")).split()]
-        summary[f"J&F {name}"] = float(np.mean(members))
-    return EvalResult(layout, summary, rows, key="expression", missing=absent.names)
+    return shard_result(layout, rows, "expression", absent.names, shard)
 
 
 def _expression_truth(gt: Path, pred_folder: Path, video: str, frames: list[str], exp: dict,
@@ -228,7 +304,7 @@ def _davis_summary(rows: list[dict[str, object]]) -> dict[str, float]:
     return {"J&F-Mean": (out["J-Mean"] + out["F-Mean"]) / 2, **out, "objects": float(len(rows))}
 
 
-def evaluate_davis(pred: Path, gt: Path, split: str | None = "val") -> EvalResult:
+def evaluate_davis(pred: Path, gt: Path, split: str | None = "val", shard: Shard = ALONE) -> EvalResult:
     """DAVIS 2017 semi-supervised: per object, J and F on all frames but the first and the last
     (void pixels count as background, as the official script does), then DAVIS statistics; the
     global numbers are means over all objects of all sequences. Objects are the ids of the first
@@ -236,7 +312,7 @@ def evaluate_davis(pred: Path, gt: Path, split: str | None = "val") -> EvalResul
     annotations = davis_annotations(gt)
     rows = []
     absent = _Absent(pred)
-    for seq in _progress(davis_sequence_names(gt, annotations, split), "davis"):
+    for seq in _progress(share(davis_sequence_names(gt, annotations, split), shard), "davis"):
         names = frame_names(annotations / seq)
         ids = read_sequence(annotations / seq, names)
         ids = np.where(ids == VOID, 0, ids)
@@ -247,10 +323,11 @@ def evaluate_davis(pred: Path, gt: Path, split: str | None = "val") -> EvalResul
         truth, guess = _object_stack(ids[1:-1], count), _object_stack(guess[1:-1], count)
         for k in range(count):
             rows.append(_statistics_row(f"{seq}_{k + 1}", *_jf(truth[k], guess[k])))
-    return EvalResult("davis", _davis_summary(rows), rows, key="sequence", missing=absent.names)
+    return shard_result("davis", rows, "sequence", absent.names, shard)
 
 
-def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_proposals: int = 20) -> EvalResult:
+def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_proposals: int = 20,
+                      shard: Shard = ALONE) -> EvalResult:
     """Ref-DAVIS17: DAVIS unsupervised scoring, once per annotator folder `pred/anno_<k>/`.
 
     Per sequence, every predicted object is scored against every ground-truth object on all
@@ -264,38 +341,31 @@ def evaluate_refdavis(pred: Path, gt: Path, split: str | None = "val", max_propo
     annotators = sorted(p for p in pred.iterdir() if p.is_dir() and p.name.startswith("anno_"))
     if not annotators:
         raise ValueError(f"{pred}: no anno_<k>/ prediction folders")
-    rows, per_annotator = [], {}
+    rows: list[dict[str, object]] = []
     absent = _Absent(pred)
-    for annotator in annotators:
-        annotator_rows = []
-        for seq in _progress(davis_sequence_names(gt, annotations, split), annotator.name):
-            names = frame_names(annotations / seq)
-            ids = read_sequence(annotations / seq, names)
-            void = ids == VOID
-            ids = np.where(void, 0, ids)
-            count = int(ids[0].max())
-            guess_ids = _prediction_ids(annotator / seq, names, ids.shape[1:], absent)
-            proposals = int(guess_ids.max())
-            if proposals > max_proposals:
-                raise ValueError(f"{annotator / seq}: {proposals} predicted objects, at most {max_proposals}")
-            truth = _object_stack(ids, count)
-            guess = _object_stack(guess_ids, max(proposals, count))
-            j = np.array([[jaccard_frames(t, g, void) for t in truth] for g in guess])  # [P, O, T]
-            f = np.array([[boundary_f_frames(t, g, void) for t in truth] for g in guess])
-            pred_idx, true_idx = linear_sum_assignment(-(j.mean(-1) + f.mean(-1)) / 2)
-            for p_i, t_i in sorted(zip(pred_idx, true_idx), key=lambda pair: pair[1]):
-                row = _statistics_row(f"{seq}_{t_i + 1}", j[p_i, t_i], f[p_i, t_i])
-                annotator_rows.append({"annotator": annotator.name, **row})
-        per_annotator[annotator.name] = _davis_summary(annotator_rows)["J&F-Mean"]
-        rows += annotator_rows
-    summary = {"J&F-Mean": float(np.mean(list(per_annotator.values())))}
-    for key in ("J-Mean", "F-Mean"):
-        summary[key] = float(np.mean([np.mean([r[key] for r in rows if r["annotator"] == a]) for a in per_annotator]))
-    summary.update({f"J&F {a}": v for a, v in per_annotator.items()})
-    return EvalResult("refdavis", summary, rows, key="sequence", missing=absent.names)
+    units = [(a, seq) for a in annotators for seq in davis_sequence_names(gt, annotations, split)]
+    for annotator, seq in _progress(share(units, shard), "refdavis"):
+        names = frame_names(annotations / seq)
+        ids = read_sequence(annotations / seq, names)
+        void = ids == VOID
+        ids = np.where(void, 0, ids)
+        count = int(ids[0].max())
+        guess_ids = _prediction_ids(annotator / seq, names, ids.shape[1:], absent)
+        proposals = int(guess_ids.max())
+        if proposals > max_proposals:
+            raise ValueError(f"{annotator / seq}: {proposals} predicted objects, at most {max_proposals}")
+        truth = _object_stack(ids, count)
+        guess = _object_stack(guess_ids, max(proposals, count))
+        j = np.array([[jaccard_frames(t, g, void) for t in truth] for g in guess])  # [P, O, T]
+        f = np.array([[boundary_f_frames(t, g, void) for t in truth] for g in guess])
+        pred_idx, true_idx = linear_sum_assignment(-(j.mean(-1) + f.mean(-1)) / 2)
+        for p_i, t_i in sorted(zip(pred_idx, true_idx), key=lambda pair: pair[1]):
+            row = _statistics_row(f"{seq}_{t_i + 1}", j[p_i, t_i], f[p_i, t_i])
+            rows.append({"annotator": annotator.name, **row})
+    return shard_result("refdavis", rows, "sequence", absent.names, shard)
 
 
-def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True) -> EvalResult:
+def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True, shard: Shard = ALONE) -> EvalResult:
     """SA-V (and other per-object PNG layouts): `<video>/<object>/<frame>.png`, binary masks.
 
     Only annotated frames are scored, without the first and the last; an object is scored from
@@ -305,7 +375,10 @@ def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True) -> EvalResu
     """
     rows = []
     absent = _Absent(pred)
-    for video in _progress(sorted(p for p in gt.iterdir() if p.is_dir()), "sav"):
+    videos = sorted(p for p in gt.iterdir() if p.is_dir())
+    if not any(obj.is_dir() and any(obj.glob("*.png")) for video in videos for obj in video.iterdir()):
+        raise ValueError(f"{gt}: no <video>/<object>/<frame>.png annotation to score")
+    for video in _progress(share(videos, shard), "sav"):
         for obj in sorted(p for p in video.iterdir() if p.is_dir()):
             names = frame_names(obj)
             if skip_first_last:
@@ -322,27 +395,28 @@ def evaluate_sav(pred: Path, gt: Path, skip_first_last: bool = True) -> EvalResu
             j, f = _jf(truth, guess)
             rows.append({"sequence": f"{video.name}/{obj.name}", "J": float(j.mean()), "F": float(f.mean()),
                          "J&F": float(j.mean() + f.mean()) / 2})
-    if not rows:
-        raise ValueError(f"{gt}: no <video>/<object>/<frame>.png annotation to score")
-    j, f = float(np.mean([r["J"] for r in rows])), float(np.mean([r["F"] for r in rows]))
-    return EvalResult("sav", {"J&F": (j + f) / 2, "J": j, "F": f, "objects": float(len(rows))}, rows,
-                      key="sequence", missing=absent.names)
+    return shard_result("sav", rows, "sequence", absent.names, shard)
 
 
 # -- referring image segmentation ----------------------------------------------------------------
-def evaluate_ris(pred: Path, gt: Path, split: str = "val", convention: str = "lavt") -> EvalResult:
+def evaluate_ris(pred: Path, gt: Path, split: str = "val", convention: str = "lavt",
+                 shard: Shard = ALONE) -> EvalResult:
     """RefCOCO / RefCOCO+ / RefCOCOg (`refs(unc).p`, `refs(umd).p`, ...) or gRefCOCO
     (`grefs(unc).json`) with COCO `instances.json`: one sample per sentence of each ref of
     `split`; ground truth = the union of its annotations (none for gRefCOCO no-target refs).
     Predictions: `pred/<sent_id>.png`; a missing one counts as empty. Scored at the original image
-    resolution (LAVT and ReLA resize to 480 x 480 first)."""
+    resolution (LAVT and ReLA resize to 480 x 480 first). Each sample's row keeps its counts
+    (intersection I, union U, ground-truth and predicted areas), which is all the summary needs."""
     refs = _load_refs(gt)
     instances = _json(gt / "instances.json", "ris")
     images = {im["id"]: im for im in instances["images"]}
     anns = {a["id"]: a for a in instances["annotations"]}
-    preds, gts, rows = [], [], []
+    chosen = [r for r in refs if r.get("split") == split]
+    if not any(r["sentences"] for r in chosen):
+        raise ValueError(f"{gt}: no ref of split {split!r}")
+    rows = []
     absent = _Absent(pred)
-    for ref in _progress([r for r in refs if r.get("split") == split], "ris"):
+    for ref in _progress(share(chosen, shard), "ris"):
         image = images[ref["image_id"]]
         shape = (image["height"], image["width"])
         ann_ids = ref["ann_id"] if isinstance(ref["ann_id"], list) else [ref["ann_id"]]
@@ -352,14 +426,10 @@ def evaluate_ris(pred: Path, gt: Path, split: str = "val", convention: str = "la
                 truth |= _decode_segmentation(anns[ann_id]["segmentation"], *shape)
         for sentence in ref["sentences"]:
             guess = _binary_png(pred / f"{sentence['sent_id']}.png", shape, absent)
-            preds.append(guess)
-            gts.append(truth)
             rows.append({"sample": sentence["sent_id"], "text": sentence.get("sent", ""),
-                         "I": int(np.count_nonzero(guess & truth)), "U": int(np.count_nonzero(guess | truth))})
-    if not preds:
-        raise ValueError(f"{gt}: no ref of split {split!r}")
-    return EvalResult("ris", {**refer_iou(preds, gts, convention), "samples": float(len(preds))}, rows, key="sample",
-                      missing=absent.names)
+                         "I": int(np.count_nonzero(guess & truth)), "U": int(np.count_nonzero(guess | truth)),
+                         "gt_area": int(np.count_nonzero(truth)), "pred_area": int(np.count_nonzero(guess))})
+    return shard_result("ris", rows, "sample", absent.names, shard, convention)
 
 
 def _load_refs(gt: Path) -> list[dict]:
@@ -383,7 +453,8 @@ def _decode_segmentation(segmentation: object, height: int, width: int) -> np.nd
 REFAVS_SPLITS = {"test_s": "seen", "test_u": "unseen", "test_n": "null"}
 
 
-def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS_SPLITS)) -> EvalResult:
+def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS_SPLITS),
+                    shard: Shard = ALONE) -> EvalResult:
     """Ref-AVS: `metadata.csv` (vid, uid, split, fid, exp), ground truth
     `gt_mask/<vid>/fid_<fid>/<frame>.png` with vid = uid.rsplit("_", 2)[0], predictions
     `pred/<uid>/<frame>.png` as probabilities (grey value / 255; a 0/255 mask works too).
@@ -402,7 +473,7 @@ def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS
         raise ValueError(f"{gt / 'metadata.csv'}: no sample of split {', '.join(splits)}")
     rows: list[dict[str, object]] = []
     absent = _Absent(pred)
-    for sample in _progress(samples, "refavs"):
+    for sample in _progress(share(samples, shard), "refavs"):
         uid = sample["uid"]
         truth_dir = gt / "gt_mask" / uid.rsplit("_", 2)[0] / f"fid_{sample['fid']}"
         names = frame_names(truth_dir)
@@ -415,6 +486,11 @@ def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS
         else:
             row["J"], row["F"] = refavs_j(probs, truth), refavs_f(probs, truth)
         rows.append(row)
+    return shard_result("refavs", rows, "sample", absent.names, shard)
+
+
+def _refavs_summary(rows: list[dict[str, object]]) -> dict[str, float]:
+    """Ref-AVS means over samples: J, F and J&F of seen, unseen and mix (both); S of null."""
     summary: dict[str, float] = {}
     groups = {g: [r for r in rows if r["split"] == g] for g in ("seen", "unseen")}
     groups["mix"] = groups["seen"] + groups["unseen"]
@@ -425,7 +501,7 @@ def evaluate_refavs(pred: Path, gt: Path, splits: tuple[str, ...] = tuple(REFAVS
     null = [r["S"] for r in rows if r["split"] == "null"]
     if null:
         summary["null S"] = float(np.mean(null))
-    return EvalResult("refavs", summary, rows, key="sample", missing=absent.names)
+    return summary
 
 
 def _probability_png(path: Path, shape: tuple[int, int], absent: _Absent) -> np.ndarray:
