@@ -60,10 +60,10 @@ def test_zero_up_projections_leave_both_encoders_unchanged():
     with torch.no_grad():
         adapted = model.sam.encode_images(pixels, hooks.encode_stage)
         stock = model.sam.encode_images(pixels)
-        text = model.text(hooks.tokens)
+        text = model.text(hooks.text.tokens)
     assert torch.equal(adapted.embed, stock.embed)
     assert all(torch.equal(a, b) for a, b in zip(adapted.high_res, stock.high_res))
-    assert torch.equal(hooks._hidden, text)
+    assert torch.equal(hooks.text._hidden, text)
 
 
 def test_hsa_equals_attention_within_each_subvolume():
@@ -139,7 +139,7 @@ def test_verb_finder():
 def test_streaming_frame_by_frame_equals_the_offline_clip():
     model = tiny_samwise()
     frames = synthetic_video(11)
-    stream = model.stream(["the disk", "the square moving left"])
+    stream = model.stream(["the disk", "the square moving left"], batch=1)
     streamed = []
     for frame in frames:
         streamed += stream.push(frame)
@@ -151,6 +151,53 @@ def test_streaming_frame_by_frame_equals_the_offline_clip():
         offline = session.push_clip(frames[:4]) + session.push_clip(frames[4:8]) + session.push_clip(frames[8:])
         for a, b in zip(streamed, offline):
             assert torch.equal(a.objects[obj_id].logits, b.objects[obj_id].logits)
+
+
+def test_expressions_encoded_in_one_batch_equal_each_on_its_own():
+    """Batched expressions (texts of different lengths, so padded; the CME on, with policy
+    "always" so that the memory-less decode runs too) give each expression the logits it gets
+    alone, to float rounding, over clips through memory and a shorter last clip."""
+    model = tiny_samwise(cme_policy="always")
+    frames = synthetic_video(11)
+    texts = ["the disk", "the small red square moving left quickly", "it", "the square"]
+
+    def run(batch: int) -> list:
+        stream = model.stream(texts, batch=batch)
+        out = []
+        for frame in frames:
+            out += stream.push(frame)
+        return out + stream.flush()
+
+    alone, together, pairs = run(1), run(4), run(3)  # 3: a batch of three, then one
+    assert [r.index for r in together] == list(range(11))
+    for a, b, c in zip(alone, together, pairs):
+        for obj_id in range(1, len(texts) + 1):
+            x = a.objects[obj_id]
+            for y in (b.objects[obj_id], c.objects[obj_id]):
+                torch.testing.assert_close(y.logits, x.logits, atol=1e-4, rtol=0)
+                assert y.score == pytest.approx(x.score, abs=1e-4)
+    # the features differ per expression: the masks are not all one
+    logits = [alone[5].objects[o].logits for o in range(1, 5)]
+    assert not torch.allclose(logits[0], logits[1], atol=1e-3)
+
+
+def test_adapter_on_several_expressions_adapts_each_copy_by_its_own():
+    model = tiny_samwise()
+    adapter = model.adapters[0]
+    tokens = model.text.tokenize(["a", "the long expression here"])
+    torch.manual_seed(0)
+    c = adapter.down_v.in_features
+    clip = torch.randn(4, 16, 16, c)
+    text = torch.randn(2, tokens.ids.shape[1], model.text.hidden_size)
+    padding = tokens.mask == 0
+    visual, adapted = adapter(clip.repeat(2, 1, 1, 1), text, padding)
+    for e in range(2):
+        length = int(tokens.mask[e].sum())
+        one_v, one_t = adapter(clip, text[e : e + 1, :length], None)
+        torch.testing.assert_close(visual[4 * e : 4 * e + 4], one_v, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(adapted[e : e + 1, :length], one_t, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not 3 clips"):
+        adapter(clip, text.repeat(2, 1, 1)[:3], None)
 
 
 def test_cme_decides_and_fuses_into_memory_only():

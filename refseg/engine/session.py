@@ -17,10 +17,11 @@ from the frame of its first prompt on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,25 +250,49 @@ class Session:
 
     def push_clip(self, frames: Iterable[np.ndarray | Tensor]) -> list[FrameResult]:
         """Segment the next frames together (the image encoder sees them as one clip)."""
-        tensors = [self._check_frame(f, self._next + i) for i, f in enumerate(frames)]
+        tensors = self.check_frames(frames)
         if not tensors:
             return []
-        with torch.inference_mode(not self.grad), self._autocast():
+        with self.computing():
             pixels = torch.cat([self.hooks.preprocess.pixels(t[None], self.model.image_size) for t in tensors])
             windows = self._pixel_window(pixels)
             features = self._encode(pixels, windows) if self.feature_cache is None else self._cached(tensors, pixels, windows)
-            results = []
-            for i, frame in enumerate(tensors):
-                results.append(self._track(self._next, features[i], frame.shape[0], frame.shape[1]))
-                self._next += 1
+            return self._track_clip(tensors, features)
+
+    def push_encoded(self, frames: list[Tensor], features: list[ImageFeatures]) -> list[FrameResult]:
+        """Segment the next frames (as `check_frames` gives them) from features encoded outside
+        the session, `features[i]` being what this session's model and hooks make of `frames[i]`:
+        a method that encodes one clip for several sessions at once (SAMWISE's expressions).
+        Not for methods with a pixel window (`MethodHooks.pixel_window`), whose history the
+        session keeps."""
+        if len(features) != len(frames):
+            raise ValueError(f"push_encoded: {len(features)} features for {len(frames)} frames")
+        if self.hooks.pixel_window > 0:
+            raise ValueError("push_encoded: this method reads a window of past frames; use push_clip")
+        with self.computing():
+            return self._track_clip(frames, features)
+
+    def _track_clip(self, tensors: list[Tensor], features: list[ImageFeatures]) -> list[FrameResult]:
+        results = []
+        for i, frame in enumerate(tensors):
+            results.append(self._track(self._next, features[i], frame.shape[0], frame.shape[1]))
+            self._next += 1
         return results
 
-    def _autocast(self) -> torch.autocast:
-        """Matrix products in the session's dtype (inference in bfloat16: image encoder, memory
-        attention, decoders and memory encoder; norms, softmax and the returned logits stay
-        float32). Training sessions always compute in float32."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.dtype == torch.bfloat16 and not self.grad)
+    def check_frames(self, frames: Iterable[np.ndarray | Tensor]) -> list[Tensor]:
+        """The next frames as [H, W, 3] uint8 tensors on the session's device; one that is not an
+        H x W x 3 uint8 RGB array is a `ValueError` naming its index."""
+        return [self._check_frame(f, self._next + i) for i, f in enumerate(frames)]
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """The session's compute context: inference mode (unless `grad`) and matrix products in
+        the session's dtype (inference in bfloat16: image encoder, memory attention, decoders and
+        memory encoder; norms, softmax and the returned logits stay float32). Training sessions
+        always compute in float32."""
+        with torch.inference_mode(not self.grad), torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16 and not self.grad):
+            yield
 
     def _encode(self, pixels: Tensor, windows: Tensor | None) -> list[ImageFeatures]:
         """Per-frame features of the model inputs [T, 3, S, S] (their windows [T, n, 3, S, S])."""

@@ -28,7 +28,8 @@ class StageHook(Protocol):
     """Called after each Hiera stage: `hook(stage, features) -> features`.
 
     `features` is [T, h_s, w_s, C_s] (channels last, T = frames of the clip); the returned
-    tensor must have the same shape. It feeds both the next stage and the FPN neck.
+    tensor has the same shape, or k copies of it stacked [k T, ...] (`trunk_stages`). It feeds
+    both the next stage and the FPN neck.
     """
 
     def __call__(self, stage: int, features: Tensor) -> Tensor: ...
@@ -95,7 +96,10 @@ def encode_images(
 
 def trunk_stages(vision: Sam2VisionModel, pixel_values: Tensor, hook: StageHook | None = None) -> list[Tensor]:
     """The Hiera trunk's stage outputs, each [T, h_s, w_s, C_s] (strides 4, 8, 16, 32), for
-    pixel_values [T, 3, S, S]; `hook` (optional) adapts each stage's output before the next."""
+    pixel_values [T, 3, S, S]; `hook` (optional) adapts each stage's output before the next. A
+    hook may return k copies of its batch [k T, ...] (copy-major: one per prompt that makes the
+    features differ, e.g. SAMWISE's expressions); the earlier stages' outputs are then repeated
+    alike, and every output from there on has k T rows."""
     trunk = vision.backbone
     hidden = trunk.patch_embed(pixel_values)  # [T, S/4, S/4, C0]
     hidden = hidden + trunk._get_pos_embed(hidden.shape[1:3])
@@ -105,9 +109,12 @@ def trunk_stages(vision: Sam2VisionModel, pixel_values: Tensor, hook: StageHook 
             hidden = trunk.blocks[i](hidden)
         if hook is not None:
             hooked = hook(stage, hidden)
-            if hooked.shape != hidden.shape:
+            if hooked.shape[1:] != hidden.shape[1:] or hooked.shape[0] % hidden.shape[0]:
                 raise ValueError(f"stage hook changed the shape of stage {stage}: {tuple(hidden.shape)} -> "
                                  f"{tuple(hooked.shape)}")
+            if hooked.shape[0] != hidden.shape[0]:  # copies of the frames (one per prompt): earlier stages follow
+                copies = hooked.shape[0] // hidden.shape[0]
+                stage_outputs = [s.repeat(copies, 1, 1, 1) for s in stage_outputs]
             hidden = hooked
         stage_outputs.append(hidden)
     return stage_outputs

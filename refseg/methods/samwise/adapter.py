@@ -56,20 +56,21 @@ class HierarchicalSelectiveAttention(nn.Module):
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.linear = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x [T, H, W, C] -> [T, H, W, C] (x plus the attention output)."""
-        t, h, w, c = x.shape
-        p = self.patch
+    def forward(self, x: Tensor, clips: int = 1) -> Tensor:
+        """x [N * T, H, W, C]: N clips of T frames one after the other -> the same shape (x plus
+        the attention output); sub-volumes never span two clips."""
+        n, h, w, c = x.shape
+        p, t = self.patch, n // clips
         if h % p or w % p:
             raise ValueError(f"HSA: feature map {h}x{w} is not a multiple of the patch size {p}")
-        pos = temporal_sine(t, c, x.device)[:, None, None, :].to(x.dtype)
+        pos = temporal_sine(t, c, x.device)[:, None, None, :].to(x.dtype).repeat(clips, 1, 1, 1)
         tokens = x + pos
-        # [T, H/P, P, W/P, P, C] -> [(H/P)(W/P), T * P * P, C]: one sequence per sub-volume
-        tokens = tokens.view(t, h // p, p, w // p, p, c).permute(1, 3, 0, 2, 4, 5).reshape(-1, t, p * p, c)
+        # [N, T, H/P, P, W/P, P, C] -> [N (H/P)(W/P), T * P * P, C]: one sequence per sub-volume
+        tokens = tokens.view(clips, t, h // p, p, w // p, p, c).permute(0, 2, 4, 1, 3, 5, 6).reshape(-1, t, p * p, c)
         tokens = (tokens + self.spatial_pos.to(x.dtype)).reshape(-1, t * p * p, c)
         tokens = self.norm(tokens)
         out = self.linear(self.attn(tokens, tokens, tokens, need_weights=False)[0])
-        out = out.view(h // p, w // p, t, p, p, c).permute(2, 0, 3, 1, 4, 5).reshape(t, h, w, c)
+        out = out.view(clips, h // p, w // p, t, p, p, c).permute(0, 3, 1, 4, 2, 5, 6).reshape(n, h, w, c)
         return x + out
 
 
@@ -110,17 +111,22 @@ class CrossModalTemporalAdapter(nn.Module):
         self.up_t = nn.Linear(dim, text_dim, bias=False) if tva else None
 
     def forward(self, visual: Tensor, text: Tensor, text_padding: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """visual [T, H, W, C_k] (one clip), text [1, L, C] (its expression), text_padding [1, L]
-        (True = padding) -> both adapted, same shapes."""
-        t, h, w, _ = visual.shape
-        v = F.relu(self.down_v(visual))  # [T, H, W, d]
-        e = self.down_t(text)  # [1, L, d]
+        """visual [E * T, H, W, C_k] (E copies of one clip of T frames, expression-major), text
+        [E, L, C] (the E expressions), text_padding [E, L] (True = padding) -> both adapted, same
+        shapes; copy e is adapted by expression e alone, as it would be on its own."""
+        n, h, w, _ = visual.shape
+        clips = text.shape[0]
+        if n % clips:
+            raise ValueError(f"CMT adapter: {n} frames are not {clips} clips of equal length")
+        t = n // clips
+        v = F.relu(self.down_v(visual))  # [E T, H, W, d]
+        e = self.down_t(text)  # [E, L, d]
         if self.visual:
-            x = self.hsa(v) if self.hsa is not None else v
+            x = self.hsa(v, clips) if self.hsa is not None else v
             if self.vta is not None:  # Eq. 5, per frame against the whole expression
-                padding = None if text_padding is None else text_padding.expand(t, -1)
-                x = self.vta(x.reshape(t, h * w, -1), e.expand(t, -1, -1), padding).view(t, h, w, -1)
+                padding = None if text_padding is None else text_padding.repeat_interleave(t, 0)
+                x = self.vta(x.reshape(n, h * w, -1), e.repeat_interleave(t, 0), padding).view(n, h, w, -1)
             visual = visual + F.relu(self.up_v(x))
         if self.tva is not None:  # Eq. 6, against the clip-averaged visual tokens
-            text = text + self.up_t(self.tva(e, v.mean(dim=0).reshape(1, h * w, -1)))
+            text = text + self.up_t(self.tva(e, v.view(clips, t, h * w, -1).mean(dim=1)))
         return visual, text

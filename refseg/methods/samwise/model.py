@@ -9,8 +9,11 @@ Per clip of T frames (`SamwiseHooks`):
      memory-conditioned features (Eq. 7); one mask per frame.
   5. memory: the Conditional Memory Encoder may fuse the memory-less mask into what the memory
      encoder sees (Eq. 8-10, `cme.py`).
-Several expressions are tracked by one `SamwiseStream`, one engine session each (the adapters
-make the image features depend on the text).
+Several expressions are tracked by one `SamwiseStream`, one engine session (memory bank) each:
+the adapters make the image features depend on the text, so each expression has its own. The
+stream encodes a clip once for a batch of expressions (`ExpressionBatch`: the Hiera stages
+before the first adapter run once, the adapted stages on one copy of the clip per expression)
+and hands each session its copy's features.
 """
 
 from __future__ import annotations
@@ -143,8 +146,8 @@ class Samwise(nn.Module):
     def hooks(self, text: str) -> SamwiseHooks:
         return SamwiseHooks(self, text)
 
-    def stream(self, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16) -> SamwiseStream:
-        return SamwiseStream(self, texts, memory_dtype)
+    def stream(self, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16, batch: int = 8) -> SamwiseStream:
+        return SamwiseStream(self, texts, memory_dtype, batch)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike[str], dtype: torch.dtype | None = None,
@@ -181,6 +184,50 @@ class Samwise(nn.Module):
         return model.eval()
 
 
+class ExpressionBatch:
+    """Step 1 for E expressions on one clip: the text encoder and the CMT adapters run beside the
+    Hiera stages (`encode_stage`, a `StageHook`); from the first adapted stage on, the features
+    hold one copy of the clip per expression ([E T, h, w, C], expression-major), each adapted by
+    its expression alone. After the last stage `rho` [E, 1, C] holds each expression's prompt.
+    Texts are padded to the longest; padding is masked everywhere, so an expression's features
+    and prompt are those it gets on its own (to float rounding)."""
+
+    def __init__(self, model: Samwise, texts: list[str]) -> None:
+        self.model = model
+        self.tokens = model.text.tokenize(texts)
+        self.verbs = verb_token_mask(self.tokens)
+        self.sentence = model.text.sentence_index(self.tokens)
+        self.padding = self.tokens.mask == 0
+        self.rho: Tensor | None = None  # [E, 1, C] prompts of the current clip
+        self._hidden: Tensor | None = None
+        self._bias: Tensor | None = None
+        self._done = 0
+
+    def __len__(self) -> int:
+        return self.tokens.ids.shape[0]
+
+    def encode_stage(self, stage: int, features: Tensor) -> Tensor:
+        m = self.model
+        if stage == 0:  # a new clip: the text is encoded again, alongside the frames
+            self._hidden = m.text.embed(self.tokens)
+            self._bias = m.text.attention_bias(self.tokens, self._hidden.dtype)
+            self._done = 0
+        k = stage - (m.num_stages - 3)
+        if m.adapters and k >= 0:
+            if k == 0 and len(self) > 1:  # one copy of the clip per expression from here on
+                features = features.repeat(len(self), 1, 1, 1)
+            self._run_text(m.text_layers[k])
+            features, self._hidden = m.adapters[k](features, self._hidden, self.padding)
+        if stage == m.num_stages - 1:
+            self._run_text(m.text.num_layers)
+            self.rho = m.prompt(self._hidden, self.sentence, self.verbs)
+        return features
+
+    def _run_text(self, layer: int) -> None:
+        self._hidden = self.model.text.run_layers(self._hidden, self._bias, self._done, layer)
+        self._done = layer
+
+
 class SamwiseHooks(MethodHooks):
     """The engine hooks of one expression. `switches` counts the frames on which the CME fused
     the memory-less mask (Eq. 10). Set `train_cme` to record the CME's decisions and their
@@ -200,14 +247,8 @@ class SamwiseHooks(MethodHooks):
         self.clip_len = model.config.clip_len
         if model.config.rules == "refseg":
             self.stability_fallback, self.prompted_start, self.preprocess = None, True, SAM2
-        self.tokens = model.text.tokenize([text])
-        self.verbs = verb_token_mask(self.tokens)
-        self.sentence = model.text.sentence_index(self.tokens)
-        self.padding = self.tokens.mask == 0
-        self.rho: Tensor | None = None  # [1, 1, C] prompt of the current clip
-        self._hidden: Tensor | None = None
-        self._bias: Tensor | None = None
-        self._done = 0
+        self.text = ExpressionBatch(model, [text])
+        self.rho: Tensor | None = None  # [1, 1, C] prompt of the current clip (set by `encode_stage` or a stream)
         self.last_switch = 0
         self.switches = 0
         self.train_cme = False
@@ -216,23 +257,10 @@ class SamwiseHooks(MethodHooks):
 
     # step 1 ---------------------------------------------------------------------------------------
     def encode_stage(self, stage: int, features: Tensor) -> Tensor:
-        m = self.model
-        if stage == 0:  # a new clip: the text is encoded again, alongside the frames
-            self._hidden = m.text.embed(self.tokens)
-            self._bias = m.text.attention_bias(self.tokens, self._hidden.dtype)
-            self._done = 0
-        k = stage - (m.num_stages - 3)
-        if m.adapters and k >= 0:
-            self._run_text(m.text_layers[k])
-            features, self._hidden = m.adapters[k](features, self._hidden, self.padding)
-        if stage == m.num_stages - 1:
-            self._run_text(m.text.num_layers)
-            self.rho = m.prompt(self._hidden, self.sentence, self.verbs)
+        features = self.text.encode_stage(stage, features)
+        if stage == self.model.num_stages - 1:
+            self.rho = self.text.rho
         return features
-
-    def _run_text(self, layer: int) -> None:
-        self._hidden = self.model.text.run_layers(self._hidden, self._bias, self._done, layer)
-        self._done = layer
 
     # step 3 ---------------------------------------------------------------------------------------
     def prompt_tokens(self, frame: int, obj_id: int, features: ImageFeatures, embed: Tensor,
@@ -276,21 +304,28 @@ class SamwiseHooks(MethodHooks):
 
 
 class SamwiseStream:
-    """Stream frames for several expressions (object ids 1..N in the order given).
+    """Stream frames for several expressions (object ids 1..N in the order given), `batch` of
+    them encoded together (1: each on its own; more costs memory for features of batch x T frames).
 
     Frames are buffered into clips of T (`config.clip_len`): `push` returns the results of a
     clip when it completes (else an empty list), `flush` those of a shorter last clip.
     """
 
-    def __init__(self, model: Samwise, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, model: Samwise, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16,
+                 batch: int = 8) -> None:
         if not texts:
             raise ValueError("SamwiseStream needs at least one text prompt")
+        if batch < 1:
+            raise ValueError(f"batch: expressions encoded together, at least 1, got {batch}")
         self.model = model
         self.sessions: dict[int, Session] = {}
         for obj_id, text in enumerate(texts, start=1):
             session = Session(model.sam, model.hooks(text), memory_dtype=memory_dtype)
             session.add_object(obj_id)
             self.sessions[obj_id] = session
+        ids = list(self.sessions)
+        self.batches = [(ids[i : i + batch], ExpressionBatch(model, texts[i : i + batch]))
+                        for i in range(0, len(texts), batch)]
         self._buffer: list[np.ndarray | Tensor] = []
 
     @property
@@ -306,12 +341,31 @@ class SamwiseStream:
         if not self._buffer:
             return []
         clip, self._buffer = self._buffer, []
-        per_object = {obj_id: s.push_clip(clip) for obj_id, s in self.sessions.items()}
+        per_object: dict[int, list[FrameResult]] = {}
+        for ids, expressions in self.batches:
+            per_object.update(self._push_batch(clip, ids, expressions))
         merged = []
         for i, first in enumerate(next(iter(per_object.values()))):
             objects = {obj_id: results[i].objects[obj_id] for obj_id, results in per_object.items()}
             merged.append(FrameResult(first.index, first.height, first.width, objects))
         return merged
+
+    def _push_batch(self, clip: list[np.ndarray | Tensor], ids: list[int],
+                    expressions: ExpressionBatch) -> dict[int, list[FrameResult]]:
+        """The clip's frames encoded once for the expressions of `ids`, each session tracking its
+        expression's copy of the features."""
+        lead = self.sessions[ids[0]]
+        tensors = lead.check_frames(clip)
+        size = self.model.sam.image_size
+        with lead.computing():
+            pixels = torch.cat([lead.hooks.preprocess.pixels(t[None], size) for t in tensors])
+            features = self.model.sam.encode_images(pixels, expressions.encode_stage)
+        out = {}
+        for e, obj_id in enumerate(ids):
+            session = self.sessions[obj_id]
+            session.hooks.rho = expressions.rho[e : e + 1]
+            out[obj_id] = session.push_encoded(tensors, [features.frame(e * len(tensors) + i) for i in range(len(tensors))])
+        return out
 
     def __enter__(self) -> SamwiseStream:
         return self
