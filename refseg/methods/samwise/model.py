@@ -146,7 +146,7 @@ class Samwise(nn.Module):
     def hooks(self, text: str) -> SamwiseHooks:
         return SamwiseHooks(self, text)
 
-    def stream(self, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16, batch: int = 8) -> SamwiseStream:
+    def stream(self, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16, batch: int = 4) -> SamwiseStream:
         return SamwiseStream(self, texts, memory_dtype, batch)
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -312,7 +312,7 @@ class SamwiseStream:
     """
 
     def __init__(self, model: Samwise, texts: list[str], memory_dtype: torch.dtype = torch.bfloat16,
-                 batch: int = 8) -> None:
+                 batch: int = 4) -> None:
         if not texts:
             raise ValueError("SamwiseStream needs at least one text prompt")
         if batch < 1:
