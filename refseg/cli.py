@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # the heavy imports (torch, transformers, the models) wait un
     from refseg.prompts import Box, Points, Prompt
 
 log = logging.getLogger("refseg")
+# the names `--sam2` takes for the SynthRef SAM 2s refseg ships (`refseg.sam.checkpoint.SHIPPED`)
+SHIPPED_SAM2 = ("synth", "synth-shape")
 
 
 def _number(text: str, flag: str, item: str) -> float:
@@ -205,8 +207,8 @@ def _click_session(method: str, sam2: str | None, model: str, device: str,
         from refseg.models import load
 
         return load("sam-i2v", model, device=device, dtype=dtype or torch.float32).session()  # type: ignore[union-attr]
-    if sam2 == "synth":
-        _synthetic_notice("--sam2 synth")
+    if sam2 in SHIPPED_SAM2:
+        _synthetic_notice(f"--sam2 {sam2}")
     return Session(load_sam2(sam2).to(device), dtype=dtype)
 
 
@@ -214,7 +216,7 @@ def _check_sam2_path(sam2: str) -> None:
     """A `--sam2` given as a path (not `synth`, not a hub id `owner/name`) must be there."""
     path = Path(sam2).expanduser()
     looks_local = sam2.startswith(("/", ".", "~")) or path.suffix in (".pt", ".pth")
-    if sam2 != "synth" and looks_local and not path.exists():
+    if sam2 not in SHIPPED_SAM2 and looks_local and not path.exists():
         raise InputError(f"--sam2 {sam2}: no such SAM 2 model folder or .pt file")
 
 
@@ -404,7 +406,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sam = load_sam2(args.sam2).to(args.device)
         sam.inference_dtype = _dtype(args)
         models.append(sam)
-    if "default" in names or args.sam2 == "synth":
+    if "default" in names or args.sam2 in SHIPPED_SAM2:
         _synthetic_notice("each embedded model")
     methods = Methods.of(models)
     jobs_dir = Path(args.jobs_dir) if args.jobs_dir else Path(tempfile.mkdtemp(prefix="refseg-serve-"))
@@ -644,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(--model: a SAM2-LOVE folder; hears the video's sound or --audio)")
     seg.add_argument("--audio", help="--method sam2-love: the sound (wav, flac, mp3, ...) instead of the video's own track")
     seg.add_argument("--selector", help="--method glus: a key-frame selector folder (passes start at its key frame)")
-    seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, or hub id")
+    seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, hub id, "
+                                    "or a shipped SynthRef SAM 2 (synth, synth-shape)")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
     seg.add_argument("--box", action=_AddPrompt, help="box of one object: X0,Y0,X1,Y1")
     seg.add_argument("--mask", action=_AddPrompt, help="PNG mask of one object")
@@ -669,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-frames", type=int, default=8, help="pvs: interacted frames N_frame = 1 .. this")
     ev.add_argument("--clicks", type=int, choices=(1, 3, 5),
                     help="pvs offline/online: clicks per interacted frame (default 3)")
-    ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file or hub id")
+    ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file, hub id, synth or synth-shape")
     ev.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v"], help="pvs: the model's method")
     ev.add_argument("--model", help="pvs with --method sam-i2v: a SAM-I2V folder or published .pt file")
     ev.add_argument("--seed", type=int, default=0, help="pvs: seed of a method's memory sampling (SAM-I2V)")

@@ -203,7 +203,13 @@ def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None =
     return load_state(Sam2(config), convert_official_state_dict(state), str(path)).to(dtype).eval()
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "sam2_synth"  # `load_sam2("synth")`
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+# the SAM 2s refseg ships, by the name `load_sam2` takes: (folder, the training that makes it)
+SHIPPED = {
+    "synth": (WEIGHTS / "sam2_synth", "`refseg train configs/sam2_synth_image.yaml` then configs/sam2_synth.yaml"),
+    "synth-shape": (WEIGHTS / "sam2_synth_shape",
+                    "`refseg train configs/sam2_synth_image_shape.yaml` then configs/sam2_synth_shape.yaml"),
+}
 
 
 def _load_folder(path: Path, dtype: torch.dtype) -> Sam2:
@@ -246,14 +252,15 @@ def _load_folder(path: Path, dtype: torch.dtype) -> Sam2:
 
 def load_sam2(source: str | os.PathLike[str], config: Sam2VideoConfig | None = None,
               dtype: torch.dtype = torch.float32) -> Sam2:
-    """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, a hub id, or "synth"
-    (the small SAM 2 trained on SynthRef that refseg ships), as `dtype` (weights stored in
-    another precision, such as the shipped float16 weights, are converted)."""
-    if str(source) == "synth":
-        if not SHIPPED.is_dir():
-            raise CheckpointError(f"synth: this installation ships no weights at {SHIPPED}; train them with "
-                                  "`refseg train configs/sam2_synth_image.yaml` then configs/sam2_synth.yaml")
-        source = SHIPPED
+    """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, a hub id, or the name
+    of a small SAM 2 trained on SynthRef that refseg ships (`SHIPPED`: "synth", the one the
+    embedded default reads; "synth-shape", trained to see shape too), as `dtype` (weights stored
+    in another precision, such as the shipped float16 weights, are converted)."""
+    if str(source) in SHIPPED:
+        folder, recipe = SHIPPED[str(source)]
+        if not folder.is_dir():
+            raise CheckpointError(f"{source}: this installation ships no weights at {folder}; train them with {recipe}")
+        source = folder
     path = Path(source)
     if path.is_file():
         if path.suffix not in (".pt", ".pth"):
