@@ -140,6 +140,16 @@ def test_samwise_trains_only_its_modules(tmp_path):
         train(load_config(stage2), progress=False)  # stage2b's run is not mixed with a new one
     with pytest.raises(ValueError, match="its SAM 2 is 'tiny-test'.*set model.sam2: tiny-test"):
         train(load_config(stage2), progress=False, overwrite=True)
+    # its modules may start on another SAM 2 of the same sizes when the config says which it left
+    other = tmp_path / "other_sam2"
+    trained.sam.save_pretrained(other)
+    stage2["model"].update(sam2=str(other), init_sam2="tiny-test")
+    moved = Samwise.from_pretrained(train(load_config(stage2), progress=False, overwrite=True) / "final")
+    assert all(torch.equal(moved.state_dict()[n], p) for n, p in trained.state_dict().items() if not n.startswith("text."))
+    stage2["model"]["init_sam2"] = "synth"
+    with pytest.raises(ValueError, match="its SAM 2 is 'tiny-test'.*or model.init_sam2: tiny-test"):
+        train(load_config(stage2), progress=False, overwrite=True)
+    stage2["model"].pop("init_sam2")
     stage2["model"]["init"] = str(tmp_path / "none")
     with pytest.raises(ValueError, match="none/model.safetensors: no such checkpoint file"):
         train(load_config(stage2), progress=False, overwrite=True)

@@ -31,7 +31,10 @@ class ModelConfig:
     for a checkpoint whose memory attention was never trained (image-only stage 1). `init`: the
     `final/` folder of an earlier run of the same task whose weights start this one (a stage-2
     run from its stage 1; the names must match exactly), or a shipped model folder such as
-    refseg/weights/samwise_synth, whose SAM 2 (`sam2_source`) must be `sam2`. `encoder_from`: a
+    refseg/weights/samwise_synth, whose SAM 2 (`sam2_source`) must be `sam2`, or `init_sam2` when
+    its modules are to start on another SAM 2 of the same sizes (a warm start when the SAM 2 under
+    a text model is replaced: the default's adapters, trained on `synth`, under `synth-shape`,
+    with `sam2: synth-shape, init_sam2: synth`). `encoder_from`: a
     SAM 2 checkpoint of the same sizes whose image encoder (`vision_encoder.*`) replaces the loaded
     one's, e.g. an image model trained further on images under a tracking model's memory modules."""
 
@@ -39,6 +42,7 @@ class ModelConfig:
     image_size: int = 128
     local_memory_readout: bool = False
     init: str | None = None
+    init_sam2: str | None = None
     encoder_from: str | None = None
     sam1: str | None = None  # evf, sam_i2v: a SAM (v1) image model (SamModel folder or official .pth) instead
     memory_layers: int = 4  # sam_i2v: memory-attention layers of the upgraded image SAM

@@ -215,13 +215,16 @@ def _load_weights(model: nn.Module, path: Path, absent: tuple[str, ...] = ("text
 def _load_init(model: nn.Module, config: TrainConfig) -> None:
     """Start from `model.init`: a run's final/ or a `save_pretrained` folder that references its
     frozen SAM 2 by name instead of storing it (`sam2_source`, e.g. the shipped SAMWISE), which
-    must then be the SAM 2 this config builds (`model.sam2`)."""
+    must then be the SAM 2 this config builds (`model.sam2`), or the one `model.init_sam2` names
+    (its modules then start on `model.sam2`)."""
     folder = Path(config.model.init)
     meta = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     source = meta.get("sam2_source")
-    if source is not None and source != config.model.sam2:
+    expected = config.model.init_sam2 or config.model.sam2
+    if source is not None and source != expected:
         raise ValueError(f"model.init {folder}: its SAM 2 is {source!r} (referenced, not stored), "
-                         f"model.sam2 is {config.model.sam2!r}; set model.sam2: {source}")
+                         f"model.sam2 is {config.model.sam2!r}; set model.sam2: {source} (or model.init_sam2: "
+                         f"{source} to start its modules on {config.model.sam2!r})")
     _load_weights(model, folder / "model.safetensors", ("text.", "sam.") if source is not None else ("text.",))
 
 
