@@ -179,6 +179,13 @@ def test_expressions_encoded_in_one_batch_equal_each_on_its_own():
     # the features differ per expression: the masks are not all one
     logits = [alone[5].objects[o].logits for o in range(1, 5)]
     assert not torch.allclose(logits[0], logits[1], atol=1e-3)
+    # without adapters the features do not depend on the text: one copy serves every expression
+    plain = tiny_samwise(adapters=False)
+    streams = [plain.stream(texts[:3], batch=b) for b in (1, 3)]
+    outs = [[r for f in frames[:5] for r in s.push(f)] + s.flush() for s in streams]
+    for a, b in zip(*outs):
+        for obj_id in (1, 2, 3):
+            torch.testing.assert_close(b.objects[obj_id].logits, a.objects[obj_id].logits, atol=1e-4, rtol=0)
 
 
 def test_adapter_on_several_expressions_adapts_each_copy_by_its_own():

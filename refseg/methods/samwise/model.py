@@ -360,11 +360,14 @@ class SamwiseStream:
         with lead.computing():
             pixels = torch.cat([lead.hooks.preprocess.pixels(t[None], size) for t in tensors])
             features = self.model.sam.encode_images(pixels, expressions.encode_stage)
+        t = len(tensors)
+        shared = len(features) == t  # no adapter: the features do not depend on the text
         out = {}
         for e, obj_id in enumerate(ids):
             session = self.sessions[obj_id]
             session.hooks.rho = expressions.rho[e : e + 1]
-            out[obj_id] = session.push_encoded(tensors, [features.frame(e * len(tensors) + i) for i in range(len(tensors))])
+            first = 0 if shared else e * t
+            out[obj_id] = session.push_encoded(tensors, [features.frame(first + i) for i in range(t)])
         return out
 
     def __enter__(self) -> SamwiseStream:
