@@ -48,13 +48,16 @@ class SamwiseTask(ExpressionTask):
             "object": object_score_loss(scores, visible),
         }
         cme = torch.zeros((), device=logits.device)
+        switch = torch.zeros((), device=logits.device)
         if hooks.cme_records:
             decisions = torch.cat([r[0] for r in hooks.cme_records])
             labels = torch.cat([r[1] for r in hooks.cme_records])
             if (labels >= 0).any():
                 weight = torch.tensor([1.0, 2.0], device=decisions.device)
                 cme = F.cross_entropy(decisions.float(), labels, weight=weight, ignore_index=-1)
+                switch = (labels[labels >= 0] == 1).float().mean()
         terms["cme"] = cme
+        terms["cme_switch"] = switch  # logged only: the share of labelled frames whose label says switch
         terms["loss"] = (w.focal * terms["focal"] + w.dice * terms["dice"] + w.object * terms["object"]
                          + w.cme * terms["cme"])
         return terms
