@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from refseg.errors import InputError, Interrupted, clear_stop, on_stop_signal, reading
+from refseg.shipped import SAM2 as SHIPPED_SAM2
 
 if TYPE_CHECKING:  # the heavy imports (torch, transformers, the models) wait until the input is checked
     import torch
@@ -45,8 +46,6 @@ if TYPE_CHECKING:  # the heavy imports (torch, transformers, the models) wait un
     from refseg.prompts import Box, Points, Prompt
 
 log = logging.getLogger("refseg")
-# the names `--sam2` takes for the SynthRef SAM 2s refseg ships (`refseg.sam.checkpoint.SHIPPED`)
-SHIPPED_SAM2 = ("synth", "synth-shape")
 
 
 def _number(text: str, flag: str, item: str) -> float:
@@ -647,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--audio", help="--method sam2-love: the sound (wav, flac, mp3, ...) instead of the video's own track")
     seg.add_argument("--selector", help="--method glus: a key-frame selector folder (passes start at its key frame)")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, hub id, "
-                                    "or a shipped SynthRef SAM 2 (synth, synth-shape)")
+                                    f"or a shipped SynthRef SAM 2 ({', '.join(SHIPPED_SAM2)})")
     seg.add_argument("--points", action=_AddPrompt, help='clicks of one object: "X,Y[:L] ..." (L=0 negative)')
     seg.add_argument("--box", action=_AddPrompt, help="box of one object: X0,Y0,X1,Y1")
     seg.add_argument("--mask", action=_AddPrompt, help="PNG mask of one object")
@@ -672,7 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-frames", type=int, default=8, help="pvs: interacted frames N_frame = 1 .. this")
     ev.add_argument("--clicks", type=int, choices=(1, 3, 5),
                     help="pvs offline/online: clicks per interacted frame (default 3)")
-    ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file, hub id, synth or synth-shape")
+    ev.add_argument("--sam2", help="pvs: SAM 2 model directory, .pt file, hub id, or a shipped SynthRef "
+                                          f"SAM 2 ({', '.join(SHIPPED_SAM2)})")
     ev.add_argument("--method", default="sam2", choices=["sam2", "sam-i2v"], help="pvs: the model's method")
     ev.add_argument("--model", help="pvs with --method sam-i2v: a SAM-I2V folder or published .pt file")
     ev.add_argument("--seed", type=int, default=0, help="pvs: seed of a method's memory sampling (SAM-I2V)")

@@ -112,8 +112,14 @@ def test_shipped_shape_sam2_tracks_as_well_and_its_features_tell_shapes_apart():
     assert len(ious) >= 24 and float(np.mean(ious)) > 0.75, f"mean IoU {np.mean(ious):.3f}"  # 0.94 when shipped
 
 
-def test_the_cli_and_load_sam2_know_the_same_shipped_names():
-    from refseg.cli import SHIPPED_SAM2
-    from refseg.sam.checkpoint import SHIPPED
+def test_every_shipped_sam2_name_has_its_folder_and_its_training_configs():
+    import re
+    from pathlib import Path
 
-    assert set(SHIPPED_SAM2) == set(SHIPPED) and all(folder.is_dir() for folder, _ in SHIPPED.values())
+    from refseg.shipped import SAM2
+
+    root = Path(__file__).resolve().parent.parent
+    for name, (folder, recipe) in SAM2.items():
+        assert (folder / "model.safetensors").is_file(), name
+        configs = re.findall(r"configs/\S+?\.yaml", recipe)
+        assert len(configs) == 2 and all((root / c).is_file() for c in configs), (name, recipe)

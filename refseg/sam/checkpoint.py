@@ -26,6 +26,7 @@ from transformers.utils import logging as hf_logging
 from refseg.errors import CheckpointError
 from refseg.sam.config import HIERA_SIZES, sam2_config
 from refseg.sam.model import Sam2
+from refseg.shipped import SAM2 as SHIPPED_SAM2
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +204,6 @@ def load_official(path: str | os.PathLike[str], config: Sam2VideoConfig | None =
     return load_state(Sam2(config), convert_official_state_dict(state), str(path)).to(dtype).eval()
 
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-# the SAM 2s refseg ships, by the name `load_sam2` takes: (folder, the training that makes it)
-SHIPPED = {
-    "synth": (WEIGHTS / "sam2_synth", "`refseg train configs/sam2_synth_image.yaml` then configs/sam2_synth.yaml"),
-    "synth-shape": (WEIGHTS / "sam2_synth_shape",
-                    "`refseg train configs/sam2_synth_image_shape.yaml` then configs/sam2_synth_shape.yaml"),
-}
-
-
 def _load_folder(path: Path, dtype: torch.dtype) -> Sam2:
     """A `transformers` SAM 2 video model folder, every weight present and used: a folder of
     another kind of model (a refseg SAMWISE folder, a SAM 1) or a damaged weights file is refused
@@ -253,11 +245,11 @@ def _load_folder(path: Path, dtype: torch.dtype) -> Sam2:
 def load_sam2(source: str | os.PathLike[str], config: Sam2VideoConfig | None = None,
               dtype: torch.dtype = torch.float32) -> Sam2:
     """Load SAM 2 from a local directory, an official `.pt` / `.pth` file, a hub id, or the name
-    of a small SAM 2 trained on SynthRef that refseg ships (`SHIPPED`: "synth", the one the
+    of a small SAM 2 trained on SynthRef that refseg ships (`refseg.shipped.SAM2`: "synth", the one the
     embedded default reads; "synth-shape", trained to see shape too), as `dtype` (weights stored
     in another precision, such as the shipped float16 weights, are converted)."""
-    if str(source) in SHIPPED:
-        folder, recipe = SHIPPED[str(source)]
+    if str(source) in SHIPPED_SAM2:
+        folder, recipe = SHIPPED_SAM2[str(source)]
         if not folder.is_dir():
             raise CheckpointError(f"{source}: this installation ships no weights at {folder}; train them with {recipe}")
         source = folder
