@@ -6,11 +6,13 @@ fusion:
     inside   SAM 2's own image embedding averaged inside the target's frame-0 mask (what it looks like)
     point    SAM 2's prompt-encoder encoding of the target's centroid (where it is; a click's
              Fourier features without the click's label embedding)
+    text     the frozen text encoder's token states of the expression, averaged (what is said,
+             with no fusion: how far a prompt that reads only the words gets)
 
 on SynthRef audio-visual `train` scenes (configs/sam2_love_synth.yaml's SAM 2, frame 0, BCE + dice
 + presence), and prints the training dice loss every 25 steps, for each oracle and seed.
 
-    python bench/sam2_love_token_probe.py --oracles inside point --seeds 0 1 2 --steps 300
+    python bench/sam2_love_token_probe.py --oracles inside point text --seeds 0 1 2 --steps 300
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ from refseg.train.evf import mask_losses
 from refseg.train.loop import build_task, load_samples
 
 
-def oracle_token(oracle: str, sam, embed: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """[C] oracle features of one target: embed [C, h, w] (frame 0), target [H, W] float."""
+def oracle_token(oracle: str, task, embed: torch.Tensor, target: torch.Tensor, text: str) -> torch.Tensor:
+    """Oracle features of one target: embed [C, h, w] (frame 0), target [H, W] float, text its
+    expression; [C] (inside, point) or [d_T] (text)."""
+    sam = task.model.sam
+    if oracle == "text":
+        return task.text(text).mean(0)
     if oracle == "inside":
         weight = F.adaptive_avg_pool2d(target[None, None], embed.shape[-2:])[0, 0]
         return (embed * weight).sum((1, 2)) / weight.sum().clamp(min=1e-6)
@@ -49,7 +55,8 @@ def probe(oracle: str, seed: int, steps: int, count: int) -> list[float]:
     sampler = task.sampler(load_samples(config, lazy=True), seed)
     rng = np.random.default_rng(seed)
     sam = task.model.sam
-    make = torch.nn.Linear(sam.hidden_dim, sam.hidden_dim)
+    width = task.model.text.hidden_size if oracle == "text" else sam.hidden_dim
+    make = torch.nn.Linear(width, sam.hidden_dim)
     params = list(make.parameters()) + [p for p in sam.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=3e-4, weight_decay=0.0)
     curve = []
@@ -60,7 +67,7 @@ def probe(oracle: str, seed: int, steps: int, count: int) -> list[float]:
             video = task.videos[s.video]
             h0, h1, e = (t.float() for t in video.first)
             target = torch.from_numpy(video.target(s.expression)).float()
-            feats.append(oracle_token(oracle, sam, e, target))
+            feats.append(oracle_token(oracle, task, e, target, video.expressions[s.expression].text))
             high0.append(h0)
             high1.append(h1)
             embeds.append(e)
@@ -81,7 +88,7 @@ def probe(oracle: str, seed: int, steps: int, count: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--oracles", nargs="+", default=["inside", "point"], choices=["inside", "point"])
+    parser.add_argument("--oracles", nargs="+", default=["inside", "point"], choices=["inside", "point", "text"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--count", type=int, default=120, help="train scenes")

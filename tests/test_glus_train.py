@@ -339,3 +339,52 @@ def test_checkpoints_store_the_contrastive_bank_a_resume_restores(trained):
     assert again["tags"] == state["tags"] and torch.equal(again["tokens"], state["tokens"])
     later = torch.load(trained / "checkpoints" / "step_0000003" / "state.pt", weights_only=False)["glus_bank"]
     assert later["tags"][: len(state["tags"])] == state["tags"] and len(later["tags"]) > len(state["tags"])
+
+
+def test_the_readout_stage_holds_the_llm_fixed_and_decodes_what_a_glus_pass_decodes(tmp_path):
+    from refseg.methods.glus.hooks import GlusHooks
+    from refseg.train.glus import HELD_IN_READOUT
+    from refseg.train.loop import build_task, load_samples
+
+    values = tiny_config(tmp_path / "readout", steps=2, batch_size=4,
+                         data={**tiny_config(tmp_path)["data"], "image": True, "clip_len": 1, "cache_features": True},
+                         glus={**tiny_config(tmp_path)["glus"], "inference": {"context_frames": 0}})
+    torch.manual_seed(0)
+    cached = build_task(load_config(values))
+    with torch.no_grad():  # the tiny SAM 2's no-memory embedding is small; a first frame must add it
+        cached.model.sam.no_memory_embedding.normal_(0.0, 1.0)
+    plain = build_task(load_config({**values, "data": {**values["data"], "cache_features": False}}))
+    plain.model.load_state_dict(cached.model.state_dict())
+    for name, param in cached.model.named_parameters():
+        assert param.requires_grad == (not name.startswith(HELD_IN_READOUT) and name.startswith(
+            ("llm.text_hidden_fcs.", "sam.mask_decoder."))), name
+    sampler = cached.sampler(load_samples(cached.config), seed=0)
+    batch = cached.draw_batch(sampler, np.random.default_rng(0), 4)
+    cached.eval(), plain.eval()  # no adapter dropout: the cached states are eval-mode states
+    with torch.no_grad():
+        first, reference = cached(batch), plain(batch)
+        again = cached(batch)
+        out, prompts = cached.readout_decode(batch)
+        for i, sample in enumerate(batch):  # each frame as the first frame of a GLUS pass, prompted by its token
+            hooks = GlusHooks(7, stride=1)
+            hooks.prompt = prompts[i][None, None]
+            session = hooks.session(plain.model.sam)
+            logits = session.push(sample.clip.frames[0]).objects[1].low_res_logits
+            assert (out.low_res[i, 0] - logits).abs().max() < 0.02 * logits.abs().max(), i  # features kept as float16
+    assert len(cached.states) == len({(s.clip.frames[0].tobytes(), s.clip.expression.text) for s in batch})
+    assert float(first["ce"]) == 0.0
+    for name in ("bce", "dice"):
+        assert float(first[name]) == float(again[name])
+        assert abs(float(first[name]) - float(reference[name])) < 2e-3 * max(1.0, abs(float(reference[name])))
+    run = train(load_config(values), progress=False)
+    torch.manual_seed(0)
+    fresh = build_task(load_config(values)).model
+    trained_model = load_glus(run / "final", merge=False)
+    held = fresh.stored_state()
+    for name, tensor in trained_model.stored_state().items():
+        if name.startswith(HELD_IN_READOUT):
+            assert torch.equal(tensor, held[name]), name
+    assert not torch.equal(trained_model.stored_state()["llm.text_hidden_fcs.layers.0.weight"],
+                           held["llm.text_hidden_fcs.layers.0.weight"])
+    with pytest.raises(ValueError, match="data.cache_features: GLUS keeps the \\[SEG\\] states of single frames"):
+        build_task(load_config({**values, "data": {**values["data"], "clip_len": 2}}))

@@ -279,7 +279,7 @@ def test_evf_feature_cache_encodes_each_image_once_and_keeps_the_losses():
     for name in ("loss", "bce", "dice", "object"):
         assert float(first[name]) == float(again[name])
         assert abs(float(first[name]) - float(reference[name])) < 2e-3 * max(1.0, abs(float(reference[name])))
-    with pytest.raises(ValueError, match="data.cache_features: only the evf task"):
+    with pytest.raises(ValueError, match="data.cache_features: only the evf and glus tasks"):
         build_task(load_config({**json.loads(json.dumps(TINY)), "data": {"cache_features": True}}))
 
 

@@ -65,8 +65,10 @@ class DataConfig:
     # SynthRef: colour words beyond the split's own (names of `synth.EXTRA_COLOURS`), e.g. [black, brown, pink]
     extra_colours: list[str] = field(default_factory=list)
     # EVF-SAM: keep the frozen image encoder's features of every distinct training image in memory
-    # (float16, about 0.5 MB per image at 256 px) and encode each once; crops and colour jitter
-    # are then off (they would change the image), horizontal flips stay.
+    # (float16, about 0.5 MB per image at 256 px) and encode each once; GLUS: the read-out stage
+    # (`refseg.train.glus`: everything up to the [SEG] state held fixed, each pair's state and each
+    # image's SAM 2 features kept). Crops and colour jitter are then off (they would change the
+    # image), horizontal flips stay.
     cache_features: bool = False
     # expression tasks (samwise, evf): a batch is drawn in groups of up to this many expressions
     # that share one clip and its augmentation (`ClipSampler.sample_group`); 1: independent draws

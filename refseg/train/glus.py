@@ -18,12 +18,23 @@ The loss is `loss.ce` x CE + `loss.bce` x BCE + `loss.dice` x Dice + `loss.contr
 (1.0, 2.0, 0.5, 0.1 in the paper). A single-frame stage (LISA's pretraining, which refseg cannot
 download) is the same task on SynthRef referring images: `data.image: true`, `data.clip_len: 1`,
 `glus.inference.context_frames: 0`.
+
+Read-out stage (`data.cache_features`, single frames only): everything up to the [SEG] state is
+held fixed (the LLM and its adapters, the projector, the added token rows), so the state of an
+(image, expression) pair is computed once, in eval mode, and kept (float32 on the CPU), as are
+SAM 2's features of each image (float16); only `text_hidden_fcs` and SAM 2's mask decoder learn
+to read the state, and a step decodes the whole batch at once. There is no language loss (nothing
+it would train learns). The sampler then neither crops nor jitters (flips stay), so pairs recur.
+It stands in for the grounded start LISA's pretraining gives the paper: trained end to end from
+an LLM that never saw SynthRef, the [SEG] token stops depending on the text (docs/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -35,6 +46,9 @@ from refseg.methods.glus.contrastive import TokenBank, TokenTag, object_contrast
 from refseg.methods.glus.conversation import answer_targets, glus_input_ids, glus_prompt, seg_rows
 from refseg.methods.glus.frames import training_context
 from refseg.methods.glus.hooks import GlusHooks
+from refseg.sam.mask_decoder import DecoderOutput, decode_masks
+from refseg.sam.preprocess import SAM2
+from refseg.sam.prompt_encoder import embed_prompts
 from refseg.train.config import TrainConfig
 from refseg.train.losses import bce_loss, dice_loss
 from refseg.train.task import ExpressionTask, Referred, seeded
@@ -42,6 +56,7 @@ from refseg.train.task import ExpressionTask, Referred, seeded
 OBJ = 1  # the one object of a GLUS pass (`GlusHooks.session`)
 CALIBRATION_SEED, CALIBRATION_CLIPS = 7919, 32  # `glus.standardize_seg`: clips drawn apart from training's
 LISA_DICE_SMOOTH = 1e-3  # LISA's dice: scale 1000, eps 1e-6
+HELD_IN_READOUT = ("vision.", "llm.llm.", "llm.added_")  # what `data.cache_features` holds fixed
 
 
 class GlusTask(ExpressionTask):
@@ -52,12 +67,27 @@ class GlusTask(ExpressionTask):
     def __init__(self, model: Glus, config: TrainConfig) -> None:
         super().__init__(model, config)
         self.bank = TokenBank(512)
+        # read-out stage (`data.cache_features`): (image digest, text) -> [SEG] state [H];
+        # image digest -> SAM 2's features of the image (high_res..., embed)
+        self.states: dict[tuple[bytes, str], Tensor] | None = None
+        self.features: dict[bytes, tuple[Tensor, ...]] = {}
+        if config.data.cache_features:
+            if config.data.clip_len != 1 or model.config.context_frames:
+                raise ValueError("data.cache_features: GLUS keeps the [SEG] states of single frames; set "
+                                 "data.clip_len: 1 and glus.inference.context_frames: 0")
+            for name, param in model.named_parameters():
+                if name.startswith(HELD_IN_READOUT):
+                    param.requires_grad_(False)
+            self.states = {}
 
     def sampler(self, samples: Sequence[VideoSample], seed: int) -> ClipSampler:
+        # with the cache, the same image must give the same features: flips only
+        fixed = dict(crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0) if self.states is not None else {}
+
         def clips(seed: int, weights: dict[str, float]) -> ClipSampler:
             return ClipSampler(samples, clip_len=self.config.data.clip_len, size=self.config.model.image_size,
                                seed=seed, by="expression", weights=weights,
-                               context=training_context(self.model.config.context_frames))
+                               context=training_context(self.model.config.context_frames), **fixed)
 
         spec = self.model.spec
         if spec is not None and spec.standardize_seg and not self.model.llm.calibrated:
@@ -89,16 +119,22 @@ class GlusTask(ExpressionTask):
 
     def forward(self, batch: list[Referred]) -> dict[str, Tensor]:
         """Mean of the per-expression losses, plus the contrastive loss over the batch's tokens."""
-        terms, tokens, tags = [], [], []
-        for sample in batch:
-            with seeded(sample.seed):
-                losses, prompts = self.expression_losses(sample)
-            terms.append(losses)
+        tokens, tags = [], []
+        if self.states is not None:
+            out, prompts = self.readout_losses(batch)
+            tokens = list(prompts[:, None])
+        else:
+            terms = []
+            for sample in batch:
+                with seeded(sample.seed):
+                    losses, prompts = self.expression_losses(sample)
+                terms.append(losses)
+                tokens.append(prompts)
+            out = {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
+        for sample, prompts in zip(batch, tokens):
             clip = sample.clip
-            tokens.append(prompts)
             tags += [TokenTag(clip.video_id, clip.expression.exp_id, clip.start + t, frozenset(clip.expression.target_ids))
                      for t in range(len(prompts))]
-        out = {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
         generator = torch.Generator().manual_seed(batch[0].seed)
         contrastive = object_contrastive_loss(torch.cat(tokens), tags, self.bank, generator)
         out["contrastive"] = contrastive if contrastive is not None else out["loss"].new_zeros(())
@@ -135,3 +171,55 @@ class GlusTask(ExpressionTask):
         dice = dice_loss(mask_logits, masks, smooth=LISA_DICE_SMOOTH)
         loss = w.ce * ce + w.bce * bce + w.dice * dice
         return {"ce": ce, "bce": bce, "dice": dice, "loss": loss}, prompts
+
+    def readout_losses(self, batch: list[Referred]) -> tuple[dict[str, Tensor], Tensor]:
+        """(losses, projected [SEG] tokens [B, C]) of a read-out step (`data.cache_features`)."""
+        out, prompts = self.readout_decode(batch)
+        size = self.model.sam.image_size
+        masks = torch.from_numpy(np.stack([s.clip.mask[0] for s in batch])).float()[:, None]
+        masks = F.interpolate(masks, size=(size, size), mode="nearest").to(out.high_res.device)  # [B, 1, S, S]
+        bce = bce_loss(out.high_res.float(), masks)
+        dice = dice_loss(out.high_res.float(), masks, smooth=LISA_DICE_SMOOTH)
+        w = self.config.loss
+        return {"ce": bce.new_zeros(()), "bce": bce, "dice": dice, "loss": w.bce * bce + w.dice * dice}, prompts
+
+    def readout_decode(self, batch: list[Referred]) -> tuple[DecoderOutput, Tensor]:
+        """Every expression's single frame decoded, in one batch, as the first frame of a GLUS pass
+        (no memory, the [SEG] token as the only sparse prompt, SAM's no-mask dense prompt, one
+        mask), from the kept states and features; returns the output and the tokens [B, C]."""
+        model, sam = self.model, self.model.sam
+        keys = [hashlib.blake2b(np.ascontiguousarray(s.clip.frames[0]).tobytes(), digest_size=16).digest()
+                for s in batch]
+        states = torch.stack([self.seg_state(key, s.clip) for key, s in zip(keys, batch)])  # [B, H]
+        *high_res, embed = (torch.stack([self.image_features(key, s.clip.frames[0])[n] for key, s in zip(keys, batch)])
+                            .float() for n in range(3))
+        prompts = model.llm.seg_prompts(states, range(len(batch)))  # [B, C]
+        sparse, dense = embed_prompts(sam.prompt_encoder, len(batch), extra=prompts[:, None])
+        out = decode_masks(sam, high_res, embed + sam.no_memory_embedding.view(1, -1, 1, 1), sparse, dense,
+                           GlusHooks.multimask, GlusHooks.stability_fallback, GlusHooks.presence_gate)
+        return out, prompts
+
+    @torch.no_grad()
+    def seg_state(self, key: bytes, clip: Clip) -> Tensor:
+        """The [SEG] state [H] of `clip`'s single frame (digest `key`) and expression, computed in eval
+        mode the first time it is asked for."""
+        assert self.states is not None
+        text = clip.expression.text
+        if (key, text) not in self.states:
+            model = self.model
+            mode = model.training
+            model.eval()
+            ids, images, hidden = self.conversation(clip)
+            model.train(mode)
+            self.states[key, text] = hidden[seg_rows(ids, model.seg_id, images.shape[1])[0]].float().cpu()
+        return self.states[key, text].to(self.model.sam.no_memory_embedding.device)
+
+    @torch.no_grad()
+    def image_features(self, key: bytes, frame: np.ndarray) -> tuple[Tensor, ...]:
+        """SAM 2's features (high_res..., embed; each without the batch axis) of one frame [S, S, 3]."""
+        if key not in self.features:
+            sam = self.model.sam
+            pixels = SAM2.pixels(torch.from_numpy(np.ascontiguousarray(frame))[None], sam.image_size)
+            feats = sam.encode_images(pixels.to(sam.no_memory_embedding.device))
+            self.features[key] = tuple(t[0].to("cpu", torch.float16) for t in (*feats.high_res, feats.embed))
+        return tuple(t.to(self.model.sam.no_memory_embedding.device) for t in self.features[key])

@@ -106,9 +106,9 @@ def build_task(config: TrainConfig) -> (Sam2ImageTask | Sam2PvsTask | SamI2VTask
     for name, (used, tasks) in expression_options.items():
         if used and config.task not in tasks:
             raise ValueError(f"data.{name}: taken by the tasks {', '.join(tasks)} only, not {config.task!r}")
-    if config.data.cache_features and config.task != "evf":
-        raise ValueError(f"data.cache_features: only the evf task keeps image features (its image encoder is "
-                         f"frozen); task {config.task!r} does not")
+    if config.data.cache_features and config.task not in ("evf", "glus"):
+        raise ValueError(f"data.cache_features: only the evf and glus tasks keep frozen features; task "
+                         f"{config.task!r} does not")
     if config.model.sam1 and config.task not in ("evf", "sam_i2v"):
         raise ValueError(f"model.sam1: only the evf and sam_i2v tasks take a SAM (v1); task {config.task!r} takes model.sam2")
     if config.task == "evf":
