@@ -11,10 +11,13 @@
 image (5 colours x 4 shapes x 3 phrasings), and a nearest-centroid reader of the named colour
 from the state, fitted on two phrasings and tested on the third (each in turn), on the raw state
 and on the state standardised per channel over the 60. `fresh` as a folder: an untrained model of
-the shipped layout (no context frames).
+the shipped layout (no context frames). `--force-seg` scores the mask each call's [SEG] token
+gives even where the call answers another token (a model from the read-out stage,
+configs/glus_synth_readout.yaml, has not learnt to answer [SEG]).
 
     python bench/glus_grounding_probe.py runs/glus_synth_image/final [more folders] [--images 12]
     python bench/glus_grounding_probe.py fresh --colour-reader
+    python bench/glus_grounding_probe.py runs/glus_synth_readout/final --images 16 --seed 13 --force-seg
 """
 
 from __future__ import annotations
@@ -77,9 +80,22 @@ def colour_reader(folder: str, split: str, seed: int) -> dict[str, float]:
     return {**out, "spread_over_norm": float(spread)}
 
 
+def force_seg(model: Glus) -> None:
+    """Make every call of `model` answer [SEG] (its states, hence its token, are unchanged)."""
+    forward = model.llm.forward
+
+    def answer_seg(input_ids, images):
+        hidden, logits = forward(input_ids, images)
+        return hidden, torch.where(torch.arange(len(logits)) == model.seg_id, 1.0, float("-inf"))
+
+    model.llm.forward = answer_seg
+
+
 @torch.no_grad()
-def probe(folder: str, images: int, split: str, seed: int) -> dict[str, float]:
+def probe(folder: str, images: int, split: str, seed: int, forced: bool = False) -> dict[str, float]:
     model = load(folder)
+    if forced:
+        force_seg(model)
     ious, answered, cosines, same = [], [], [], []
     for sample in synth.split_samples(split, seed, images, image=True):
         frame = np.asarray(sample.load_frame(0))
@@ -110,13 +126,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--colour-reader", action="store_true", help="read the named colour from the [SEG] state")
+    parser.add_argument("--force-seg", action="store_true", help="every call answers [SEG] (a read-out-stage model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for folder in args.folders:
         if args.colour_reader:
             result = colour_reader(folder, args.split, args.seed)
         else:
-            result = probe(folder, args.images, args.split, args.seed)
+            result = probe(folder, args.images, args.split, args.seed, args.force_seg)
         print(folder, " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
 

@@ -1,7 +1,8 @@
 """GLUS stage 1 (SynthRef referring images): does the weight of the language loss decide whether
 the [SEG] token reads the expression? Each row is configs/glus_synth_image.yaml with one change,
-trained `--steps` steps with every seed of `--seeds`, then scored by bench/glus_grounding_probe.py
-on single images of a split and seed no row trained on (`--probe-split`, `--probe-seed`).
+started from the bare LLM (not from the read-out stage), trained `--steps` steps with every seed
+of `--seeds`, then scored by bench/glus_grounding_probe.py on single images of a split and seed
+no row trained on (`--probe-split`, `--probe-seed`).
 
 Rows:
     ce 1.0     the paper's loss weights (CE 1.0, BCE 2.0, Dice 0.5, contrastive 0.1)
@@ -51,6 +52,7 @@ def train_row(row: str, seed: int, args: argparse.Namespace) -> Path:
     if (run / "final").is_dir():
         return run / "final"
     config = yaml.safe_load((ROOT / "configs/glus_synth_image.yaml").read_text())
+    config["model"].pop("init")  # the rows start from the bare LLM, not from the read-out stage
     config.update(out=str(run), steps=args.steps, seed=seed, checkpoint_every=max(10, args.steps // 6))
     config["optim"]["warmup_steps"] = max(1, args.steps // 20)
     for section, values in ROWS[row].items():

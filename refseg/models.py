@@ -24,7 +24,8 @@ from refseg.sam import Sam2
 WEIGHTS = Path(__file__).parent / "weights"
 NAMES = {"default": "samwise_synth", "samwise": "samwise_synth", "evf-sam": "evf_synth", "glus": "glus_synth"}
 TRAINED_BY = {"samwise_synth": "configs/samwise_synth.yaml", "evf_synth": "configs/evf_synth.yaml",
-              "glus_synth": "configs/glus_synth_image.yaml` and then `refseg train configs/glus_synth.yaml"}
+              "glus_synth": "configs/glus_synth_readout.yaml`, `refseg train configs/glus_synth_image.yaml` "
+                            "and then `refseg train configs/glus_synth.yaml"}
 KINDS = {"samwise": Samwise, "evf": EvfSam, "sam_i2v": SamI2V, "sam2_love": Sam2Love}  # config.json key -> class
 Model = Samwise | EvfSam | SamI2V | Glus | Sam2Love
 
