@@ -31,7 +31,6 @@ an LLM that never saw SynthRef, the [SEG] token stops depending on the text (doc
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,7 +50,7 @@ from refseg.sam.preprocess import SAM2
 from refseg.sam.prompt_encoder import embed_prompts
 from refseg.train.config import TrainConfig
 from refseg.train.losses import bce_loss, dice_loss
-from refseg.train.task import ExpressionTask, Referred, seeded
+from refseg.train.task import ExpressionTask, FeatureCache, Referred, image_key, seeded
 
 OBJ = 1  # the one object of a GLUS pass (`GlusHooks.session`)
 CALIBRATION_SEED, CALIBRATION_CLIPS = 7919, 32  # `glus.standardize_seg`: clips drawn apart from training's
@@ -67,10 +66,10 @@ class GlusTask(ExpressionTask):
     def __init__(self, model: Glus, config: TrainConfig) -> None:
         super().__init__(model, config)
         self.bank = TokenBank(512)
-        # read-out stage (`data.cache_features`): (image digest, text) -> [SEG] state [H];
-        # image digest -> SAM 2's features of the image (high_res..., embed)
+        # read-out stage (`data.cache_features`): (image digest, text) -> [SEG] state [H], and
+        # SAM 2's features of each image (high_res..., embed)
         self.states: dict[tuple[bytes, str], Tensor] | None = None
-        self.features: dict[bytes, tuple[Tensor, ...]] = {}
+        self.features = FeatureCache()
         if config.data.cache_features:
             if config.data.clip_len != 1 or model.config.context_frames:
                 raise ValueError("data.cache_features: GLUS keeps the [SEG] states of single frames; set "
@@ -188,11 +187,15 @@ class GlusTask(ExpressionTask):
         (no memory, the [SEG] token as the only sparse prompt, SAM's no-mask dense prompt, one
         mask), from the kept states and features; returns the output and the tokens [B, C]."""
         model, sam = self.model, self.model.sam
-        keys = [hashlib.blake2b(np.ascontiguousarray(s.clip.frames[0]).tobytes(), digest_size=16).digest()
-                for s in batch]
-        states = torch.stack([self.seg_state(key, s.clip) for key, s in zip(keys, batch)])  # [B, H]
-        *high_res, embed = (torch.stack([self.image_features(key, s.clip.frames[0])[n] for key, s in zip(keys, batch)])
-                            .float() for n in range(3))
+        device = sam.no_memory_embedding.device
+        states = torch.stack([self.seg_state(image_key(s.clip.frames[0]), s.clip) for s in batch]).to(device)  # [B, H]
+
+        def encode(frames: Tensor) -> tuple[Tensor, ...]:
+            features = sam.encode_images(SAM2.pixels(frames, sam.image_size))
+            return (*features.high_res, features.embed)
+
+        frames = torch.from_numpy(np.stack([s.clip.frames[0] for s in batch])).to(device)
+        *high_res, embed = self.features(frames, encode)
         prompts = model.llm.seg_prompts(states, range(len(batch)))  # [B, C]
         sparse, dense = embed_prompts(sam.prompt_encoder, len(batch), extra=prompts[:, None])
         out = decode_masks(sam, high_res, embed + sam.no_memory_embedding.view(1, -1, 1, 1), sparse, dense,
@@ -212,14 +215,4 @@ class GlusTask(ExpressionTask):
             ids, images, hidden = self.conversation(clip)
             model.train(mode)
             self.states[key, text] = hidden[seg_rows(ids, model.seg_id, images.shape[1])[0]].float().cpu()
-        return self.states[key, text].to(self.model.sam.no_memory_embedding.device)
-
-    @torch.no_grad()
-    def image_features(self, key: bytes, frame: np.ndarray) -> tuple[Tensor, ...]:
-        """SAM 2's features (high_res..., embed; each without the batch axis) of one frame [S, S, 3]."""
-        if key not in self.features:
-            sam = self.model.sam
-            pixels = SAM2.pixels(torch.from_numpy(np.ascontiguousarray(frame))[None], sam.image_size)
-            feats = sam.encode_images(pixels.to(sam.no_memory_embedding.device))
-            self.features[key] = tuple(t[0].to("cpu", torch.float16) for t in (*feats.high_res, feats.embed))
-        return tuple(t.to(self.model.sam.no_memory_embedding.device) for t in self.features[key])
+        return self.states[key, text]

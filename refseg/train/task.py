@@ -6,7 +6,8 @@ sample or in which order."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,36 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def image_key(image: np.ndarray | Tensor) -> bytes:
+    """The digest of an image's pixels [H, W, 3]: the key its frozen features are kept under."""
+    pixels = image.cpu().numpy() if isinstance(image, Tensor) else image
+    return hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest()
+
+
+class FeatureCache:
+    """A frozen encoder's outputs per distinct image (`data.cache_features`), float16 on the CPU:
+    each image is encoded the first time it is drawn and read back after that."""
+
+    def __init__(self) -> None:
+        self.store: dict[bytes, tuple[Tensor, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, encode: Callable[[Tensor], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+        """`encode(images)` (each output [B, ...]; images [B, S, S, 3] uint8) as float32 on the
+        images' device, encoding only the images not seen before."""
+        keys = [image_key(image) for image in images]
+        new = [i for i, key in enumerate(keys) if key not in self.store and key not in keys[:i]]
+        if new:
+            outputs = encode(images[new])
+            for j, i in enumerate(new):
+                self.store[keys[i]] = tuple(t[j].to("cpu", torch.float16) for t in outputs)
+        return tuple(torch.stack([self.store[key][n] for key in keys]).to(images.device, torch.float32)
+                     for n in range(len(self.store[keys[0]])))
 
 
 class Task(nn.Module):
