@@ -1,7 +1,7 @@
 """SAM2-LOVE on SynthRef's audio-visual scenes, and its ablation in the shape of the paper's
 Tab. 2-6, each row over several seeds.
 
-Rows (each a training of configs/sam2_love_synth.yaml's recipe, shortened by `--steps`):
+Rows (each a training of configs/sam2_love_synth.yaml's recipe, or `--recipe`'s, shortened by `--steps`):
 
     full        [his] with the current frame, 6 fusion layers, propagated [seg], SAM 2 decoder trained
     no his      Tab. 2: without token accumulation
@@ -61,12 +61,12 @@ def run_dir(out: Path, row: str, seed: int) -> Path:
     return out / row.replace(" ", "_") / f"seed{seed}"
 
 
-def trained(row: str, seed: int, steps: int, out: Path) -> Path:
-    """Train (or finish training) one row and seed; its final/ folder."""
+def trained(row: str, seed: int, steps: int, out: Path, recipe: Path = RECIPE) -> Path:
+    """Train (or finish training) one row and seed of `recipe`; its final/ folder."""
     folder = run_dir(out, row, seed)
     if (folder / "final" / "model.safetensors").is_file():
         return folder / "final"
-    raw = yaml.safe_load(RECIPE.read_text())
+    raw = yaml.safe_load(recipe.read_text())
     raw.update(out=str(folder), steps=steps, seed=seed, checkpoint_every=min(100, steps))
     raw["sam2_love"] = {**raw["sam2_love"], **ROWS[row]}
     train(load_config(raw), resume=True)
@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help="the training config every row starts from")
     parser.add_argument("--report", action="store_true", help="print the table of what is scored so far")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -146,7 +147,7 @@ def main() -> None:
             scores = run_dir(out, row, seed) / "scores.json"
             if scores.is_file():
                 continue
-            final = trained(row, seed, args.steps, out)
+            final = trained(row, seed, args.steps, out, args.recipe)
             result = score(final, Path(args.data))
             scores.write_text(json.dumps(result, indent=1))
             log.info("%s seed %d: %s", row, seed, result)

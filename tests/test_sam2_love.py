@@ -287,11 +287,11 @@ def test_click_tokens_are_sam2s_embedding_of_a_positive_click_at_the_centroid():
     torch.testing.assert_close(tokens[0], sparse[0, 0, 0])
 
 
-def test_place_loss_is_finite_with_an_empty_target(tmp_path):
+def test_place_and_ground_losses_are_finite_with_an_empty_target(tmp_path):
     from refseg.train.config import load_config
     from refseg.train.loop import build_task, load_samples
 
-    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"}, "loss": {"place": 1.0},
+    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"}, "loss": {"place": 1.0, "ground": 1.0},
                           "data": {"count": 4, "audio_visual": True}, "sam2_love": TINY})
     task = build_task(config)
     samples = load_samples(config)
@@ -304,6 +304,8 @@ def test_place_loss_is_finite_with_an_empty_target(tmp_path):
     terms = task([LoveSample(*nulls[0], 1), LoveSample(*full[0], 2)])
     terms["loss"].backward()
     assert torch.isfinite(terms["place"]) and terms["place"] > 0
+    assert torch.isfinite(terms["ground"]) and terms["ground"] > 0
+    assert all(p.grad is not None for p in task.pointer.parameters())
     grads = [p.grad for p in task.model.trainable_parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
@@ -323,3 +325,38 @@ def test_training_keeps_features_and_frame0_targets_of_each_video_not_its_frames
         for e, expression in enumerate(sample.expressions):
             assert np.array_equal(video.target(e), sample.target_mask(expression)[0])
         assert video.clip.patches.dtype == torch.float16 and video.first[-1].dtype == torch.float16
+
+
+def test_ground_loss_is_cross_entropy_toward_the_targets_share_of_each_frame0_patch(text):
+    from refseg.train.config import load_config
+    from refseg.train.sam2_love import LoveTask
+
+    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"}, "loss": {"ground": 1.0},
+                          "sam2_love": TINY})
+    model = tiny(text)
+    task = LoveTask(model, config)
+    grid, size = model.frame_encoder.grid, 8 * model.frame_encoder.grid  # 8 x 8 pixels a patch
+    clips = [random_clip(model, seed=s) for s in range(3)]
+    g = torch.Generator().manual_seed(5)
+    first, final = torch.randn(3, 1, 32, generator=g), torch.randn(3, 1, 32, generator=g)
+    targets = torch.zeros(3, size, size)
+    targets[0, 4:12, 0:8] = 1  # half in patch (0, 0), half in patch (1, 0)
+    targets[1, 8:16, 8:14] = 1  # all in patch (1, 1)
+    loss, hits = task.ground(clips, first, final, targets)  # row 2: no target, left out
+    expected, best = [], []
+    with torch.no_grad():
+        for token in (first, final):
+            for row in range(2):
+                share = torch.tensor([float(targets[row, 8 * r:8 * r + 8, 8 * c:8 * c + 8].sum())
+                                      for r in range(grid) for c in range(grid)])
+                share = share / share.sum()
+                keys = task.pointer["key"](model.tokens.placed(model.visual_proj(clips[row].patches[0])))
+                query = task.pointer["query"](token[row, 0])
+                logits = torch.stack([query.dot(k) for k in keys]) / 32 ** 0.5
+                expected.append(-(share * torch.log_softmax(logits, 0)).sum())
+                if token is final:
+                    best.append(float(share[int(logits.argmax())] > 0))
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    assert float(hits) == sum(best) / 2
+    zero, none = task.ground(clips[:1], first[:1], final[:1], targets[2:])
+    assert float(zero) == 0 and float(none) == 0

@@ -12,7 +12,14 @@ the decoder the paper trains; refseg also trains it (`loss.object`, presence CE:
 expression refers to nothing), because the engine gates masks by it; `loss.object: 0` leaves it
 as loaded. `loss.place` (refseg's aid, 0 by default) adds the squared distance of the prompt token
 from SAM 2's own embedding of a positive click at the target's frame-0 centroid, relative to that
-embedding's norm: a token SAM 2's decoder already reads (`bench/sam2_love_token_probe.py`). Expressions are drawn uniformly (weighted by `data.phenomenon_weights`; `{null: 0}`
+embedding's norm: a token SAM 2's decoder already reads (`bench/sam2_love_token_probe.py`).
+`loss.ground` (refseg's aid, 0 by default) teaches the chain to find and keep the target's place
+on frame 0 directly: a pointer head (query and key Linears, trained with the task, not part of the
+model) scores each of frame 0's projected patch tokens (with their space embeddings) against the
+[seg] leaving frame 0 and against the final [seg], and each score vector is trained by
+cross-entropy toward the target's share of each patch, p_j = |M_0 ∩ patch_j| / |M_0|
+(`ground_acc`: how often the best-scored patch of the final [seg] holds some of the target).
+Expressions are drawn uniformly (weighted by `data.phenomenon_weights`; `{null: 0}`
 leaves out the expressions that refer to nothing, as Ref-AVS's training set has none). Clips are
 not augmented (the cached features fix them).
 """
@@ -88,6 +95,9 @@ class LoveTask(nn.Module):
         self.model, self.config = model, config
         self.videos: list[LoveVideo] = []
         self.texts: dict[str, Tensor] = {}  # text -> frozen token states [P, d_T] (float16)
+        width = model.config.width
+        self.pointer = nn.ModuleDict({"query": nn.Linear(width, width), "key": nn.Linear(width, width)}) \
+            if config.loss.ground > 0 else None
 
     def sampler(self, samples: Iterable[VideoSample], seed: int) -> ExpressionSampler:
         """Summarise each video as it comes (`summarise`), then draw from the summaries."""
@@ -136,7 +146,8 @@ class LoveTask(nn.Module):
         clips = [self.clip(s.video) for s in batch]
         expressions = [self.videos[s.video].expressions[s.expression] for s in batch]
         text, padding = pad_texts([self.text(e.text) for e in expressions])
-        tokens = model.prompt_tokens(clips, text, padding)  # [B, 1, C], through the whole chain
+        seg, steps = model.seg_chain(clips, text, padding)  # final [seg] [B, K, D], through the whole chain
+        tokens = model.text_hidden_fcs[0](seg[:, :1])  # [B, 1, C]
         *high_res, embed = (torch.stack([self.videos[s.video].first[n] for s in batch]).to(device, torch.float32)
                             for n in range(3))
         dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embed)
@@ -152,9 +163,36 @@ class LoveTask(nn.Module):
             terms["place"] = gap.mean()
         else:
             terms["place"] = torch.zeros((), device=device)
+        if self.pointer is not None:
+            first = seg[:, :1] if steps is None else steps[:, 0, :1]  # the mean prompt has no chain
+            terms["ground"], terms["ground_acc"] = self.ground(clips, first, seg[:, :1], targets[:, 0])
         terms["loss"] = (w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
-                         + w.place * terms["place"])
+                         + w.place * terms["place"] + w.ground * terms.get("ground", 0.0))
         return terms
+
+
+    def ground(self, clips: Sequence[ClipFeatures], first: Tensor, final: Tensor,
+               targets: Tensor) -> tuple[Tensor, Tensor]:
+        """`loss.ground` (module docstring): first, final [B, 1, D] ([seg] leaving frame 0, after
+        the last frame), targets [B, H, W] frame 0's masks -> (the mean cross-entropy of both
+        over the rows with a target, the final [seg]'s hit rate); zeros when no row has one."""
+        model = self.model
+        grid = model.frame_encoder.grid
+        share = nn.functional.adaptive_avg_pool2d(targets[:, None], grid).flatten(1)  # [B, hw], row by row
+        present = share.sum(1) > 0
+        zero = torch.zeros((), device=targets.device)
+        if not present.any():
+            return zero, zero
+        share = share[present] / share[present].sum(1, keepdim=True)
+        patches = torch.stack([c.patches[0] for c in clips]).to(targets.device)[present]
+        keys = self.pointer["key"](model.tokens.placed(model.visual_proj(patches)))  # [B', hw, D]
+        losses, hits = [], zero
+        for token in (first, final):
+            query = self.pointer["query"](token[present])  # [B', 1, D]
+            logits = (query @ keys.transpose(1, 2))[:, 0] / keys.shape[-1] ** 0.5  # [B', hw]
+            losses.append(-(share * logits.log_softmax(-1)).sum(-1).mean())
+            hits = (share.gather(1, logits.argmax(-1, keepdim=True)) > 0).float().mean()
+        return sum(losses) / len(losses), hits
 
 
 def pad_texts(states: Sequence[Tensor]) -> tuple[Tensor, Tensor]:

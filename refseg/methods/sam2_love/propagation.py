@@ -77,7 +77,7 @@ class TokenPropagation(nn.Module):
     def _timed(self, x: Tensor, index: Tensor | int) -> Tensor:
         return x + self.times[index] if self.times is not None else x
 
-    def _placed(self, patches: Tensor) -> Tensor:
+    def placed(self, patches: Tensor) -> Tensor:
         """patches [..., hw, D] + their space embeddings."""
         if self.space_proj is not None:
             return patches + self.space_proj(self.places)
@@ -103,7 +103,7 @@ class TokenPropagation(nn.Module):
             raise ValueError(f"token chain: frame {i + 1} of the chain, the model has time embeddings for "
                              f"{self.max_frames}")
         head, tail = self._context(audio, text)
-        visual = self._timed(self._typed(self._placed(patches), VISUAL), i)
+        visual = self._timed(self._typed(self.placed(patches), VISUAL), i)
         count = {"current": i + 1, "previous": i, "off": 0}[self.history]
         his = self._timed(self._typed(cls[:, :count], HIS), torch.arange(count, device=cls.device))
         seq = torch.cat([seg, head, tail, visual, his], 1)
@@ -134,7 +134,7 @@ class TokenPropagation(nn.Module):
         batch, frames, hw = patches.shape[:3]
         head, tail = self._context(audio, text)
         steps = torch.arange(frames, device=audio.device)
-        visual = self._timed(self._typed(self._placed(patches), VISUAL), steps[:, None]).reshape(batch, frames * hw, -1)
+        visual = self._timed(self._typed(self.placed(patches), VISUAL), steps[:, None]).reshape(batch, frames * hw, -1)
         parts = [head, tail, visual]
         if self.history != "off":
             parts.append(self._timed(self._typed(cls, HIS), steps))
