@@ -327,7 +327,7 @@ def test_training_keeps_features_and_frame0_targets_of_each_video_not_its_frames
         assert video.clip.patches.dtype == torch.float16 and video.first[-1].dtype == torch.float16
 
 
-def test_ground_loss_is_cross_entropy_toward_the_targets_share_of_each_frame0_patch(text):
+def test_ground_loss_is_cross_entropy_of_a_place_pointer_toward_the_targets_share_of_each_patch(text):
     from refseg.train.config import load_config
     from refseg.train.sam2_love import LoveTask
 
@@ -336,13 +336,12 @@ def test_ground_loss_is_cross_entropy_toward_the_targets_share_of_each_frame0_pa
     model = tiny(text)
     task = LoveTask(model, config)
     grid, size = model.frame_encoder.grid, 8 * model.frame_encoder.grid  # 8 x 8 pixels a patch
-    clips = [random_clip(model, seed=s) for s in range(3)]
     g = torch.Generator().manual_seed(5)
     first, final = torch.randn(3, 1, 32, generator=g), torch.randn(3, 1, 32, generator=g)
     targets = torch.zeros(3, size, size)
     targets[0, 4:12, 0:8] = 1  # half in patch (0, 0), half in patch (1, 0)
     targets[1, 8:16, 8:14] = 1  # all in patch (1, 1)
-    loss, hits = task.ground(clips, first, final, targets)  # row 2: no target, left out
+    loss, hits = task.ground(first, final, targets)  # row 2: no target, left out
     expected, best = [], []
     with torch.no_grad():
         for token in (first, final):
@@ -350,7 +349,8 @@ def test_ground_loss_is_cross_entropy_toward_the_targets_share_of_each_frame0_pa
                 share = torch.tensor([float(targets[row, 8 * r:8 * r + 8, 8 * c:8 * c + 8].sum())
                                       for r in range(grid) for c in range(grid)])
                 share = share / share.sum()
-                keys = task.pointer["key"](model.tokens.placed(model.visual_proj(clips[row].patches[0])))
+                places = model.tokens.space_proj(model.tokens.places)  # SAM 2's encoding of each patch centre
+                keys = task.pointer["key"](places)
                 query = task.pointer["query"](token[row, 0])
                 logits = torch.stack([query.dot(k) for k in keys]) / 32 ** 0.5
                 expected.append(-(share * torch.log_softmax(logits, 0)).sum())
@@ -358,5 +358,15 @@ def test_ground_loss_is_cross_entropy_toward_the_targets_share_of_each_frame0_pa
                     best.append(float(share[int(logits.argmax())] > 0))
     torch.testing.assert_close(loss, torch.stack(expected).mean())
     assert float(hits) == sum(best) / 2
-    zero, none = task.ground(clips[:1], first[:1], final[:1], targets[2:])
+    zero, none = task.ground(first[:1], final[:1], targets[2:])
     assert float(zero) == 0 and float(none) == 0
+
+
+def test_ground_loss_needs_space_embeddings(text):
+    from refseg.train.config import load_config
+    from refseg.train.sam2_love import LoveTask
+
+    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"}, "loss": {"ground": 1.0},
+                          "sam2_love": {**TINY, "space": "off"}})
+    with pytest.raises(ValueError, match="loss.ground: .*space is off"):
+        LoveTask(tiny(text, space="off"), config)

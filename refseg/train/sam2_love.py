@@ -15,10 +15,13 @@ from SAM 2's own embedding of a positive click at the target's frame-0 centroid,
 embedding's norm: a token SAM 2's decoder already reads (`bench/sam2_love_token_probe.py`).
 `loss.ground` (refseg's aid, 0 by default) teaches the chain to find and keep the target's place
 on frame 0 directly: a pointer head (query and key Linears, trained with the task, not part of the
-model) scores each of frame 0's projected patch tokens (with their space embeddings) against the
-[seg] leaving frame 0 and against the final [seg], and each score vector is trained by
-cross-entropy toward the target's share of each patch, p_j = |M_0 ∩ patch_j| / |M_0|
-(`ground_acc`: how often the best-scored patch of the final [seg] holds some of the target).
+model) scores each patch's place (its space embedding alone, the one the fusion adds to that
+patch's tokens) against the [seg] leaving frame 0 and against the final [seg], and each score
+vector is trained by cross-entropy toward the target's share of each patch of frame 0,
+p_j = |M_0 ∩ patch_j| / |M_0| (`ground_acc`: how often the best-scored patch of the final [seg]
+holds some of the target). Keys of place only, not of what the patch shows: a token that says what
+the target looks like, which the words alone give, would score the right patches without finding
+them.
 Expressions are drawn uniformly (weighted by `data.phenomenon_weights`; `{null: 0}`
 leaves out the expressions that refer to nothing, as Ref-AVS's training set has none). Clips are
 not augmented (the cached features fix them).
@@ -96,6 +99,8 @@ class LoveTask(nn.Module):
         self.videos: list[LoveVideo] = []
         self.texts: dict[str, Tensor] = {}  # text -> frozen token states [P, d_T] (float16)
         width = model.config.width
+        if config.loss.ground > 0 and model.config.space == "off":
+            raise ValueError("loss.ground: the pointer reads the patches' space embeddings; sam2_love.space is off")
         self.pointer = nn.ModuleDict({"query": nn.Linear(width, width), "key": nn.Linear(width, width)}) \
             if config.loss.ground > 0 else None
 
@@ -165,14 +170,13 @@ class LoveTask(nn.Module):
             terms["place"] = torch.zeros((), device=device)
         if self.pointer is not None:
             first = seg[:, :1] if steps is None else steps[:, 0, :1]  # the mean prompt has no chain
-            terms["ground"], terms["ground_acc"] = self.ground(clips, first, seg[:, :1], targets[:, 0])
+            terms["ground"], terms["ground_acc"] = self.ground(first, seg[:, :1], targets[:, 0])
         terms["loss"] = (w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
                          + w.place * terms["place"] + w.ground * terms.get("ground", 0.0))
         return terms
 
 
-    def ground(self, clips: Sequence[ClipFeatures], first: Tensor, final: Tensor,
-               targets: Tensor) -> tuple[Tensor, Tensor]:
+    def ground(self, first: Tensor, final: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """`loss.ground` (module docstring): first, final [B, 1, D] ([seg] leaving frame 0, after
         the last frame), targets [B, H, W] frame 0's masks -> (the mean cross-entropy of both
         over the rows with a target, the final [seg]'s hit rate); zeros when no row has one."""
@@ -184,12 +188,12 @@ class LoveTask(nn.Module):
         if not present.any():
             return zero, zero
         share = share[present] / share[present].sum(1, keepdim=True)
-        patches = torch.stack([c.patches[0] for c in clips]).to(targets.device)[present]
-        keys = self.pointer["key"](model.tokens.placed(model.visual_proj(patches)))  # [B', hw, D]
+        places = model.tokens.placed(torch.zeros(grid * grid, model.config.width, device=targets.device))
+        keys = self.pointer["key"](places)  # [hw, D]
         losses, hits = [], zero
         for token in (first, final):
             query = self.pointer["query"](token[present])  # [B', 1, D]
-            logits = (query @ keys.transpose(1, 2))[:, 0] / keys.shape[-1] ** 0.5  # [B', hw]
+            logits = (query @ keys.T)[:, 0] / keys.shape[-1] ** 0.5  # [B', hw]
             losses.append(-(share * logits.log_softmax(-1)).sum(-1).mean())
             hits = (share.gather(1, logits.argmax(-1, keepdim=True)) > 0).float().mean()
         return sum(losses) / len(losses), hits
