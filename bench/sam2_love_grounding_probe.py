@@ -89,7 +89,7 @@ def run(seed: int, steps: int, count: int, held_out: int, lr: float) -> tuple[li
         audio = model.audio_proj(torch.stack([x.audio.float() for x in batch]))
         cls = model.visual_proj(torch.stack([x.cls.float() for x in batch]))
         patches = model.visual_proj(torch.stack([x.patches.float() for x in batch]))
-        seg = model.tokens.step(model.fusion, model.tokens.initial(len(batch)), audio, model.text_proj(words), padding,
+        seg, _ = model.tokens.step(model.fusion, model.tokens.initial(len(batch)), audio, model.text_proj(words), padding,
                                 cls, patches, 0)
         return head(seg[:, 0]), torch.tensor([x.label for x in batch])
 

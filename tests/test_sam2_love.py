@@ -81,14 +81,17 @@ def test_seg_token_propagates_and_history_grows(text, history, extra):
     clip = random_clip(model)
     states, padding = model.encode_texts(["the one making the high sound"])
     with torch.no_grad():
-        final, steps = model.tokens(recorder, model.audio_proj(clip.audio[None]), model.text_proj(states), padding,
-                                    model.visual_proj(clip.cls[None]), model.visual_proj(clip.patches[None]))
+        chain = model.tokens(recorder, model.audio_proj(clip.audio[None]), model.text_proj(states), padding,
+                             model.visual_proj(clip.cls[None]), model.visual_proj(clip.patches[None]))
+    final, steps = chain.final, chain.steps
     assert len(recorder.inputs) == 4 and steps.shape == (1, 4, 2, 32)
     torch.testing.assert_close(recorder.inputs[0][:, :2], model.tokens.seg[None])  # the learnt [seg] enters frame 0
     for i in range(1, 4):  # the [seg] entering frame i is the one leaving frame i-1
         torch.testing.assert_close(recorder.inputs[i][:, :2], recorder.outputs[i - 1][:, :2])
         torch.testing.assert_close(recorder.inputs[i][:, :2], steps[:, i - 1])
     torch.testing.assert_close(final, steps[:, -1])
+    at = 2 + 4 + 1 + states.shape[1] + 1  # [seg] x 2, audio x 4, [aud], text, [vis]: then frame 0's patches
+    torch.testing.assert_close(chain.first_patches, recorder.outputs[0][:, at : at + model.frame_encoder.grid ** 2])
     lengths = [seq.shape[1] for seq in recorder.inputs]
     growth = [b - a for a, b in zip(lengths, lengths[1:])]
     assert growth == [0 if extra is None else 1] * 3  # one more [cls] per frame, or none without [his]
@@ -137,7 +140,7 @@ def test_stream_prompts_only_the_first_frame_and_the_token_is_the_final_seg(text
     clip = model.clip_features(sample.load_frames(), sound, 8.0)
     states, padding = model.encode_texts(texts)
     with torch.no_grad():
-        seg, _ = model.seg_chain(clip, states, padding)
+        seg = model.seg_chain(clip, states, padding).final
         torch.testing.assert_close(stream.tokens, model.text_hidden_fcs[0](seg[:, :1]))
     # the chain reads frames spread over the clip and one audio window per chain frame
     assert clip.audio.shape == (4, 128) and clip.patches.shape[:2] == (4, model.frame_encoder.grid ** 2)
@@ -265,8 +268,8 @@ def test_online_stream_steps_every_stride_and_reprompts_when_the_token_turns(tex
     audio = model.audio_encoder.embed(sound.samples, np.array([0.0]))
     states, padding = model.encode_texts(["the object making the high-pitched sound"])
     with torch.no_grad():
-        seg, _ = model.seg_chain(ClipFeatures(audio, cls, patches), states, padding)
-        first = model.tokens.step(model.fusion, model.tokens.initial(1), model.audio_proj(audio[None]),
+        seg = model.seg_chain(ClipFeatures(audio, cls, patches), states, padding).final
+        first, _ = model.tokens.step(model.fusion, model.tokens.initial(1), model.audio_proj(audio[None]),
                                   model.text_proj(states), padding, model.visual_proj(cls[None]),
                                   model.visual_proj(patches), 0)
     torch.testing.assert_close(first, seg)
@@ -304,7 +307,8 @@ def test_place_and_ground_losses_are_finite_with_an_empty_target(tmp_path):
     terms = task([LoveSample(*nulls[0], 1), LoveSample(*full[0], 2)])
     terms["loss"].backward()
     assert torch.isfinite(terms["place"]) and terms["place"] > 0
-    assert torch.isfinite(terms["ground"]) and terms["ground"] > 0
+    assert torch.isfinite(terms["ground_place"]) and terms["ground_place"] > 0
+    assert torch.isfinite(terms["ground_patch"]) and terms["ground_patch"] > 0
     assert all(p.grad is not None for p in task.pointer.parameters())
     grads = [p.grad for p in task.model.trainable_parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
@@ -360,6 +364,14 @@ def test_ground_loss_is_cross_entropy_of_a_place_pointer_toward_the_targets_shar
     assert float(hits) == sum(best) / 2
     zero, none = task.ground(first[:1], final[:1], targets[2:])
     assert float(zero) == 0 and float(none) == 0
+    outputs = torch.randn(3, grid * grid, 32, generator=g)
+    cover = torch.tensor([[float(targets[row, 8 * r:8 * r + 8, 8 * c:8 * c + 8].mean()) for r in range(grid)
+                           for c in range(grid)] for row in range(3)])
+    assert cover[0, 0] == cover[0, grid] == 0.5 and cover[1, grid + 1] == 0.75 and cover[2].sum() == 0
+    with torch.no_grad():
+        p = torch.sigmoid(task.pointer["patch"](outputs)[..., 0])
+        expected = -(cover * p.log() + (1 - cover) * (1 - p).log()).mean()
+        torch.testing.assert_close(task.ground_patch(outputs, targets), expected)
 
 
 def test_ground_loss_needs_space_embeddings(text):

@@ -13,15 +13,18 @@ expression refers to nothing), because the engine gates masks by it; `loss.objec
 as loaded. `loss.place` (refseg's aid, 0 by default) adds the squared distance of the prompt token
 from SAM 2's own embedding of a positive click at the target's frame-0 centroid, relative to that
 embedding's norm: a token SAM 2's decoder already reads (`bench/sam2_love_token_probe.py`).
-`loss.ground` (refseg's aid, 0 by default) teaches the chain to find and keep the target's place
-on frame 0 directly: a pointer head (query and key Linears, trained with the task, not part of the
-model) scores each patch's place (its space embedding alone, the one the fusion adds to that
-patch's tokens) against the [seg] leaving frame 0 and against the final [seg], and each score
-vector is trained by cross-entropy toward the target's share of each patch of frame 0,
-p_j = |M_0 ∩ patch_j| / |M_0| (`ground_acc`: how often the best-scored patch of the final [seg]
-holds some of the target). Keys of place only, not of what the patch shows: a token that says what
-the target looks like, which the words alone give, would score the right patches without finding
-them.
+`loss.ground` (refseg's aid, 0 by default) teaches the fusion to find the target on frame 0 and
+the chain to keep its place, with two terms and heads that train with the task (not part of the
+model):
+  ground_patch  each output at frame 0's patches predicts the share of that patch the target
+                covers (a Linear; BCE; an expression that refers to nothing: zero everywhere),
+                one hop, as BEiT-3's patch loss teaches EVF-SAM's fusion to ground;
+  ground_place  a pointer scores each patch's place (its space embedding alone) against the [seg]
+                leaving frame 0 and against the final [seg]; each score vector is trained by
+                cross-entropy toward the target's share of each patch of frame 0,
+                p_j = |M_0 ∩ patch_j| / |M_0| (`ground_acc`: how often the best-scored patch of
+                the final [seg] holds some of the target). Keys of place only, so that the token
+                must say where the target is, the thing SAM 2's decoder reads fastest.
 Expressions are drawn uniformly (weighted by `data.phenomenon_weights`; `{null: 0}`
 leaves out the expressions that refer to nothing, as Ref-AVS's training set has none). Clips are
 not augmented (the cached features fix them).
@@ -101,8 +104,8 @@ class LoveTask(nn.Module):
         width = model.config.width
         if config.loss.ground > 0 and model.config.space == "off":
             raise ValueError("loss.ground: the pointer reads the patches' space embeddings; sam2_love.space is off")
-        self.pointer = nn.ModuleDict({"query": nn.Linear(width, width), "key": nn.Linear(width, width)}) \
-            if config.loss.ground > 0 else None
+        self.pointer = nn.ModuleDict({"query": nn.Linear(width, width), "key": nn.Linear(width, width),
+                                      "patch": nn.Linear(width, 1)}) if config.loss.ground > 0 else None
 
     def sampler(self, samples: Iterable[VideoSample], seed: int) -> ExpressionSampler:
         """Summarise each video as it comes (`summarise`), then draw from the summaries."""
@@ -151,8 +154,8 @@ class LoveTask(nn.Module):
         clips = [self.clip(s.video) for s in batch]
         expressions = [self.videos[s.video].expressions[s.expression] for s in batch]
         text, padding = pad_texts([self.text(e.text) for e in expressions])
-        seg, steps = model.seg_chain(clips, text, padding)  # final [seg] [B, K, D], through the whole chain
-        tokens = model.text_hidden_fcs[0](seg[:, :1])  # [B, 1, C]
+        chain = model.seg_chain(clips, text, padding)  # final [seg] [B, K, D], through the whole chain
+        tokens = model.text_hidden_fcs[0](chain.final[:, :1])  # [B, 1, C]
         *high_res, embed = (torch.stack([self.videos[s.video].first[n] for s in batch]).to(device, torch.float32)
                             for n in range(3))
         dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embed)
@@ -168,16 +171,30 @@ class LoveTask(nn.Module):
             terms["place"] = gap.mean()
         else:
             terms["place"] = torch.zeros((), device=device)
+        ground = torch.zeros((), device=device)
         if self.pointer is not None:
-            first = seg[:, :1] if steps is None else steps[:, 0, :1]  # the mean prompt has no chain
-            terms["ground"], terms["ground_acc"] = self.ground(first, seg[:, :1], targets[:, 0])
+            final = chain.final[:, :1]
+            first = final if chain.steps is None else chain.steps[:, 0, :1]  # the mean prompt has no chain
+            terms["ground_place"], terms["ground_acc"] = self.ground(first, final, targets[:, 0])
+            ground = terms["ground_place"]
+            if chain.first_patches is not None:
+                terms["ground_patch"] = self.ground_patch(chain.first_patches, targets[:, 0])
+                ground = ground + terms["ground_patch"]
         terms["loss"] = (w.bce * terms["bce"] + w.dice * terms["dice"] + w.object * terms["object"]
-                         + w.place * terms["place"] + w.ground * terms.get("ground", 0.0))
+                         + w.place * terms["place"] + w.ground * ground)
         return terms
 
 
+    def ground_patch(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """`ground_patch` (module docstring): outputs [B, hw, D] at frame 0's patches, targets
+        [B, H, W] -> the mean BCE of each patch's logit against the share of it the target covers."""
+        grid = self.model.frame_encoder.grid
+        cover = nn.functional.adaptive_avg_pool2d(targets[:, None], grid).flatten(1)  # [B, hw], row by row
+        logits = self.pointer["patch"](outputs)[..., 0]
+        return nn.functional.binary_cross_entropy_with_logits(logits, cover)
+
     def ground(self, first: Tensor, final: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """`loss.ground` (module docstring): first, final [B, 1, D] ([seg] leaving frame 0, after
+        """`ground_place` (module docstring): first, final [B, 1, D] ([seg] leaving frame 0, after
         the last frame), targets [B, H, W] frame 0's masks -> (the mean cross-entropy of both
         over the rows with a target, the final [seg]'s hit rate); zeros when no row has one."""
         model = self.model

@@ -37,7 +37,7 @@ from refseg.encoders.vit import FrameViT, VitSizes
 from refseg.io.atomic import atomic_dir
 from refseg.io.audio import fit_to_frames, frame_times, resample
 from refseg.methods.sam2_love.fusion import FusionTransformer, projection
-from refseg.methods.sam2_love.propagation import HISTORY, TokenPropagation
+from refseg.methods.sam2_love.propagation import HISTORY, Chain, TokenPropagation
 from refseg.prompts import Audio
 from refseg.sam.checkpoint import read_safetensors
 from refseg.sam.model import Sam2
@@ -215,10 +215,9 @@ class Sam2Love(nn.Module):
 
     # -- the prompt ----------------------------------------------------------------------------
     def seg_chain(self, clip: ClipFeatures | list[ClipFeatures], text: Tensor,
-                  text_padding: Tensor) -> tuple[Tensor, Tensor | None]:
+                  text_padding: Tensor) -> Chain:
         """Eq. 1-4 for B expressions: clip (one, shared; or one per expression), text [B, P, d_T]
-        -> (the final [seg] [B, K, D] (the mean prompt [B, 1, D]), the [seg] leaving each frame
-        [B, N, K, D] (None for the mean prompt))."""
+        -> the `Chain` (final [seg] [B, K, D], or the mean prompt [B, 1, D])."""
         batch = text.shape[0]
         clips = clip if isinstance(clip, list) else [clip] * batch
         device = self.device
@@ -228,13 +227,12 @@ class Sam2Love(nn.Module):
         words = self.text_proj(text.to(device))
         padding = text_padding.to(device)
         if self.config.prompt == "mean":
-            return self.tokens.mean(self.fusion, audio, words, padding, cls, patches), None
+            return Chain(self.tokens.mean(self.fusion, audio, words, padding, cls, patches))
         return self.tokens(self.fusion, audio, words, padding, cls, patches)
 
     def prompt_tokens(self, clip: ClipFeatures | list[ClipFeatures], text: Tensor, text_padding: Tensor) -> Tensor:
         """SAM 2's sparse prompt [B, 1, C]: the first final [seg] through `text_hidden_fcs`."""
-        seg, _ = self.seg_chain(clip, text, text_padding)
-        return self.text_hidden_fcs[0](seg[:, :1])
+        return self.text_hidden_fcs[0](self.seg_chain(clip, text, text_padding).final[:, :1])
 
     # -- use -------------------------------------------------------------------------------------
     def stream(self, texts: Sequence[str], audio: Audio | None = None, fps: float | None = None,

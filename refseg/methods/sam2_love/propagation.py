@@ -33,6 +33,8 @@ and the mean of its outputs (padding excluded) is the prompt.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +43,17 @@ from refseg.methods.sam2_love.fusion import FusionTransformer
 HISTORY = ("current", "previous", "off")
 SPACES = ("sam", "learnt", "off")
 AUDIO, TEXT, VISUAL, HIS = range(4)
+
+
+@dataclass
+class Chain:
+    """What the chain gives: final [B, K, D] the [seg] after the last frame (the mean prompt
+    [B, 1, D]); steps [B, N, K, D] the [seg] leaving each frame and first_patches [B, hw, D] the
+    outputs at frame 0's patches (both None for the mean prompt)."""
+
+    final: Tensor
+    steps: Tensor | None = None
+    first_patches: Tensor | None = None
 
 
 class TokenPropagation(nn.Module):
@@ -92,8 +105,9 @@ class TokenPropagation(nn.Module):
                 torch.cat([self._typed(text, TEXT), self.vis.expand(batch, -1, -1)], 1))
 
     def step(self, fusion: FusionTransformer, seg: Tensor, audio: Tensor, text: Tensor, text_padding: Tensor,
-             cls: Tensor, patches: Tensor, i: int) -> Tensor:
-        """One frame of the chain: F_M^i (Eq. 3-4) through the transformer -> the next [seg] [B, K, D].
+             cls: Tensor, patches: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        """One frame of the chain: F_M^i (Eq. 3-4) through the transformer -> (the next [seg]
+        [B, K, D], the outputs at frame i's patches [B, hw, D]).
 
         seg [B, K, D] entering frame i; audio [B, N', D] (every window of the clip, or, streaming,
         those heard so far); text [B, P, D], text_padding [B, P]; cls [B, >= i+1, D] (frames
@@ -110,23 +124,25 @@ class TokenPropagation(nn.Module):
         zeros = torch.zeros(batch, seq.shape[1], dtype=torch.bool, device=seq.device)
         start = seg.shape[1] + head.shape[1]
         mask = torch.cat([zeros[:, :start], text_padding, zeros[:, start + text.shape[1] :]], 1)
-        return fusion(seq, mask)[:, : seg.shape[1]]  # Q_i^{0..K-1}: the next frame's [seg]
+        out = fusion(seq, mask)
+        at = start + text.shape[1] + 1
+        return out[:, : seg.shape[1]], out[:, at : at + patches.shape[1]]  # Q_i^{0..K-1}: the next frame's [seg]
 
     def initial(self, batch: int) -> Tensor:
         """The learnt [seg] entering frame 0, [B, K, D]."""
         return self.seg.expand(batch, -1, -1)
 
     def forward(self, fusion: FusionTransformer, audio: Tensor, text: Tensor, text_padding: Tensor, cls: Tensor,
-                patches: Tensor) -> tuple[Tensor, Tensor]:
+                patches: Tensor) -> Chain:
         """audio [B, N, D], text [B, P, D], text_padding [B, P] (True = padding), cls [B, N, D],
-        patches [B, N, hw, D] (all projected, Eq. 1) -> (the final [seg] [B, K, D], the [seg]
-        leaving each frame [B, N, K, D])."""
+        patches [B, N, hw, D] (all projected, Eq. 1) -> the `Chain`."""
         seg = self.initial(audio.shape[0])
-        outputs = []
+        outputs, first = [], None
         for i in range(audio.shape[1]):
-            seg = self.step(fusion, seg, audio, text, text_padding, cls, patches[:, i], i)
+            seg, at_patches = self.step(fusion, seg, audio, text, text_padding, cls, patches[:, i], i)
             outputs.append(seg)
-        return seg, torch.stack(outputs, 1)
+            first = at_patches if i == 0 else first
+        return Chain(seg, torch.stack(outputs, 1), first)
 
     def mean(self, fusion: FusionTransformer, audio: Tensor, text: Tensor, text_padding: Tensor, cls: Tensor,
              patches: Tensor) -> Tensor:

@@ -160,8 +160,8 @@ class LoveOnlineStream:
             audio_so_far = torch.stack(self.audio_tokens)[None].expand(batch, -1, -1)
             cls_so_far = torch.stack(self.cls_tokens)[None].expand(batch, -1, -1)
             patches_i = model.visual_proj(patches.to(model.device)).expand(batch, -1, -1)
-            self.seg = model.tokens.step(model.fusion, self.seg, audio_so_far, self.text, self.padding, cls_so_far,
-                                         patches_i, step)
+            self.seg, _ = model.tokens.step(model.fusion, self.seg, audio_so_far, self.text, self.padding, cls_so_far,
+                                            patches_i, step)
             token = model.text_hidden_fcs[0](self.seg[:, :1])
             turned = self.prompted is None or bool(
                 (torch.nn.functional.cosine_similarity(token.flatten(1), self.prompted.flatten(1)) < self.threshold).any())
