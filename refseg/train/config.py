@@ -109,8 +109,8 @@ class LossConfig:
     # SAM2-LOVE: pull the prompt token toward SAM 2's embedding of a positive click at the target's
     # frame-0 centroid (refseg's training aid; 0: the paper's loss, Eq. 5)
     place: float = 0.0
-    # SAM2-LOVE: the [seg] leaving frame 0 and the final [seg] each point at frame 0's patches that
-    # hold the target (cross-entropy against the target's share of each patch; refseg's aid, 0: off)
+    # SAM2-LOVE: frame 0's patch outputs predict the target's cover of each patch, and the [seg]
+    # leaving frame 0 and the final [seg] point at the patches that hold it (refseg's aid, 0: off)
     ground: float = 0.0
     # SAM 2 image training: each prompted object's mean feature classifies its colour, shape, size
     # and texture (`refseg.train.attributes`; SynthRef samples only; 0: off, SAM's loss alone)

@@ -184,7 +184,6 @@ class LoveTask(nn.Module):
                          + w.place * terms["place"] + w.ground * ground)
         return terms
 
-
     def ground_patch(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """`ground_patch` (module docstring): outputs [B, hw, D] at frame 0's patches, targets
         [B, H, W] -> the mean BCE of each patch's logit against the share of it the target covers."""
@@ -207,12 +206,12 @@ class LoveTask(nn.Module):
         share = share[present] / share[present].sum(1, keepdim=True)
         places = model.tokens.placed(torch.zeros(grid * grid, model.config.width, device=targets.device))
         keys = self.pointer["key"](places)  # [hw, D]
-        losses, hits = [], zero
+        losses = []
         for token in (first, final):
             query = self.pointer["query"](token[present])  # [B', 1, D]
             logits = (query @ keys.T)[:, 0] / keys.shape[-1] ** 0.5  # [B', hw]
             losses.append(-(share * logits.log_softmax(-1)).sum(-1).mean())
-            hits = (share.gather(1, logits.argmax(-1, keepdim=True)) > 0).float().mean()
+        hits = (share.gather(1, logits.argmax(-1, keepdim=True)) > 0).float().mean()  # the final [seg]'s
         return sum(losses) / len(losses), hits
 
 
