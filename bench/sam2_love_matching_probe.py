@@ -93,13 +93,11 @@ class Pointer(nn.Module):
         """-> (place logits of the [seg] [B, hw], cover logits of the patch outputs [B, hw])."""
         model, pointer = self.task.model, self.task.pointer
         words, padding = pad_texts(texts)
-        batch, grid = len(texts), model.frame_encoder.grid
+        batch = len(texts)
         audio = model.audio_proj(torch.zeros(batch, model.config.max_frames, model.config.audio.dim))
         seg, out = model.tokens.step(model.fusion, model.tokens.initial(batch), audio, model.text_proj(words), padding,
                                      model.visual_proj(cls[:, None]), model.visual_proj(patches), 0)
-        keys = pointer["key"](model.tokens.placed(torch.zeros(grid * grid, model.config.width)))
-        place = pointer["query"](seg[:, 0]) @ keys.T / keys.shape[-1] ** 0.5
-        return place, pointer["patch"](out)[..., 0]
+        return self.task.place_logits(seg[:, :1]), pointer["patch"](out)[..., 0]
 
 
 def hit(logits: Tensor, batch: list[Item]) -> float:

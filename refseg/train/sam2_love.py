@@ -192,6 +192,15 @@ class LoveTask(nn.Module):
         logits = self.pointer["patch"](outputs)[..., 0]
         return nn.functional.binary_cross_entropy_with_logits(logits, cover)
 
+    def place_logits(self, token: Tensor) -> Tensor:
+        """The pointer's score of each patch's place (its space embedding alone) for a [seg]:
+        token [B, 1, D] -> [B, hw], patches row by row."""
+        model = self.model
+        places = model.tokens.placed(torch.zeros(model.frame_encoder.grid ** 2, model.config.width,
+                                                 device=token.device))
+        keys = self.pointer["key"](places)  # [hw, D]
+        return (self.pointer["query"](token) @ keys.T)[:, 0] / keys.shape[-1] ** 0.5
+
     def ground(self, first: Tensor, final: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """`ground_place` (module docstring): first, final [B, 1, D] ([seg] leaving frame 0, after
         the last frame), targets [B, H, W] frame 0's masks -> (the mean cross-entropy of both
@@ -204,12 +213,9 @@ class LoveTask(nn.Module):
         if not present.any():
             return zero, zero
         share = share[present] / share[present].sum(1, keepdim=True)
-        places = model.tokens.placed(torch.zeros(grid * grid, model.config.width, device=targets.device))
-        keys = self.pointer["key"](places)  # [hw, D]
         losses = []
         for token in (first, final):
-            query = self.pointer["query"](token[present])  # [B', 1, D]
-            logits = (query @ keys.T)[:, 0] / keys.shape[-1] ** 0.5  # [B', hw]
+            logits = self.place_logits(token[present])  # [B', hw]
             losses.append(-(share * logits.log_softmax(-1)).sum(-1).mean())
         hits = (share.gather(1, logits.argmax(-1, keepdim=True)) > 0).float().mean()  # the final [seg]'s
         return sum(losses) / len(losses), hits
