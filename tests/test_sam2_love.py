@@ -382,3 +382,55 @@ def test_ground_loss_needs_space_embeddings(text):
                           "sam2_love": {**TINY, "space": "off"}})
     with pytest.raises(ValueError, match="loss.ground: .*space is off"):
         LoveTask(tiny(text, space="off"), config)
+
+
+def test_grounding_stage_runs_one_chain_step_and_no_sam_decode(monkeypatch):
+    from refseg.train import sam2_love as love_train
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task, load_samples
+
+    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"},
+                          "loss": {"bce": 0, "dice": 0, "object": 0, "place": 0, "ground": 1.0},
+                          "data": {"count": 3, "audio_visual": True, "chain_frames": 1}, "sam2_love": TINY})
+    task = build_task(config)
+    task.sampler(load_samples(config), 0)
+    assert task.videos[0].clip.patches.shape[0] == TINY["max_frames"]  # all kept, one read
+    clip = task.clip(0)
+    assert clip.patches.shape[0] == clip.cls.shape[0] == 1 and clip.audio.shape[0] == TINY["max_frames"]
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("SAM 2 decoded in the grounding stage")
+
+    monkeypatch.setattr(love_train, "decode_masks", no_decode)
+    calls = []
+    task.model.fusion.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    full = [(v, e) for v, s in enumerate(task.videos) for e, x in enumerate(s.expressions) if x.target_ids]
+    batch = [love_train.LoveSample(*full[0], 1), love_train.LoveSample(*full[1], 2)]
+    terms = task(batch)
+    assert len(calls) == 1  # one fusion pass: frame 0's step
+    # the sequence heard every audio window: [seg] + N audio + [aud] + text + [vis] + hw patches + [his]^0
+    hw = task.model.frame_encoder.grid ** 2
+    words = max(len(task.text(task.videos[s.video].expressions[s.expression].text)) for s in batch)
+    assert calls[0][1] == 1 + TINY["max_frames"] + 1 + words + 1 + hw + 1
+    assert float(terms["bce"]) == float(terms["place"]) == 0
+    with torch.no_grad():  # the loss is `ground` of frame 0's [seg] (leaving frame 0 is also the final one)
+        texts, padding = love_train.pad_texts([task.text(task.videos[s.video].expressions[s.expression].text)
+                                               for s in batch])
+        chain = task.model.seg_chain([task.clip(s.video) for s in batch], texts, padding)
+        targets = torch.from_numpy(np.stack([task.videos[s.video].target(s.expression) for s in batch])).float()
+        place, _ = task.ground(chain.final[:, :1], chain.final[:, :1], targets)
+        expected = place + task.ground_patch(chain.first_patches, targets)
+    torch.testing.assert_close(terms["loss"], expected)
+    terms["loss"].backward()
+    assert task.model.text_hidden_fcs[0][0].weight.grad is None  # the prompt projection is not reached
+
+
+def test_love_training_config_errors():
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task
+
+    base = {"task": "sam2_love", "model": {"sam2": "tiny-test"}, "sam2_love": TINY}
+    with pytest.raises(ValueError, match="data.chain_frames: need at least 1"):
+        build_task(load_config({**base, "data": {"chain_frames": 0}}))
+    with pytest.raises(ValueError, match="every loss weight .* is 0"):
+        build_task(load_config({**base, "loss": {"bce": 0, "dice": 0, "object": 0, "place": 0, "ground": 0}}))

@@ -79,6 +79,10 @@ class DataConfig:
     # video tasks: frames between a clip's frames, drawn per clip from [lo, hi] (`ClipSampler` stride),
     # e.g. [1, 4]: an 8-frame clip spans up to 29 frames (SAMWISE: memory from before a late start)
     frame_stride: tuple[int, int] = (1, 1)
+    # SAM2-LOVE: the token chain runs over only the first k of each video's chain frames (every
+    # audio window still in its context); 1 with only `loss.ground` on: the grounding stage
+    # (configs/sam2_love_synth_ground.yaml). None: the whole chain
+    chain_frames: int | None = None
 
 
 @dataclass

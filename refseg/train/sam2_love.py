@@ -25,6 +25,10 @@ model):
                 p_j = |M_0 ∩ patch_j| / |M_0| (`ground_acc`: how often the best-scored patch of
                 the final [seg] holds some of the target). Keys of place only, so that the token
                 must say where the target is, the thing SAM 2's decoder reads fastest.
+The grounding stage (configs/sam2_love_synth_ground.yaml) trains the fusion on `loss.ground`
+alone over frame 0 (`data.chain_frames: 1`): SAM 2 then decodes nothing, a step costs one fusion
+pass, and the fusion's long plateau before it finds a named object (docs/RESULTS.md) is crossed
+in big batches; the full recipe then starts from it (`model.init`).
 Expressions are drawn uniformly (weighted by `data.phenomenon_weights`; `{null: 0}`
 leaves out the expressions that refer to nothing, as Ref-AVS's training set has none). Clips are
 not augmented (the cached features fix them).
@@ -102,6 +106,10 @@ class LoveTask(nn.Module):
         self.videos: list[LoveVideo] = []
         self.texts: dict[str, Tensor] = {}  # text -> frozen token states [P, d_T] (float16)
         width = model.config.width
+        if config.data.chain_frames is not None and config.data.chain_frames < 1:
+            raise ValueError(f"data.chain_frames: need at least 1 frame, got {config.data.chain_frames}")
+        if not any((config.loss.bce, config.loss.dice, config.loss.object, config.loss.place, config.loss.ground)):
+            raise ValueError("sam2_love: every loss weight (bce, dice, object, place, ground) is 0; nothing to learn")
         if config.loss.ground > 0 and model.config.space == "off":
             raise ValueError("loss.ground: the pointer reads the patches' space embeddings; sam2_love.space is off")
         self.pointer = nn.ModuleDict({"query": nn.Linear(width, width), "key": nn.Linear(width, width),
@@ -134,8 +142,10 @@ class LoveTask(nn.Module):
                          list(sample.expressions), targets, frames.shape[1:3])
 
     def clip(self, video: int) -> ClipFeatures:
-        c = self.videos[video].clip
-        return ClipFeatures(c.audio.float(), c.cls.float(), c.patches.float())
+        """A video's chain features as float32: every audio window, and the frames up to
+        `data.chain_frames`."""
+        c, k = self.videos[video].clip, self.config.data.chain_frames
+        return ClipFeatures(c.audio.float(), c.cls[:k].float(), c.patches[:k].float())
 
     def text(self, text: str) -> Tensor:
         if text not in self.texts:
@@ -155,23 +165,26 @@ class LoveTask(nn.Module):
         expressions = [self.videos[s.video].expressions[s.expression] for s in batch]
         text, padding = pad_texts([self.text(e.text) for e in expressions])
         chain = model.seg_chain(clips, text, padding)  # final [seg] [B, K, D], through the whole chain
-        tokens = model.text_hidden_fcs[0](chain.final[:, :1])  # [B, 1, C]
-        *high_res, embed = (torch.stack([self.videos[s.video].first[n] for s in batch]).to(device, torch.float32)
-                            for n in range(3))
-        dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embed)
-        out = decode_masks(sam, high_res, embed + sam.no_memory_embedding.view(1, -1, 1, 1), tokens[:, None], dense,
-                           multimask=model.config.multimask, presence_gate=False)
         targets = torch.from_numpy(np.stack([self.videos[s.video].target(s.expression)
                                              for s in batch])).to(device, torch.float32)[:, None]
-        everything = torch.ones(len(batch), dtype=torch.bool, device=device)  # empty targets teach empty masks
-        terms, _ = mask_losses(out.low_res, out.object_score[:, 0], targets, everything)
-        clicks, present = click_tokens(sam, targets[:, 0])
-        if present.any():  # rows with a target only: an empty target has no place (and a 0/0 gap)
-            gap = (tokens[present, 0] - clicks[present]).pow(2).sum(-1) / clicks[present].pow(2).sum(-1)
-            terms["place"] = gap.mean()
+        zero = torch.zeros((), device=device)
+        terms: dict[str, Tensor] = {}
+        if w.bce or w.dice or w.object or w.place:  # SAM 2 decodes the prompt (not in the grounding stage)
+            tokens = model.text_hidden_fcs[0](chain.final[:, :1])  # [B, 1, C]
+            *high_res, embed = (torch.stack([self.videos[s.video].first[n] for s in batch]).to(device, torch.float32)
+                                for n in range(3))
+            dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embed)
+            out = decode_masks(sam, high_res, embed + sam.no_memory_embedding.view(1, -1, 1, 1), tokens[:, None],
+                               dense, multimask=model.config.multimask, presence_gate=False)
+            everything = torch.ones(len(batch), dtype=torch.bool, device=device)  # empty targets teach empty masks
+            terms, _ = mask_losses(out.low_res, out.object_score[:, 0], targets, everything)
+            clicks, present = click_tokens(sam, targets[:, 0])
+            # rows with a target only: an empty target has no place (and a 0/0 gap)
+            terms["place"] = ((tokens[present, 0] - clicks[present]).pow(2).sum(-1)
+                              / clicks[present].pow(2).sum(-1)).mean() if present.any() else zero
         else:
-            terms["place"] = torch.zeros((), device=device)
-        ground = torch.zeros((), device=device)
+            terms.update(bce=zero, dice=zero, object=zero, place=zero)
+        ground = zero
         if self.pointer is not None:
             final = chain.final[:, :1]
             first = final if chain.steps is None else chain.steps[:, 0, :1]  # the mean prompt has no chain

@@ -135,10 +135,11 @@ class TokenPropagation(nn.Module):
     def forward(self, fusion: FusionTransformer, audio: Tensor, text: Tensor, text_padding: Tensor, cls: Tensor,
                 patches: Tensor) -> Chain:
         """audio [B, N, D], text [B, P, D], text_padding [B, P] (True = padding), cls [B, N, D],
-        patches [B, N, hw, D] (all projected, Eq. 1) -> the `Chain`."""
+        patches [B, N', hw, D] (all projected, Eq. 1; N' <= N: the chain stops after frame N' - 1,
+        each step still hearing all N audio windows) -> the `Chain`."""
         seg = self.initial(audio.shape[0])
         outputs, first = [], None
-        for i in range(audio.shape[1]):
+        for i in range(patches.shape[1]):
             seg, at_patches = self.step(fusion, seg, audio, text, text_padding, cls, patches[:, i], i)
             outputs.append(seg)
             first = at_patches if i == 0 else first
