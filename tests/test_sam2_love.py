@@ -434,3 +434,33 @@ def test_love_training_config_errors():
         build_task(load_config({**base, "data": {"chain_frames": 0}}))
     with pytest.raises(ValueError, match="every loss weight .* is 0"):
         build_task(load_config({**base, "loss": {"bce": 0, "dice": 0, "object": 0, "place": 0, "ground": 0}}))
+
+
+def test_full_recipe_starts_from_the_grounding_stage_with_its_pointer(tmp_path):
+    from refseg.train.config import load_config
+    from refseg.train.loop import _load_init, build_task, train
+
+    ground = {"task": "sam2_love", "out": str(tmp_path / "ground"), "steps": 2, "batch_size": 2, "log_every": 1,
+              "checkpoint_every": 2, "model": {"sam2": "tiny-test"},
+              "loss": {"bce": 0, "dice": 0, "object": 0, "place": 0, "ground": 1.0},
+              "data": {"count": 2, "audio_visual": True, "chain_frames": 1}, "sam2_love": TINY}
+    run = train(load_config(ground), progress=False)
+    checkpoint = run / "checkpoints" / "step_0000002"
+    saved = torch.load(checkpoint / "state.pt", weights_only=False)["task"]
+    trained = Sam2Love.from_pretrained(run / "final").state_dict()
+
+    def started(init):
+        config = load_config({**ground, "out": str(tmp_path / "full"), "loss": {"ground": 1.0},
+                              "data": {"count": 2, "audio_visual": True}, "model": {"sam2": "tiny-test", "init": init}})
+        torch.manual_seed(1)
+        task = build_task(config)
+        fresh = {k: v.clone() for k, v in task.state_dict().items() if k.startswith("pointer.")}
+        _load_init(task, config)
+        for name, value in task.model.state_dict().items():
+            assert name.startswith("text.") or torch.equal(value, trained[name]), name
+        return task, fresh
+
+    task, fresh = started(str(checkpoint))  # a checkpoint: the pointer comes back too
+    assert saved and all(torch.equal(task.state_dict()[k], v) and not torch.equal(fresh[k], v) for k, v in saved.items())
+    task, fresh = started(str(run / "final"))  # final/ holds the model only: the pointer starts afresh
+    assert all(torch.equal(task.state_dict()[k], v) for k, v in fresh.items())

@@ -212,11 +212,14 @@ def _load_weights(model: nn.Module, path: Path, absent: tuple[str, ...] = ("text
         raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def _load_init(model: nn.Module, config: TrainConfig) -> None:
+def _load_init(task: nn.Module, config: TrainConfig) -> None:
     """Start from `model.init`: a run's final/ or a `save_pretrained` folder that references its
     frozen SAM 2 by name instead of storing it (`sam2_source`, e.g. the shipped SAMWISE), which
     must then be the SAM 2 this config builds (`model.sam2`), or the one `model.init_sam2` names
-    (its modules then start on `model.sam2`)."""
+    (its modules then start on `model.sam2`). A run's checkpoint folder (checkpoints/step_N) also
+    starts the task's training-only heads (SAM2-LOVE's `loss.ground` pointer) where it holds the
+    same ones; the optimizer and the step start afresh."""
+    model = task.model
     folder = Path(config.model.init)
     meta = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     source = meta.get("sam2_source")
@@ -226,6 +229,12 @@ def _load_init(model: nn.Module, config: TrainConfig) -> None:
                          f"model.sam2 is {config.model.sam2!r}; set model.sam2: {source} (or model.init_sam2: "
                          f"{source} to start its modules on {config.model.sam2!r})")
     _load_weights(model, folder / "model.safetensors", ("text.", "sam.") if source is not None else ("text.",))
+    heads = _task_state(task)
+    if heads and (folder / "state.pt").is_file():
+        held = torch.load(folder / "state.pt", weights_only=False).get("task", {})
+        if held.keys() == heads.keys():
+            task.load_state_dict({**held, **{f"model.{k}": v for k, v in model.state_dict().items()}})
+            log.info("model.init %s: the task's heads (%s) start from it too", folder, ", ".join(sorted(held)))
 
 
 def _save(run: Path, step: int, task: nn.Module, optimizer: torch.optim.Optimizer, scheduler: object,
@@ -313,7 +322,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, over
     task = build_task(config)
     model = task.model.train()
     if config.model.init:
-        _load_init(model, config)
+        _load_init(task, config)
     freeze(model, config.freeze)
     ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
     # the model's trainable parameters and any the task holds beside it (training-only heads)
