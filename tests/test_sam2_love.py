@@ -464,3 +464,33 @@ def test_full_recipe_starts_from_the_grounding_stage_with_its_pointer(tmp_path):
     assert saved and all(torch.equal(task.state_dict()[k], v) and not torch.equal(fresh[k], v) for k, v in saved.items())
     task, fresh = started(str(run / "final"))  # final/ holds the model only: the pointer starts afresh
     assert all(torch.equal(task.state_dict()[k], v) for k, v in fresh.items())
+
+
+def test_feature_store_keeps_the_frozen_features_for_later_runs_over_the_same_videos_and_encoders(tmp_path):
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task, load_samples
+
+    raw = {"task": "sam2_love", "model": {"sam2": "tiny-test"}, "sam2_love": TINY,
+           "data": {"count": 2, "audio_visual": True, "feature_store": str(tmp_path / "store")}}
+    config = load_config(raw)
+    torch.manual_seed(0)
+    first = build_task(config)
+    first.sampler(load_samples(config, lazy=True), 0)
+    stored = list((tmp_path / "store").iterdir())
+    assert [p.name for p in stored] == [f"sam2_love-{first.feature_key()}.pt"]
+
+    torch.manual_seed(0)  # the same encoders: read back, nothing summarised
+    again = build_task(config)
+    again.summarise = lambda sample: pytest.fail("summarised a video the store holds")
+    again.sampler(load_samples(config, lazy=True), 0)
+    for a, b in zip(first.videos, again.videos, strict=True):
+        assert [e.text for e in a.expressions] == [e.text for e in b.expressions] and np.array_equal(a.targets, b.targets)
+        assert all(torch.equal(x, y) for x, y in zip((a.clip.audio, a.clip.cls, a.clip.patches, *a.first),
+                                                      (b.clip.audio, b.clip.cls, b.clip.patches, *b.first), strict=True))
+    torch.manual_seed(1)  # other frozen encoders, or other videos: another file
+    assert build_task(config).feature_key() != first.feature_key()
+    torch.manual_seed(0)
+    assert build_task(load_config({**raw, "data": {**raw["data"], "seed": 3}})).feature_key() != first.feature_key()
+    torch.manual_seed(0)  # what only training reads (loss, chain length in training) keeps the file
+    same = load_config({**raw, "loss": {"ground": 1.0}, "data": {**raw["data"], "chain_frames": 1}})
+    assert build_task(same).feature_key() == first.feature_key()

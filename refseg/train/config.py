@@ -83,6 +83,10 @@ class DataConfig:
     # audio window still in its context); 1 with only `loss.ground` on: the grounding stage
     # (configs/sam2_love_synth_ground.yaml). None: the whole chain
     chain_frames: int | None = None
+    # SAM2-LOVE: a folder where the kept frozen features are written once and read back by every
+    # later run over the same videos and frozen encoders (one file per such pair, named by a hash
+    # of both: a grounding stage, the recipe after it and each ablation row share one pass)
+    feature_store: str | None = None
 
 
 @dataclass

@@ -36,8 +36,12 @@ not augmented (the cached features fix them).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +49,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from refseg.data.sample import Expression, VideoSample
+from refseg.io.atomic import atomic_file
 from refseg.methods.sam2_love.model import ClipFeatures, Sam2Love, clip_fps
 from refseg.prompts import Audio
 from refseg.sam.image_encoder import normalise_frames
@@ -53,6 +58,8 @@ from refseg.sam.model import Sam2
 from refseg.train.config import TrainConfig
 from refseg.train.evf import mask_losses
 from refseg.train.task import seeded
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,9 +123,40 @@ class LoveTask(nn.Module):
                                       "patch": nn.Linear(width, 1)}) if config.loss.ground > 0 else None
 
     def sampler(self, samples: Iterable[VideoSample], seed: int) -> ExpressionSampler:
-        """Summarise each video as it comes (`summarise`), then draw from the summaries."""
-        self.videos = [self.summarise(s) for s in tqdm(samples, desc="frozen features", unit="video")]
+        """Summarise each video as it comes (`summarise`), or read the summaries back from
+        `data.feature_store`, then draw from them."""
+        store = self.config.data.feature_store
+        path = Path(store) / f"sam2_love-{self.feature_key()}.pt" if store else None
+        if path is not None and path.is_file():
+            log.info("frozen features: read from %s", path)
+            self.videos = [LoveVideo(ClipFeatures(*v["clip"]), tuple(v["first"]), v["expressions"], v["targets"],
+                                     tuple(v["shape"])) for v in torch.load(path, weights_only=False)]
+        else:
+            self.videos = [self.summarise(s) for s in tqdm(samples, desc="frozen features", unit="video")]
+            if path is not None:
+                with atomic_file(path) as tmp:
+                    torch.save([{"clip": (v.clip.audio, v.clip.cls, v.clip.patches), "first": v.first,
+                                 "expressions": v.expressions, "targets": v.targets, "shape": v.shape}
+                                for v in self.videos], tmp)
+                log.info("frozen features: kept in %s", path)
         return ExpressionSampler(self.videos, self.config.data.phenomenon_weights, seed)
+
+    def feature_key(self) -> str:
+        """A hash of what the kept features depend on: the data that makes the videos, the chain
+        length and input size, and every weight of the frozen encoders (audio, frame ViT, SAM 2's
+        image encoder and the decoder's high-resolution projections it applies)."""
+        d, model = self.config.data, self.model
+        what = {"source": d.source, "root": d.root, "split": d.split, "seed": d.seed, "count": d.count,
+                "image": d.image, "audio_visual": d.audio_visual, "extra_colours": d.extra_colours,
+                "max_frames": model.config.max_frames, "image_size": model.sam.image_size}
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
+        decoder = model.sam.mask_decoder
+        for module in (model.audio_encoder, model.frame_encoder, model.sam.vision_encoder, decoder.conv_s0,
+                       decoder.conv_s1):
+            for name, value in sorted(module.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def draw_batch(self, sampler: ExpressionSampler, rng: np.random.Generator, size: int) -> list[LoveSample]:
         return [LoveSample(*sampler.draw(), int(rng.integers(2**31))) for _ in range(size)]
