@@ -16,6 +16,9 @@ last with `--scenario sound_sync`): seen J&F (`test`), unseen J&F, null S, and J
 expressions only the sound tells apart (the `sound_sync` scenes' sound expressions), with the
 video's sound and with silence (`--silence`: the same model, given no sound).
 
+With `--ground`, each row and seed first trains its own grounding stage (the row's changes
+applied to it too; refseg.train.sam2_love) and the recipe starts from that stage's last checkpoint.
+
 Runs live under `--out/<row>/seed<k>` and are skipped when finished (an unfinished run resumes
 from its last checkpoint); scores are kept per run (`scores.json`), so seeds and rows can run in
 separate processes side by side.
@@ -61,14 +64,24 @@ def run_dir(out: Path, row: str, seed: int) -> Path:
     return out / row.replace(" ", "_") / f"seed{seed}"
 
 
-def trained(row: str, seed: int, steps: int, out: Path, recipe: Path = RECIPE) -> Path:
-    """Train (or finish training) one row and seed of `recipe`; its final/ folder."""
+def trained(row: str, seed: int, steps: int, out: Path, recipe: Path = RECIPE, ground: Path | None = None,
+            ground_steps: int | None = None) -> Path:
+    """Train (or finish training) one row and seed of `recipe`, after its own grounding stage
+    (`ground`, `ground_steps` or the config's, under <run>/ground) when one is given; the final/
+    folder."""
     folder = run_dir(out, row, seed)
     if (folder / "final" / "model.safetensors").is_file():
         return folder / "final"
     raw = yaml.safe_load(recipe.read_text())
     raw.update(out=str(folder), steps=steps, seed=seed, checkpoint_every=min(100, steps))
     raw["sam2_love"] = {**raw["sam2_love"], **ROWS[row]}
+    if ground is not None:
+        stage = yaml.safe_load(ground.read_text())
+        count = ground_steps or stage["steps"]
+        stage.update(out=str(folder / "ground"), steps=count, seed=seed, checkpoint_every=count)
+        stage["sam2_love"] = {**stage["sam2_love"], **ROWS[row]}
+        train(load_config(stage), resume=True)
+        raw["model"] = {**raw["model"], "init": str(folder / "ground" / "checkpoints" / f"step_{count:07d}")}
     train(load_config(raw), resume=True)
     return folder / "final"
 
@@ -135,6 +148,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--recipe", type=Path, default=RECIPE, help="the training config every row starts from")
+    parser.add_argument("--ground", type=Path, help="a grounding-stage config (configs/sam2_love_synth_ground.yaml) "
+                        "each row and seed trains first, with the row's changes; the recipe then starts from it")
+    parser.add_argument("--ground-steps", type=int, help="the grounding stage's steps (default: its config's)")
     parser.add_argument("--report", action="store_true", help="print the table of what is scored so far")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -147,7 +163,7 @@ def main() -> None:
             scores = run_dir(out, row, seed) / "scores.json"
             if scores.is_file():
                 continue
-            final = trained(row, seed, args.steps, out, args.recipe)
+            final = trained(row, seed, args.steps, out, args.recipe, args.ground, args.ground_steps)
             result = score(final, Path(args.data))
             scores.write_text(json.dumps(result, indent=1))
             log.info("%s seed %d: %s", row, seed, result)
