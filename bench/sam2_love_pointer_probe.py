@@ -1,0 +1,94 @@
+"""Does a SAM2-LOVE run's fusion find the referred object on frame 0 of videos it never trained on?
+For each checkpoint folder of a run trained with `loss.ground` (a grounding stage,
+configs/sam2_love_synth_ground.yaml, or the recipe with `ground` on), on SynthRef audio-visual
+scenes of `--split` / `--seed` (never trained on), with each video's sound:
+
+    frame-0 hit  how often the patch the pointer scores best for the [seg] leaving frame 0 holds
+                 some of the expression's frame-0 target
+    final hit    the same for the [seg] after the whole chain (the token that prompts SAM 2)
+
+per phenomenon of the expressions that name something (appearance, audio, sound_sync) and over
+all of them. A pointer that guesses scores about the share of frame 0's patches a target touches.
+
+    python bench/sam2_love_pointer_probe.py runs/sam2_love_synth_ground/checkpoints/step_0002000 [more] --videos 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from refseg.data import synth
+from refseg.train.config import load_config
+from refseg.train.loop import build_task
+from refseg.train.sam2_love import LoveTask, pad_texts
+
+PHENOMENA = ("appearance", "audio", "sound_sync")
+
+
+def load_checkpoint(folder: Path) -> LoveTask:
+    """The task (model and pointer heads) of a run's checkpoint folder, as it trained."""
+    raw = json.loads((folder / "config.json").read_text())["train"]
+    raw["data"] = {**raw["data"], "feature_store": None}
+    task = build_task(load_config(raw))
+    state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
+    heads = torch.load(folder / "state.pt", weights_only=False).get("task")
+    if not heads:
+        raise ValueError(f"{folder}: holds no pointer heads (trained without loss.ground?)")
+    task.load_state_dict({**heads, **{f"model.{k}": v for k, v in state.items()}}, strict=False)
+    return task.eval()
+
+
+@torch.no_grad()
+def probe(task: LoveTask, split: str, seed: int, videos: int) -> dict[str, tuple[float, float, int]]:
+    """phenomenon (and "all") -> (frame-0 hit, final hit, expressions)."""
+    task.config.data.chain_frames = None  # the whole chain, whatever the stage trained on
+    task.sampler(synth.split_samples(split, seed, videos, audio_visual=True), 0)
+    grid = task.model.frame_encoder.grid
+    hits: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for v, video in enumerate(task.videos):
+        named = [e for e, x in enumerate(video.expressions) if x.target_ids]
+        if not named:
+            continue
+        text, padding = pad_texts([task.text(video.expressions[e].text) for e in named])
+        chain = task.model.seg_chain(task.clip(v), text, padding)
+        for row, e in enumerate(named):
+            share = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(video.target(e)).float()[None, None],
+                                                            grid).flatten()
+            if share.sum() == 0:
+                continue
+            pair = tuple(float(share[int(task.place_logits(token[row : row + 1, :1]).argmax())] > 0)
+                         for token in (chain.steps[:, 0], chain.final))
+            for p in (*[p for p in PHENOMENA if p in video.expressions[e].phenomena], "all"):
+                hits[p].append(pair)
+    return {p: (float(np.mean([h[0] for h in hs])), float(np.mean([h[1] for h in hs])), len(hs))
+            for p, hs in hits.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="checkpoint folders (checkpoints/step_N)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--videos", type=int, default=200)
+    args = parser.parse_args()
+    print("| checkpoint | " + " | ".join(f"{p}: frame-0 / final hit (n)" for p in (*PHENOMENA, "all")) + " |")
+    print("| --- |" + " --- |" * (len(PHENOMENA) + 1))
+    for folder in args.folders:
+        result = probe(load_checkpoint(folder), args.split, args.seed, args.videos)
+        cells = [f"{result[p][0]:.3f} / {result[p][1]:.3f} ({result[p][2]})" if p in result else "-"
+                 for p in (*PHENOMENA, "all")]
+        print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
