@@ -16,8 +16,9 @@ last with `--scenario sound_sync`): seen J&F (`test`), unseen J&F, null S, and J
 expressions only the sound tells apart (the `sound_sync` scenes' sound expressions), with the
 video's sound and with silence (`--silence`: the same model, given no sound).
 
-With `--ground`, each row and seed first trains its own grounding stage (the row's changes
-applied to it too; refseg.train.sam2_love) and the recipe starts from that stage's last checkpoint.
+Each row and seed first trains its own grounding stage (`--ground`, configs/sam2_love_synth_ground.yaml
+by default, with the row's changes applied to it too; refseg.train.sam2_love) and the recipe starts
+from that stage's last checkpoint (`--no-ground`: the recipe alone).
 
 Runs live under `--out/<row>/seed<k>` and are skipped when finished (an unfinished run resumes
 from its last checkpoint); scores are kept per run (`scores.json`), so seeds and rows can run in
@@ -50,6 +51,7 @@ from refseg.train.config import load_config
 from refseg.train.loop import train
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "sam2_love_synth.yaml"
+GROUND = RECIPE.with_name("sam2_love_synth_ground.yaml")
 ROWS = {
     "full": {},
     "no his": {"history": "off"},
@@ -148,8 +150,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--recipe", type=Path, default=RECIPE, help="the training config every row starts from")
-    parser.add_argument("--ground", type=Path, help="a grounding-stage config (configs/sam2_love_synth_ground.yaml) "
-                        "each row and seed trains first, with the row's changes; the recipe then starts from it")
+    parser.add_argument("--ground", type=Path, default=GROUND, help="the grounding-stage config each row and seed "
+                        "trains first, with the row's changes; the recipe then starts from it")
+    parser.add_argument("--no-ground", action="store_true", help="no grounding stage (a recipe without model.init)")
     parser.add_argument("--ground-steps", type=int, help="the grounding stage's steps (default: its config's)")
     parser.add_argument("--report", action="store_true", help="print the table of what is scored so far")
     args = parser.parse_args()
@@ -163,7 +166,8 @@ def main() -> None:
             scores = run_dir(out, row, seed) / "scores.json"
             if scores.is_file():
                 continue
-            final = trained(row, seed, args.steps, out, args.recipe, args.ground, args.ground_steps)
+            final = trained(row, seed, args.steps, out, args.recipe, None if args.no_ground else args.ground,
+                            args.ground_steps)
             result = score(final, Path(args.data))
             scores.write_text(json.dumps(result, indent=1))
             log.info("%s seed %d: %s", row, seed, result)
