@@ -25,11 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from refseg.data import synth
 from refseg.train.config import load_config
-from refseg.train.loop import build_task
+from refseg.train.loop import build_task, load_init
 from refseg.train.sam2_love import LoveTask, pad_texts
 
 PHENOMENA = ("appearance", "audio", "sound_sync")
@@ -39,12 +38,12 @@ def load_checkpoint(folder: Path) -> LoveTask:
     """The task (model and pointer heads) of a run's checkpoint folder, as it trained."""
     raw = json.loads((folder / "config.json").read_text())["train"]
     raw["data"] = {**raw["data"], "feature_store": None}
-    task = build_task(load_config(raw))
-    state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
-    heads = torch.load(folder / "state.pt", weights_only=False).get("task")
-    if not heads:
-        raise ValueError(f"{folder}: holds no pointer heads (trained without loss.ground?)")
-    task.load_state_dict({**heads, **{f"model.{k}": v for k, v in state.items()}}, strict=False)
+    raw["model"] = {**raw["model"], "init": str(folder)}
+    config = load_config(raw)
+    task = build_task(config)
+    if task.pointer is None:
+        raise ValueError(f"{folder}: its run trained without loss.ground, so it has no pointer to probe")
+    load_init(task, config)
     return task.eval()
 
 

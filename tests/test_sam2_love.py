@@ -438,7 +438,7 @@ def test_love_training_config_errors():
 
 def test_full_recipe_starts_from_the_grounding_stage_with_its_pointer(tmp_path):
     from refseg.train.config import load_config
-    from refseg.train.loop import _load_init, build_task, train
+    from refseg.train.loop import load_init, build_task, train
 
     ground = {"task": "sam2_love", "out": str(tmp_path / "ground"), "steps": 2, "batch_size": 2, "log_every": 1,
               "checkpoint_every": 2, "model": {"sam2": "tiny-test"},
@@ -455,7 +455,7 @@ def test_full_recipe_starts_from_the_grounding_stage_with_its_pointer(tmp_path):
         torch.manual_seed(1)
         task = build_task(config)
         fresh = {k: v.clone() for k, v in task.state_dict().items() if k.startswith("pointer.")}
-        _load_init(task, config)
+        load_init(task, config)
         for name, value in task.model.state_dict().items():
             assert name.startswith("text.") or torch.equal(value, trained[name]), name
         return task, fresh

@@ -212,7 +212,7 @@ def _load_weights(model: nn.Module, path: Path, absent: tuple[str, ...] = ("text
         raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def _load_init(task: nn.Module, config: TrainConfig) -> None:
+def load_init(task: nn.Module, config: TrainConfig) -> None:
     """Start from `model.init`: a run's final/ or a `save_pretrained` folder that references its
     frozen SAM 2 by name instead of storing it (`sam2_source`, e.g. the shipped SAMWISE), which
     must then be the SAM 2 this config builds (`model.sam2`), or the one `model.init_sam2` names
@@ -322,7 +322,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, over
     task = build_task(config)
     model = task.model.train()
     if config.model.init:
-        _load_init(task, config)
+        load_init(task, config)
     freeze(model, config.freeze)
     ddp = nn.parallel.DistributedDataParallel(task, find_unused_parameters=True) if world > 1 else task
     # the model's trainable parameters and any the task holds beside it (training-only heads)
