@@ -33,7 +33,8 @@ from tqdm import tqdm
 from refseg.data import synth
 from refseg.train.config import load_config
 from refseg.train.loop import build_task
-from refseg.train.sam2_love import LoveTask, pad_texts
+from refseg.train.beit3 import patch_coverage
+from refseg.train.sam2_love import LoveTask, best_patch_hits, pad_texts
 
 RECIPE = Path(__file__).resolve().parent.parent / "configs" / "sam2_love_synth.yaml"
 
@@ -60,7 +61,7 @@ def items(task: LoveTask, samples, desc: str) -> list[Item]:
             if "appearance" not in x.phenomena or not x.target_ids:
                 continue
             mask = torch.from_numpy(sample.target_mask(x)[0]).float()
-            cover = F.adaptive_avg_pool2d(mask[None, None], grid).flatten()
+            cover = patch_coverage(mask[None], grid).flatten()
             if cover.sum() > 0:
                 out.append(Item(patches[0], cls[0], x.text, cover / cover.sum(), cover))
     return out
@@ -102,7 +103,7 @@ class Pointer(nn.Module):
 
 def hit(logits: Tensor, batch: list[Item]) -> float:
     share = torch.stack([b.share for b in batch])
-    return float((share.gather(1, logits.argmax(-1, keepdim=True)) > 0).float().mean())
+    return float(best_patch_hits(logits, share).float().mean())
 
 
 def run(head: str, seed: int, args: argparse.Namespace) -> None:

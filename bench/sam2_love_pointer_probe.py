@@ -29,7 +29,8 @@ import torch
 from refseg.data import synth
 from refseg.train.config import load_config
 from refseg.train.loop import build_task, load_init
-from refseg.train.sam2_love import LoveTask, pad_texts
+from refseg.train.beit3 import patch_coverage
+from refseg.train.sam2_love import LoveTask, best_patch_hits, pad_texts
 
 PHENOMENA = ("appearance", "audio", "sound_sync")
 
@@ -61,11 +62,10 @@ def probe(task: LoveTask, split: str, seed: int, videos: int) -> dict[str, tuple
         text, padding = pad_texts([task.text(video.expressions[e].text) for e in named])
         chain = task.model.seg_chain(task.clip(v), text, padding)
         for row, e in enumerate(named):
-            share = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(video.target(e)).float()[None, None],
-                                                            grid).flatten()
+            share = patch_coverage(torch.from_numpy(video.target(e))[None], grid).flatten(1)  # [1, hw]
             if share.sum() == 0:
                 continue
-            pair = tuple(float(share[int(task.place_logits(token[row : row + 1, :1]).argmax())] > 0)
+            pair = tuple(float(best_patch_hits(task.place_logits(token[row : row + 1, :1]), share)[0])
                          for token in (chain.steps[:, 0], chain.final))
             for p in (*[p for p in PHENOMENA if p in video.expressions[e].phenomena], "all"):
                 hits[p].append(pair)

@@ -55,6 +55,7 @@ from refseg.prompts import Audio
 from refseg.sam.image_encoder import normalise_frames
 from refseg.sam.mask_decoder import decode_masks
 from refseg.sam.model import Sam2
+from refseg.train.beit3 import patch_coverage
 from refseg.train.config import TrainConfig
 from refseg.train.evf import mask_losses
 from refseg.train.task import seeded
@@ -238,8 +239,7 @@ class LoveTask(nn.Module):
     def ground_patch(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """`ground_patch` (module docstring): outputs [B, hw, D] at frame 0's patches, targets
         [B, H, W] -> the mean BCE of each patch's logit against the share of it the target covers."""
-        grid = self.model.frame_encoder.grid
-        cover = nn.functional.adaptive_avg_pool2d(targets[:, None], grid).flatten(1)  # [B, hw], row by row
+        cover = patch_coverage(targets, self.model.frame_encoder.grid).flatten(1)  # [B, hw], row by row
         logits = self.pointer["patch"](outputs)[..., 0]
         return nn.functional.binary_cross_entropy_with_logits(logits, cover)
 
@@ -256,9 +256,7 @@ class LoveTask(nn.Module):
         """`ground_place` (module docstring): first, final [B, 1, D] ([seg] leaving frame 0, after
         the last frame), targets [B, H, W] frame 0's masks -> (the mean cross-entropy of both
         over the rows with a target, the final [seg]'s hit rate); zeros when no row has one."""
-        model = self.model
-        grid = model.frame_encoder.grid
-        share = nn.functional.adaptive_avg_pool2d(targets[:, None], grid).flatten(1)  # [B, hw], row by row
+        share = patch_coverage(targets, self.model.frame_encoder.grid).flatten(1)  # [B, hw], row by row
         present = share.sum(1) > 0
         zero = torch.zeros((), device=targets.device)
         if not present.any():
@@ -268,8 +266,14 @@ class LoveTask(nn.Module):
         for token in (first, final):
             logits = self.place_logits(token[present])  # [B', hw]
             losses.append(-(share * logits.log_softmax(-1)).sum(-1).mean())
-        hits = (share.gather(1, logits.argmax(-1, keepdim=True)) > 0).float().mean()  # the final [seg]'s
+        hits = best_patch_hits(logits, share).float().mean()  # the final [seg]'s
         return sum(losses) / len(losses), hits
+
+
+def best_patch_hits(logits: Tensor, cover: Tensor) -> Tensor:
+    """logits [B, hw] a pointer's patch scores, cover [B, hw] the target's cover of each patch ->
+    [B] bool: the best-scored patch holds some of the target."""
+    return cover.gather(1, logits.argmax(-1, keepdim=True))[:, 0] > 0
 
 
 def pad_texts(states: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
