@@ -80,7 +80,7 @@ def trained(row: str, seed: int, steps: int, out: Path, recipe: Path = RECIPE, g
     if ground is not None:
         stage = yaml.safe_load(ground.read_text())
         count = ground_steps or stage["steps"]
-        stage.update(out=str(folder / "ground"), steps=count, seed=seed, checkpoint_every=count)
+        stage.update(out=str(folder / "ground"), steps=count, seed=seed)  # its config's checkpoints: resumable
         stage["sam2_love"] = {**stage["sam2_love"], **ROWS[row]}
         train(load_config(stage), resume=True)
         raw["model"] = {**raw["model"], "init": str(folder / "ground" / "checkpoints" / f"step_{count:07d}")}
