@@ -18,7 +18,9 @@ video's sound and with silence (`--silence`: the same model, given no sound).
 
 Each row and seed first trains its own grounding stage (`--ground`, configs/sam2_love_synth_ground.yaml
 by default, with the row's changes applied to it too; refseg.train.sam2_love) and the recipe starts
-from that stage's last checkpoint (`--no-ground`: the recipe alone).
+from that stage's last checkpoint (`--no-ground`: the recipe alone). A row whose changes the stage
+never uses ("sam frozen": SAM 2 decodes nothing there) starts from the full row's stage of the
+same seed, which it would otherwise train again step for step.
 
 Runs live under `--out/<row>/seed<k>` and are skipped when finished (an unfinished run resumes
 from its last checkpoint); scores are kept per run (`scores.json`), so seeds and rows can run in
@@ -59,11 +61,22 @@ ROWS = {
     "mean": {"prompt": "mean"},
     "sam frozen": {"train_prompt_encoder": False, "train_mask_decoder": False},
 }
+SAM2_FLAGS = {"train_prompt_encoder", "train_mask_decoder"}
 log = logging.getLogger("sam2_love_ablation")
 
 
 def run_dir(out: Path, row: str, seed: int) -> Path:
     return out / row.replace(" ", "_") / f"seed{seed}"
+
+
+def reaches_ground(row: str, stage: dict) -> bool:
+    """Whether `row`'s changes alter a grounding stage of config `stage`. A stage in which SAM 2
+    decodes nothing (every decode loss 0) never uses its prompt encoder or mask decoder, so rows
+    that only freeze those ("sam frozen") would train the full row's stage again, step for step;
+    they share it instead."""
+    loss = stage.get("loss", {})
+    decodes = any(loss.get(k, 0) for k in ("bce", "dice", "object", "place"))
+    return decodes or bool(set(ROWS[row]) - SAM2_FLAGS)
 
 
 def trained(row: str, seed: int, steps: int, out: Path, recipe: Path = RECIPE, ground: Path | None = None,
@@ -80,10 +93,12 @@ def trained(row: str, seed: int, steps: int, out: Path, recipe: Path = RECIPE, g
     if ground is not None:
         stage = yaml.safe_load(ground.read_text())
         count = ground_steps or stage["steps"]
-        stage.update(out=str(folder / "ground"), steps=count, seed=seed)  # its config's checkpoints: resumable
-        stage["sam2_love"] = {**stage["sam2_love"], **ROWS[row]}
+        stage_row = row if reaches_ground(row, stage) else "full"
+        stage_dir = run_dir(out, stage_row, seed) / "ground"
+        stage.update(out=str(stage_dir), steps=count, seed=seed)  # its config's checkpoints: resumable
+        stage["sam2_love"] = {**stage["sam2_love"], **ROWS[stage_row]}
         train(load_config(stage), resume=True)
-        raw["model"] = {**raw["model"], "init": str(folder / "ground" / "checkpoints" / f"step_{count:07d}")}
+        raw["model"] = {**raw["model"], "init": str(stage_dir / "checkpoints" / f"step_{count:07d}")}
     train(load_config(raw), resume=True)
     return folder / "final"
 

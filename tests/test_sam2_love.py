@@ -466,6 +466,29 @@ def test_full_recipe_starts_from_the_grounding_stage_with_its_pointer(tmp_path):
     assert all(torch.equal(task.state_dict()[k], v) for k, v in fresh.items())
 
 
+def test_grounding_stage_is_the_same_with_sam2_frozen(tmp_path):
+    """The grounding stage never decodes, so freezing SAM 2's prompt encoder and mask decoder
+    (Tab. 6's row) trains the same weights step for step: the ablation shares that stage."""
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task, train
+
+    def stage(name, **flags):
+        raw = {"task": "sam2_love", "out": str(tmp_path / name), "steps": 3, "batch_size": 2, "log_every": 1,
+               "checkpoint_every": 3, "model": {"sam2": "tiny-test"},
+               "loss": {"bce": 0, "dice": 0, "object": 0, "place": 0, "ground": 1.0},
+               "data": {"count": 2, "audio_visual": True, "chain_frames": 1}, "sam2_love": {**TINY, **flags}}
+        return Sam2Love.from_pretrained(train(load_config(raw), progress=False) / "final").state_dict()
+
+    full = stage("full")
+    frozen = stage("frozen", train_prompt_encoder=False, train_mask_decoder=False)
+    torch.manual_seed(0)  # the loop's seed: the weights both runs started from
+    start = build_task(load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"}, "sam2_love": TINY}))
+    start = start.model.state_dict()
+    moved = [k for k in full if not torch.equal(full[k], start[k])]
+    assert moved and all(k.startswith(("fusion.", "tokens.", "audio_proj", "text_proj", "visual_proj")) for k in moved)
+    assert full.keys() == frozen.keys() and all(torch.equal(full[k], frozen[k]) for k in full)
+
+
 def test_feature_store_keeps_the_frozen_features_for_later_runs_over_the_same_videos_and_encoders(tmp_path):
     from refseg.train.config import load_config
     from refseg.train.loop import build_task, load_samples
