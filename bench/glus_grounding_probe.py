@@ -84,8 +84,8 @@ def force_seg(model: Glus) -> None:
     """Make every call of `model` answer [SEG] (its states, hence its token, are unchanged)."""
     forward = model.llm.forward
 
-    def answer_seg(input_ids, images):
-        hidden, logits = forward(input_ids, images)
+    def answer_seg(input_ids, images, prefix=None):
+        hidden, logits = forward(input_ids, images, prefix)
         return hidden, torch.where(torch.arange(len(logits)) == model.seg_id, 1.0, float("-inf"))
 
     model.llm.forward = answer_seg

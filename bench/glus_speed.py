@@ -5,7 +5,9 @@ Inference: one expression over a SynthRef video (`--frames`), one pass from fram
 is one LLM call (4 context + up to 4 query frames, 16 tokens each) and, when it answers [SEG],
 one SAM 2 step. Printed: seconds per frame in all, in the vision tokens (tower + projector), in
 the LLM calls and in the SAM 2 steps, and the process's peak resident memory (after loading, and
-after the run) in a child process of its own.
+after the run) in a child process of its own. The same video is then run again with every LLM
+call computed from its first token (no kept prefix of system text and context frames), and its
+LLM seconds per frame are printed beside.
 
 Training: `--train-steps` steps of configs/glus_synth.yaml (3 expressions x 4 context + 4 query
 frames per step, from a fresh stage-2 model) and the seconds per step after the first.
@@ -67,7 +69,8 @@ def inference(args: argparse.Namespace) -> dict[str, float]:
         return run
 
     model.vision.forward = timed("vision", model.vision.forward)
-    model.llm.forward = timed("llm", model.llm.forward)
+    calls = model.llm.forward
+    model.llm.forward = timed("llm", calls)
     from refseg.engine import Session
 
     push, skip = Session.push, Session.skip
@@ -78,9 +81,21 @@ def inference(args: argparse.Namespace) -> dict[str, float]:
         result = model.segment(frames, video.expressions[0].text)
     total = time.perf_counter() - began
     n = len(frames)
-    return {"frames": n, "answered": sum(result.answered), "s_per_frame": total / n,
-            "vision_s_per_frame": spent["vision"] / n, "llm_s_per_frame": spent["llm"] / n,
-            "sam2_s_per_frame": spent["sam2"] / n, "peak_mib_loaded": loaded, "peak_mib_run": peak_mib()}
+    out = {"frames": n, "answered": sum(result.answered), "s_per_frame": total / n,
+           "vision_s_per_frame": spent["vision"] / n, "llm_s_per_frame": spent["llm"] / n,
+           "sam2_s_per_frame": spent["sam2"] / n, "peak_mib_loaded": loaded, "peak_mib_run": peak_mib()}
+
+    def whole(ids, images, prefix=None):  # noqa: ANN001, ANN202  every call from its first token
+        hidden, logits = calls(ids, images)
+        return (hidden if prefix is None else hidden[prefix.rows:]), logits
+
+    model.llm.forward = timed("llm_whole", whole)
+    with torch.inference_mode():
+        again = model.segment(frames, video.expressions[0].text)
+    out["llm_s_per_frame_whole_calls"] = spent["llm_whole"] / n
+    out["same_answers"] = int(again.answered == result.answered)
+    out["mask_logit_gap"] = max(float((a - b).abs().max()) for a, b in zip(result.logits, again.logits))
+    return out
 
 
 def training(args: argparse.Namespace) -> dict[str, float]:

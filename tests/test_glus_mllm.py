@@ -60,3 +60,36 @@ def test_image_places_must_match_the_images():
     import pytest
     with pytest.raises(ValueError, match="2 image places for 1 images"):
         model.embed([1, IMAGE_TOKEN, 5, IMAGE_TOKEN], torch.zeros(1, 16, 64))
+
+
+@torch.no_grad()
+def test_a_kept_prefix_computes_what_the_whole_call_computes():
+    """The system text and context frames run once (`GlusLlm.prefix`); every later call of the
+    video computes only its own rows, and they equal the whole pass's rows."""
+    from refseg.methods.glus.conversation import query_start
+
+    model, _ = official_llm()
+    with np.load(FIXTURE, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        image_tokens = torch.from_numpy(f["image_tokens"])
+        calls = [(f[f"main/{i}/input_ids"].tolist(), image_tokens[step["images"]]) for i, step in enumerate(meta["main"])]
+    context = meta["main"][0]["images"][:4]
+    assert all(step["images"][:4] == context for step in meta["main"])  # every call shares the context frames
+    ids0, images0 = calls[0]
+    cut = query_start(ids0, 4)
+    assert ids0[cut + 1] == IMAGE_TOKEN and sum(t == IMAGE_TOKEN for t in ids0[:cut]) == 4
+    prefix = model.prefix(ids0[:cut], images0[:4])
+    assert len(calls) > 2
+    for ids, images in calls:
+        whole, whole_logits = model(ids, images)
+        tail, logits = model(ids, images, prefix)
+        assert prefix.cache.get_seq_length() == prefix.rows  # the call's own rows are dropped again
+        assert tail.shape[0] == whole.shape[0] - prefix.rows
+        torch.testing.assert_close(tail, whole[prefix.rows:], atol=1e-5, rtol=0)
+        torch.testing.assert_close(logits, whole_logits, atol=1e-5, rtol=0)
+    import pytest
+
+    with pytest.raises(ValueError, match="does not begin with the prefix"):
+        model(ids0[1:], images0, prefix)
+    with pytest.raises(ValueError, match="not 4 context frames and a query frame"):
+        query_start(ids0[:cut], 4)

@@ -215,8 +215,8 @@ def test_a_frame_without_seg_gets_no_mask_and_keeps_its_place(trained):
     forward = model.llm.forward
     calls = []
 
-    def answer_on_even_frames(ids, images):  # the real pass, then [SEG] (even calls) or another token
-        hidden, logits = forward(ids, images)
+    def answer_on_even_frames(ids, images, prefix=None):  # the real pass, then [SEG] (even calls) or another token
+        hidden, logits = forward(ids, images, prefix)
         calls.append(ids)
         forced = torch.full_like(logits, -1e9)
         forced[model.seg_id if len(calls) % 2 == 1 else 7] = 0
@@ -310,7 +310,7 @@ def test_without_a_memory_bank_each_frame_is_decoded_as_a_first_frame(trained):
 
     model = load_glus(trained / "final")
     forward, project = model.llm.forward, model.llm.seg_prompts
-    model.llm.forward = lambda ids, images: (forward(ids, images)[0],  # always [SEG]
+    model.llm.forward = lambda ids, images, prefix=None: (forward(ids, images, prefix)[0],  # always [SEG]
                                              torch.where(torch.arange(403) == model.seg_id, 0.0, -1e9))
     prompts = []
     model.llm.seg_prompts = lambda hidden, rows: prompts.append(project(hidden, rows)) or prompts[-1]

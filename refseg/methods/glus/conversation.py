@@ -101,6 +101,16 @@ def _token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
     return int(index)
 
 
+def query_start(input_ids: Sequence[int], context_frames: int) -> int:
+    """Position in `input_ids` (a `glus_input_ids` call over `context_frames` context frames)
+    where the first query frame's image block begins. What comes before it (the system text, the
+    context frames and their text) is the same in every call over one video."""
+    images = [i for i, token in enumerate(input_ids) if token == IMAGE_TOKEN]
+    if len(images) <= context_frames:
+        raise ValueError(f"the call holds {len(images)} images, not {context_frames} context frames and a query frame")
+    return images[context_frames] - 1  # its <im_start>
+
+
 def token_rows(input_ids: Sequence[int], image_tokens: int) -> list[int]:
     """Row of each token of `input_ids` in the LLM sequence once every `IMAGE_TOKEN` has become
     `image_tokens` rows (an image's own entry: the row of its first token)."""

@@ -14,6 +14,11 @@ id V + i (V the LLM's vocabulary) is looked up in `added_embed[i]` and scored by
 (the same tensor when the LLM ties its input and output embeddings). Only these rows train, so a
 trained model stores 3 x H numbers for them instead of the whole V x H table.
 
+Every call over one video begins with the same ids and images (the system text and the context
+frames, `conversation.query_start`): `prefix` runs them once and keeps their keys and values, and
+a call given that `Prefix` computes only the rows after it. Causal attention makes this the same
+computation as the whole sequence (the prefix's rows never see what follows them).
+
 Fine-tuning (Sec. 5.2): LoRA (`peft`) on the attention projections (`add_lora`), merged into the
 base weights for inference (`merge_lora`; the merged model computes what the unmerged one does).
 """
@@ -21,12 +26,13 @@ base weights for inference (`merge_lora`; the merged model computes what the unm
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from refseg.methods.glus.conversation import IMAGE_TOKEN, token_rows
 
@@ -40,6 +46,17 @@ class SegProjection(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.layers(hidden)
+
+
+@dataclass
+class Prefix:
+    """The LLM's keys and values (`cache`) of the leading `ids` of a call, which hold `images`
+    images and fill `rows` rows of the LLM sequence."""
+
+    ids: tuple[int, ...]
+    images: int
+    rows: int
+    cache: DynamicCache
 
 
 class GlusLlm(nn.Module):
@@ -109,9 +126,27 @@ class GlusLlm(nn.Module):
         labels = torch.tensor([input_ids[t] for t in targets], device=logits.device)
         return nn.functional.cross_entropy(logits.float(), labels)
 
-    def forward(self, input_ids: Sequence[int], images: Tensor) -> tuple[Tensor, Tensor]:
-        """(last-layer states after the final norm [L', H], next-token logits [V + added] at the last row)."""
-        hidden = self.states(input_ids, images)
+    def prefix(self, input_ids: Sequence[int], images: Tensor) -> Prefix:
+        """Run the leading `input_ids` of later calls (their `images` [n, m, H]) once and keep
+        their keys and values (module docstring)."""
+        embeds = self.embed(input_ids, images)
+        cache = DynamicCache(config=self.llm.config)
+        self.llm.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+        return Prefix(tuple(input_ids), len(images), embeds.shape[1], cache)
+
+    def forward(self, input_ids: Sequence[int], images: Tensor, prefix: Prefix | None = None) -> tuple[Tensor, Tensor]:
+        """(last-layer states after the final norm [L', H], next-token logits [V + added] at the
+        last row). With `prefix` (`input_ids` and `images` must begin with its ids and images),
+        the states of the rows after the prefix only: [L' - prefix.rows, H]."""
+        if prefix is None:
+            hidden = self.states(input_ids, images)
+            return hidden, self.logits(hidden[-1])
+        if tuple(input_ids[:len(prefix.ids)]) != prefix.ids or len(images) < prefix.images:
+            raise ValueError("the call does not begin with the prefix's ids and images")
+        embeds = self.embed(input_ids[len(prefix.ids):], images[prefix.images:])
+        out = self.llm.model(inputs_embeds=embeds, past_key_values=prefix.cache, use_cache=True)
+        prefix.cache.crop(prefix.rows - prefix.cache.get_seq_length())  # back to the prefix's rows
+        hidden = out.last_hidden_state[0]
         return hidden, self.logits(hidden[-1])
 
     def seg_prompts(self, hidden: Tensor, rows: Sequence[int]) -> Tensor:

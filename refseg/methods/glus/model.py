@@ -39,10 +39,10 @@ from transformers import PreTrainedTokenizerBase
 
 from refseg.engine import FrameResult, ObjectResult
 from refseg.io.atomic import atomic_dir
-from refseg.methods.glus.conversation import SEG, glus_input_ids, glus_prompt, seg_rows
+from refseg.methods.glus.conversation import SEG, glus_input_ids, glus_prompt, query_start, seg_rows
 from refseg.methods.glus.frames import context_frames, query_window
 from refseg.methods.glus.hooks import GlusHooks
-from refseg.methods.glus.mllm import GlusLlm
+from refseg.methods.glus.mllm import GlusLlm, Prefix
 from refseg.methods.glus.vision import VisionTokens
 from refseg.sam.model import Sam2
 
@@ -223,6 +223,7 @@ class Glus(nn.Module):
         passes = [list(range(n))] if not key_frame else [list(range(key_frame, n)), list(range(key_frame, -1, -1))]
         results: list[ObjectResult | None] = [None] * n
         answered = [False] * n
+        shared: Prefix | None = None  # the system text and context frames, run once (mllm's docstring)
         for order in passes:  # a later pass overwrites the key frame
             hooks = GlusHooks(c.num_maskmem, c.memory_stride)
             session = hooks.session(self.sam)
@@ -237,7 +238,9 @@ class Glus(nn.Module):
                     prompt = prompt.rstrip()
                 ids = glus_input_ids(prompt, self.tokenizer)
                 images = image_tokens(context + [order[w] for w in window])
-                hidden, next_logits = self.llm(ids, images)
+                if shared is None:
+                    shared = self.llm.prefix(ids[:query_start(ids, len(context))], images[:len(context)])
+                hidden, next_logits = self.llm(ids, images, shared)  # the rows after the prefix
                 answer = int(next_logits.argmax())
                 failed.append(answer != self.seg_id)
                 answered[frame] = not failed[-1]
@@ -246,7 +249,7 @@ class Glus(nn.Module):
                     results[frame] = absent(*frames[frame].shape[:2], self.sam.image_size // 4)
                 else:
                     rows = seg_rows(list(ids) + [answer], self.seg_id, images.shape[1])
-                    hooks.prompt = self.llm.seg_prompts(hidden, rows)[-1:][None]
+                    hooks.prompt = self.llm.seg_prompts(hidden, [rows[-1] - shared.rows])[None]
                     results[frame] = session.push(frames[frame]).objects[1]
         return GlusResult(results, answered)  # type: ignore[arg-type]
 
