@@ -15,6 +15,7 @@ from refseg.cli import main
 from refseg.data import synth
 from refseg.methods.glus.build import load_glus, load_selector
 from refseg.methods.glus.conversation import IMAGE_TOKEN, glus_input_ids
+from refseg.methods.glus.frames import context_frames
 from refseg.methods.glus.keyframe import SCORE, SELECTOR_TOKENS, score_prompt
 from refseg.train.config import load_config
 from refseg.train.glus_kfs import frame_ious, pseudo_labels
@@ -91,6 +92,12 @@ def test_key_frame_is_the_best_scored_frame_and_streams_start_there(runs, monkey
     assert len(scores) == 6 and selector.key_frame(frames, "the red thing") == int(np.argmax(scores))
     # frame t's score reads the context frames and frame t (a different query frame, a different score)
     assert len(set(round(s, 6) for s in scores)) > 1
+    with torch.no_grad():  # each the score of that frame's whole call (the kept prefix changes nothing)
+        context = context_frames(6, selector.context)
+        tokens = selector.vision(selector.vision.pixels(frames))
+        ids = selector.input_ids("the red thing")
+        whole = [float(selector.score(ids, tokens[context + [t]])[0]) for t in range(6)]
+    np.testing.assert_allclose(scores, whole, atol=1e-5, rtol=0)
     glus = load_glus(runs["glus"] / "final")
     glus.selector = selector
     key = int(np.argmax(scores))

@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from refseg.io.atomic import atomic_dir
 from refseg.methods.glus.conversation import (CONTEXT_TEXT, EOS, IMAGE_BLOCK, SYSTEM, clean_expression,
-                                              glus_input_ids, seg_rows)
+                                              glus_input_ids, query_start, seg_rows)
 from refseg.methods.glus.frames import context_frames
 from refseg.methods.glus.mllm import GlusLlm
 from refseg.methods.glus.model import GlusSpec
@@ -86,7 +86,11 @@ class KeyFrameSelector(nn.Module):
         context = context_frames(len(frames), self.context)
         tokens = self.vision(self.vision.pixels(list(frames)))  # [N, m, H]
         ids = self.input_ids(expression)
-        return [float(self.score(ids, tokens[context + [t]])[0]) for t in range(len(frames))]
+        # every call begins with the system text and the context frames: kept once (mllm's docstring)
+        prefix = self.llm.prefix(ids[:query_start(ids, len(context))], tokens[context])
+        (row,) = seg_rows(ids, self.score_id, tokens.shape[1])
+        return [float(self.head(self.llm(ids, tokens[context + [t]], prefix)[0][row - prefix.rows]))
+                for t in range(len(frames))]
 
     def key_frame(self, frames: Sequence[np.ndarray], expression: str) -> int:
         """The best-scored frame (the first of equals)."""
