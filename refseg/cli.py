@@ -9,7 +9,7 @@
                  [--scenario PHENOMENON] [--stats]
     refseg segment INPUT --text "..." [--text "..."]... [--model default|evf-sam|DIR] [--frame N] [--semantic]
                    [--method glus] [--out DIR] [--device cpu|cuda]
-    refseg segment VIDEO --method sam2-love --model DIR --text "..." [--audio FILE] [--out DIR]
+    refseg segment VIDEO --method sam2-love --model DIR --text "..." [--audio FILE] [--online] [--out DIR]
     refseg segment INPUT --sam2 SOURCE (--points "X,Y[:L] ..." | --box X0,Y0,X1,Y1 | --mask PNG)...
                    [--frame N] [--out DIR] [--device cpu|cuda]
 
@@ -250,6 +250,8 @@ def _segment_text(args: argparse.Namespace) -> int:
         raise InputError("--method sam-i2v: SAM-I2V is prompted by clicks, boxes and masks, not --text")
     if args.audio and args.method != "sam2-love":
         raise InputError("--audio: only --method sam2-love hears the sound")
+    if args.online and args.method != "sam2-love":
+        raise InputError("--online: only --method sam2-love has an offline and an online form; the others stream already")
     if args.method == "glus" and is_live(args.input):
         raise InputError(f"{args.input}: GLUS reads the whole video (its context frames are spread over it); "
                          "give a video file, a folder of frames or an image, not a live source")
@@ -277,9 +279,13 @@ def _segment_text(args: argparse.Namespace) -> int:
     if isinstance(model, Sam2Love):
         # a video file's own rate aligns its sound; frames in a folder are spread over the --audio file
         from refseg.io import video_fps
+        from refseg.methods.sam2_love.model import clip_fps
 
         fps = video_fps(args.input) if Path(args.input).suffix.lower() in VIDEO_SUFFIXES else None
-        session = model.stream(texts, sound, fps)  # reads the whole clip, then segments
+        if args.online:  # a result per frame; frames in a folder are spread over the sound
+            session = model.online_stream(texts, sound, fps or clip_fps(_image_count(Path(args.input)), sound))
+        else:
+            session = model.stream(texts, sound, fps)  # reads the whole clip, then segments
     elif isinstance(model, EvfSam):
         session = model.stream(texts, frame=args.frame)  # the text prompts that frame; tracked after it
     elif args.frame:
@@ -299,6 +305,13 @@ def _check_model_path(model: str) -> None:
                          "or an official .pth / .pt checkpoint")
     if not path.exists() and (os.sep in model or model.startswith(".")):
         raise InputError(f"--model {model}: no such model folder or file")
+
+
+def _image_count(path: Path) -> int:
+    """Frames in an input that is a folder of images (1 for an image)."""
+    from refseg.io.video import IMAGE_SUFFIXES
+
+    return sum(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()) if path.is_dir() else 1
 
 
 def _love_audio(args: argparse.Namespace):
@@ -644,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(the shipped SynthRef GLUS, or --model: a GLUS folder, refseg's or published) or sam2-love "
                           "(--model: a SAM2-LOVE folder; hears the video's sound or --audio)")
     seg.add_argument("--audio", help="--method sam2-love: the sound (wav, flac, mp3, ...) instead of the video's own track")
+    seg.add_argument("--online", action="store_true",
+                     help="--method sam2-love: a mask per frame as frames arrive, from what was seen and heard so far "
+                          "(refseg's streaming form, not the paper's; docs/RESULTS.md measures it against the offline one)")
     seg.add_argument("--selector", help="--method glus: a key-frame selector folder (passes start at its key frame)")
     seg.add_argument("--sam2", help="for clicks, boxes and masks: SAM 2 model directory, official .pt file, hub id, "
                                     f"or a shipped SynthRef SAM 2 ({', '.join(SHIPPED_SAM2)})")

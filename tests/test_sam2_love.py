@@ -234,6 +234,17 @@ def test_cli_segments_a_video_with_its_sound_and_predicts_refavs(text, tmp_path,
     for t in (0, 9):
         np.testing.assert_array_equal(read_mask_png(again / "masks" / "1" / f"{t:05d}.png"),
                                       read_mask_png(out / "masks" / "1" / f"{t:05d}.png"))
+    # --online: a mask per frame as frames come; a folder's frames are spread over the sound as the video's are
+    online, online_dir = tmp_path / "online", tmp_path / "online_dir"
+    for source, target, extra in ((clip, online, []), (frames_dir, online_dir, ["--audio", str(clip)])):
+        assert main(["segment", str(source), "--method", "sam2-love", "--model", str(folder), "--text",
+                     "the object making the high-pitched sound", "--online", "--out", str(target), *extra]) == 0
+    for t in range(10):
+        np.testing.assert_array_equal(read_mask_png(online / "masks" / "1" / f"{t:05d}.png"),
+                                      read_mask_png(online_dir / "masks" / "1" / f"{t:05d}.png"))
+    assert main(["segment", str(clip), "--method", "glus", "--text", "x", "--online",
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "--online: only --method sam2-love" in capsys.readouterr().err
     # predict in the Ref-AVS layout and score it; silence is a flag away
     data, pred, mute = tmp_path / "avs", tmp_path / "pred", tmp_path / "mute"
     assert main(["synth", "--out", str(data), "--split", "test", "--count", "2", "--size", "128",
