@@ -131,8 +131,8 @@ def with_sound(samples: list[VideoSample], sound: str) -> list[VideoSample]:
     sound of the next video of the list ("other": a sound of the same kind that names nothing here)."""
     if sound != "other":
         return samples
-    return [dataclasses.replace(s, audio=samples[(i + 1) % len(samples)].audio,
-                                sample_rate=samples[(i + 1) % len(samples)].sample_rate) for i, s in enumerate(samples)]
+    following = samples[1:] + samples[:1]
+    return [dataclasses.replace(s, audio=n.audio, sample_rate=n.sample_rate) for s, n in zip(samples, following)]
 
 
 def score(model_dir: Path, data: Path, splits: tuple[str, ...] = ("test", "unseen", "sound_sync"),

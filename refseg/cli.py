@@ -279,11 +279,14 @@ def _segment_text(args: argparse.Namespace) -> int:
     if isinstance(model, Sam2Love):
         # a video file's own rate aligns its sound; frames in a folder are spread over the --audio file
         from refseg.io import video_fps
+        from refseg.io.video import folder_images
         from refseg.methods.sam2_love.model import clip_fps
 
         fps = video_fps(args.input) if Path(args.input).suffix.lower() in VIDEO_SUFFIXES else None
         if args.online:  # a result per frame; frames in a folder are spread over the sound
-            session = model.online_stream(texts, sound, fps or clip_fps(_image_count(Path(args.input)), sound))
+            if fps is None:
+                fps = clip_fps(len(folder_images(Path(args.input))) if Path(args.input).is_dir() else 1, sound)
+            session = model.online_stream(texts, sound, fps)
         else:
             session = model.stream(texts, sound, fps)  # reads the whole clip, then segments
     elif isinstance(model, EvfSam):
@@ -305,13 +308,6 @@ def _check_model_path(model: str) -> None:
                          "or an official .pth / .pt checkpoint")
     if not path.exists() and (os.sep in model or model.startswith(".")):
         raise InputError(f"--model {model}: no such model folder or file")
-
-
-def _image_count(path: Path) -> int:
-    """Frames in an input that is a folder of images (1 for an image)."""
-    from refseg.io.video import IMAGE_SUFFIXES
-
-    return sum(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()) if path.is_dir() else 1
 
 
 def _love_audio(args: argparse.Namespace):

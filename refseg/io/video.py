@@ -111,7 +111,7 @@ class FrameStream(Iterator[np.ndarray]):
             return
         path = Path(source)
         if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = folder_images(path)
             if not images:
                 raise InputError(f"{path}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
             yield from self._counted(read_image(image, self.max_side) for image in images)
@@ -202,6 +202,11 @@ def frames(source: str | os.PathLike[str], strict: bool = False, max_side: int |
     `max_side`: frames larger than that on their longer side come out scaled to fit it (decoded
     smaller where the format allows), so that memory per frame is bounded."""
     return FrameStream(source, strict, max_side)
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The image files of a folder of frames, in frame (name) order."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _live(source: str, rgb: Callable[[av.VideoFrame], np.ndarray]) -> Iterator[np.ndarray]:
