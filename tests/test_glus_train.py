@@ -4,6 +4,7 @@ trips and the CLI, on a tiny random model (a 2-layer LLaMA around the fixture's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -18,8 +19,8 @@ from refseg.cli import main
 from refseg.data import synth
 from refseg.data.sampler import ClipSampler
 from refseg.methods.glus.build import TINY_LLM, load_glus
-from refseg.methods.glus.conversation import (ANSWER, IMAGE_TOKEN, SEG, answer_targets, glus_input_ids, glus_prompt,
-                                              token_rows)
+from refseg.methods.glus.conversation import (ABSENT_WORD, ANSWER, IMAGE_TOKEN, SEG, answer_targets, glus_input_ids,
+                                              glus_prompt, token_rows)
 from refseg.methods.glus.frames import context_frames
 from refseg.methods.glus.mllm import GlusLlm
 from refseg.methods.glus.vision import Sam2Tower, VisionTokens
@@ -57,7 +58,7 @@ def test_a_training_conversation_answers_every_turn_and_its_targets_are_the_answ
     assert prompt.endswith(ANSWER + SEG + ".</s>")
     ids = glus_input_ids(prompt, tok)
     seg, eos = tok.convert_tokens_to_ids(SEG), tok.eos_token_id
-    targets = answer_targets(ids, seg, eos, tok)
+    targets = answer_targets(ids, eos, tok)
     # independently: each answer is the text from "Sure" up to its </s>
     spans = []
     for end in [i for i, t in enumerate(ids) if t == eos]:
@@ -240,6 +241,12 @@ def test_a_frame_without_seg_gets_no_mask_and_keeps_its_place(trained):
     trained_on = glus_input_ids(glus_prompt("the red thing", 1, c.context_frames, complete=True), model.tokenizer)
     assert calls[0] == trained_on[:trained_on.index(model.seg_id)]
     assert len(calls) == 5 and calls[4].count(model.seg_id) == c.query_window - 1
+    # a model trained to answer "empty" reads its failed turns as it was trained to write them
+    model.spec = dataclasses.replace(model.spec, absent_answer=True)
+    calls.clear()
+    assert model.segment(frames, "the red thing").answered == [True, False, True, False, True]
+    assert calls[2] == glus_input_ids(glus_prompt("the red thing", 3, c.context_frames, [False, True], absent=True).rstrip(),
+                                      model.tokenizer)
 
 
 def test_cli_segment_and_predict_with_glus(trained, tmp_path):
@@ -304,8 +311,6 @@ def test_standardize_seg_calibrates_once_and_the_folder_keeps_it(tmp_path):
 
 
 def test_without_a_memory_bank_each_frame_is_decoded_as_a_first_frame(trained):
-    import dataclasses
-
     from refseg.methods.glus.hooks import GlusHooks
 
     model = load_glus(trained / "final")
@@ -388,3 +393,66 @@ def test_the_readout_stage_holds_the_llm_fixed_and_decodes_what_a_glus_pass_deco
                            held["llm.text_hidden_fcs.layers.0.weight"])
     with pytest.raises(ValueError, match="data.cache_features: GLUS keeps the \\[SEG\\] states of single frames"):
         build_task(load_config({**values, "data": {**values["data"], "clip_len": 2}}))
+
+
+def test_a_frame_without_its_target_is_answered_empty_and_its_answer_is_a_target():
+    tok = tokenizer()
+    prompt = glus_prompt("The red circle.", turns=3, context_frames=2, failed=[False, True, False], complete=True,
+                         absent=True)
+    assert prompt.count(SEG) == 2 and prompt.count(ANSWER + ABSENT_WORD + ".</s>") == 1
+    ids = glus_input_ids(prompt, tok)
+    eos = tok.eos_token_id
+    targets = answer_targets(ids, eos, tok)
+    assert len([t for t in targets if ids[t] == eos]) == 3  # every turn's answer, the empty one too
+    assert ABSENT_WORD in tok.decode([ids[t] for t in targets])
+    # inference asks the trained model exactly what it was trained on, the empty turn included:
+    # the third call's prompt (frame 1's turn failed) is the training conversation up to its last [SEG]
+    asked = glus_input_ids(glus_prompt("The red circle.", 3, 2, [False, True], absent=True).rstrip(), tok)
+    assert asked == ids[:max(i for i, t in enumerate(ids) if t == tok.convert_tokens_to_ids(SEG))]
+    # and the empty answer's first token follows exactly the prefix that inference forces
+    first = glus_input_ids(glus_prompt("The red circle.", 1, 2).rstrip(), tok)
+    empty = glus_input_ids(glus_prompt("The red circle.", 1, 2, [True], complete=True, absent=True), tok)
+    assert empty[:len(first)] == first and tok.decode(empty[len(first):]).strip().startswith(ABSENT_WORD)
+    with pytest.raises(ValueError, match="failed"):
+        glus_prompt("x", 2, failed=[True, True])  # the current turn has no answer yet
+
+
+def test_training_with_absent_answers_skips_the_empty_frames_as_inference_does(tmp_path):
+    from refseg.methods.glus.hooks import GlusHooks
+    from refseg.train.loop import build_task, load_samples
+    from refseg.train.task import Referred
+
+    glus = {**tiny_config(tmp_path)["glus"], "absent_answer": True}
+    config = load_config(tiny_config(tmp_path / "absent", steps=2, glus=glus,
+                                     data={**tiny_config(tmp_path)["data"], "clip_len": 3}))
+    task = build_task(config)
+    model = task.model
+    model.eval()  # no adapter dropout: two computations of one clip agree
+    clip = ClipSampler(load_samples(config), clip_len=3, size=64, seed=0, by="expression").sample()
+    clip.mask = clip.mask.copy()
+    clip.mask[1] = False  # the target leaves on frame 1
+    clip.mask[0, 20:40, 20:40] = clip.mask[2, 10:30, 10:30] = True
+    losses, prompts, segmented = task.expression_losses(Referred(clip, 0))
+    assert segmented == [0, 2] and prompts.shape[0] == 2
+    # frame 2 after a skipped frame 1 is what a pass over frames 0 and 2 alone gives (GLUS's memory
+    # has no temporal encoding, and frame 1 stored none)
+    hooks = GlusHooks(model.config.num_maskmem, stride=1)
+    session = hooks.session(model.sam, grad=True)
+    logits = []
+    for t, prompt in zip(segmented, prompts):
+        hooks.prompt = prompt[None, None]
+        logits.append(session.push(clip.frames[t]).objects[1].output.high_res)
+    masks = torch.from_numpy(clip.mask[segmented]).float()[:, None]
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits).float(), masks)
+    assert torch.allclose(losses["bce"], expected, atol=1e-6)
+    # a null expression: no [SEG] at all, no mask loss, only the language loss, which reaches the LLM
+    clip.mask[:] = False
+    losses, prompts, segmented = task.expression_losses(Referred(clip, 0))
+    assert segmented == [] and prompts.shape[0] == 0
+    assert losses["bce"].item() == losses["dice"].item() == 0.0 and losses["ce"].item() > 0
+    losses["loss"].backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(".lora_" in n for n in grads) and not any(n.startswith("sam.") for n in grads)
+    # the folder keeps the setting, and inference then writes an empty turn as it was trained
+    run = train(config, progress=False)
+    assert load_glus(run / "final").spec.absent_answer

@@ -6,7 +6,9 @@ with up to `data.expressions_per_clip` expressions of that video (3 in the paper
 clip. Per expression:
 
 1. one LLM call over a complete conversation (`conversation.glus_prompt(complete=True)`): the
-   context frames, then one turn per query frame, every answer "... [SEG].";
+   context frames, then one turn per query frame, every answer "... [SEG]." (with
+   `glus.absent_answer`, "... empty." where the frame's target mask is empty; such a frame is
+   skipped by SAM 2 as inference skips it);
 2. the language loss: cross-entropy on the assistant's tokens (`conversation.answer_targets`);
 3. each query frame's projected [SEG] prompts SAM 2 on that frame, in order, through the engine
    with GLUS's memory at stride 1 (`hooks.GlusHooks`; memories detached unless
@@ -94,12 +96,25 @@ class GlusTask(ExpressionTask):
             self.calibrate([calibration.sample() for _ in range(CALIBRATION_CLIPS)])
         return clips(seed, self.config.data.phenomenon_weights)
 
+    def present(self, clip: Clip) -> list[bool]:
+        """Per query frame of `clip`: whether it is answered with [SEG] (always, unless the model
+        learns to say a frame is empty, `GlusSpec.absent_answer`: then where its target mask is
+        not empty)."""
+        masks = clip.mask[clip.context:]
+        spec = self.model.spec
+        if spec is None or not spec.absent_answer:
+            return [True] * len(masks)
+        return [bool(m.any()) for m in masks]
+
     def conversation(self, clip: Clip) -> tuple[list[int], Tensor, Tensor]:
         """(ids, image tokens [context + T, m, H], LLM states [L', H]) of the complete training
-        conversation of `clip`: its context frames, then one answered turn per query frame."""
+        conversation of `clip`: its context frames, then one answered turn per query frame ([SEG],
+        or `ABSENT_WORD` where `present` says no)."""
         model = self.model
         turns = len(clip.frames) - clip.context
-        ids = glus_input_ids(glus_prompt(clip.expression.text, turns, clip.context, complete=True), model.tokenizer)
+        failed = [not p for p in self.present(clip)]
+        prompt = glus_prompt(clip.expression.text, turns, clip.context, failed, complete=True, absent=True)
+        ids = glus_input_ids(prompt, model.tokenizer)
         images = model.vision(model.vision.pixels(list(clip.frames)))
         return ids, images, model.llm.states(ids, images)
 
@@ -118,40 +133,45 @@ class GlusTask(ExpressionTask):
 
     def forward(self, batch: list[Referred]) -> dict[str, Tensor]:
         """Mean of the per-expression losses, plus the contrastive loss over the batch's tokens."""
-        tokens, tags = [], []
+        tokens, tags, frames = [], [], []
         if self.states is not None:
             out, prompts = self.readout_losses(batch)
-            tokens = list(prompts[:, None])
+            tokens, frames = list(prompts[:, None]), [[0]] * len(batch)
         else:
             terms = []
             for sample in batch:
                 with seeded(sample.seed):
-                    losses, prompts = self.expression_losses(sample)
+                    losses, prompts, segmented = self.expression_losses(sample)
                 terms.append(losses)
                 tokens.append(prompts)
+                frames.append(segmented)
             out = {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
-        for sample, prompts in zip(batch, tokens):
+        for sample, segmented in zip(batch, frames):
             clip = sample.clip
             tags += [TokenTag(clip.video_id, clip.expression.exp_id, clip.start + t, frozenset(clip.expression.target_ids))
-                     for t in range(len(prompts))]
+                     for t in segmented]
         generator = torch.Generator().manual_seed(batch[0].seed)
         contrastive = object_contrastive_loss(torch.cat(tokens), tags, self.bank, generator)
         out["contrastive"] = contrastive if contrastive is not None else out["loss"].new_zeros(())
         out["loss"] = out["loss"] + self.config.loss.contrastive * out["contrastive"]
         return out
 
-    def expression_losses(self, sample: Referred) -> tuple[dict[str, Tensor], Tensor]:
-        """(losses of one expression, its projected [SEG] tokens [T, C])."""
+    def expression_losses(self, sample: Referred) -> tuple[dict[str, Tensor], Tensor, list[int]]:
+        """(losses of one expression, its projected [SEG] tokens [P, C], the query frame of each).
+        A frame answered `ABSENT_WORD` is skipped as inference skips it (no mask, no memory); its
+        only loss is the language loss. BCE and Dice average over the frames with a [SEG] (0 when
+        there are none)."""
         model, w, clip = self.model, self.config.loss, sample.clip
         query = clip.frames[clip.context:]
-        turns = len(query)
+        present = self.present(clip)
+        segmented = [t for t, p in enumerate(present) if p]
         ids, images, hidden = self.conversation(clip)
         m = images.shape[1]
-        targets = answer_targets(ids, model.seg_id, int(model.tokenizer.eos_token_id), model.tokenizer)
+        targets = answer_targets(ids, int(model.tokenizer.eos_token_id), model.tokenizer)
         ce = model.llm.answer_loss(hidden, ids, targets, m)
-        prompts = model.llm.seg_prompts(hidden, seg_rows(ids, model.seg_id, m))  # [T, C]
-        if len(prompts) != turns:
-            raise RuntimeError(f"the conversation holds {len(prompts)} [SEG] for {turns} query frames")
+        prompts = model.llm.seg_prompts(hidden, seg_rows(ids, model.seg_id, m))  # [P, C]
+        if len(prompts) != len(segmented):
+            raise RuntimeError(f"the conversation holds {len(prompts)} [SEG] for {len(segmented)} segmented query frames")
 
         c = model.config
         hooks = GlusHooks(c.num_maskmem, stride=1, train_memory=model.spec is not None and model.spec.train_memory)
@@ -160,16 +180,22 @@ class GlusTask(ExpressionTask):
         for t, frame in enumerate(query):
             if not c.num_maskmem:  # no memory bank: every query frame decoded alone
                 session = hooks.session(model.sam, grad=True)
-            hooks.prompt = prompts[t][None, None]
+            if not present[t]:
+                session.skip(frame)
+                continue
+            hooks.prompt = prompts[len(high_res)][None, None]
             high_res.append(session.push(frame).objects[OBJ].output.high_res)
-        size = model.sam.image_size
-        masks = torch.from_numpy(clip.mask[clip.context:]).to(hidden.device, torch.float32)[:, None]
-        masks = F.interpolate(masks, size=(size, size), mode="nearest")  # [T, 1, S, S]
-        mask_logits = torch.cat(high_res).float()
-        bce = bce_loss(mask_logits, masks)
-        dice = dice_loss(mask_logits, masks, smooth=LISA_DICE_SMOOTH)
+        if high_res:
+            size = model.sam.image_size
+            masks = torch.from_numpy(clip.mask[clip.context:][segmented]).to(hidden.device, torch.float32)[:, None]
+            masks = F.interpolate(masks, size=(size, size), mode="nearest")  # [P, 1, S, S]
+            mask_logits = torch.cat(high_res).float()
+            bce = bce_loss(mask_logits, masks)
+            dice = dice_loss(mask_logits, masks, smooth=LISA_DICE_SMOOTH)
+        else:
+            bce = dice = ce.new_zeros(())
         loss = w.ce * ce + w.bce * bce + w.dice * dice
-        return {"ce": ce, "bce": bce, "dice": dice, "loss": loss}, prompts
+        return {"ce": ce, "bce": bce, "dice": dice, "loss": loss}, prompts, segmented
 
     def readout_losses(self, batch: list[Referred]) -> tuple[dict[str, Tensor], Tensor]:
         """(losses, projected [SEG] tokens [B, C]) of a read-out step (`data.cache_features`)."""

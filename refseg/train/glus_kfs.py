@@ -102,6 +102,6 @@ class GlusKeyFrameTask(ExpressionTask):
         score, hidden = model.score(ids, images)
         label = self.labels[clip.video_id][clip.expression.exp_id][clip.start]
         l1 = (score.float() - label).abs()
-        targets = answer_targets(ids, model.score_id, int(model.tokenizer.eos_token_id), model.tokenizer, SCORE_ANSWER)
+        targets = answer_targets(ids, int(model.tokenizer.eos_token_id), model.tokenizer, SCORE_ANSWER)
         ce = model.llm.answer_loss(hidden, ids, targets, images.shape[1])
         return {"score": l1, "ce": ce, "loss": w.score * l1 + w.ce * ce}

@@ -13,6 +13,11 @@ space; the model's next token should be `[SEG]`, and the LLM's last-layer state 
 before each `[SEG]` is that frame's prompt embedding (LISA's shift, `seg_rows`). When the window
 slides, the oldest turn leaves and the context frames move into the new first turn.
 
+A model refseg trains with `GlusSpec.absent_answer` answers a frame where its target is not
+(a null expression, an object that has not arrived yet) with `ABSENT_WORD` ("... result is empty.")
+instead of `[SEG]`: the paper's model always answers [SEG], so it outlines something on every
+frame.
+
 Token ids follow LLaVA's `tokenizer_image_token` with a LLaMA (SentencePiece, legacy) tokenizer:
 the text is split at the added tokens, whitespace next to an added token is dropped, every text
 piece is encoded on its own (so it gets SentencePiece's leading "▁"), the BOS comes once, and each
@@ -33,6 +38,7 @@ IMAGE_BLOCK = IM_START + IMAGE + IM_END
 CONTEXT_TEXT = "\nPlease finished the following tasks on the context frames above.\n"  # the official wording
 QUESTION = "\nCan you segment the {} in this frame?"
 ANSWER = "Sure, the segmentation result is "
+ABSENT_WORD = "empty"  # the answer's last word, in place of [SEG], of a frame without the target (`GlusSpec.absent_answer`)
 IMAGE_TOKEN = -200
 NEW_TOKENS = (SEG, IM_START, IM_END)  # added to the LLM's vocabulary
 
@@ -44,14 +50,16 @@ def clean_expression(expression: str) -> str:
 
 
 def glus_prompt(expression: str, turns: int, context_frames: int = 4, failed: Sequence[bool] = (),
-                complete: bool = False) -> str:
+                complete: bool = False, absent: bool = False) -> str:
     """The prompt of a call over `context_frames` context images and `turns` query frames (the
-    window, current frame last). `failed[i]`: the i-th earlier turn produced no [SEG] (its answer
-    then reads "[SEG] ." as the official code writes it). `complete`: the last answer too is
-    written out in full (a training conversation, every turn answered)."""
+    window, current frame last). `failed[i]`: the i-th turn produced no [SEG]; its answer then
+    reads "[SEG] ." as the official code writes it, or, with `absent` (a model trained to say so,
+    `GlusSpec.absent_answer`), `ABSENT_WORD` as that model was trained. `complete`: the last answer too
+    is written out in full (a training conversation, every turn answered; `failed` may then flag
+    the last turn too)."""
     if turns < 1:
         raise ValueError(f"turns: at least the current frame, got {turns}")
-    if len(failed) not in (0, turns - 1):
+    if len(failed) not in (0, turns - 1, turns if complete else turns - 1):
         raise ValueError(f"failed: one flag per earlier turn ({turns - 1}), got {len(failed)}")
     question = QUESTION.format(clean_expression(expression))
     parts = [SYSTEM + " "]
@@ -61,7 +69,8 @@ def glus_prompt(expression: str, turns: int, context_frames: int = 4, failed: Se
             user = IMAGE_BLOCK * context_frames + CONTEXT_TEXT + user
         parts.append(f"USER: {user} ASSISTANT: ")
         if turn < turns - 1 or complete:
-            parts.append(ANSWER + SEG + (" ." if failed and turn < len(failed) and failed[turn] else ".") + EOS)
+            missed = turn < len(failed) and failed[turn]
+            parts.append(ANSWER + (ABSENT_WORD + "." if missed and absent else SEG + (" ." if missed else ".")) + EOS)
         else:
             parts.append(ANSWER)
     return "".join(parts)
@@ -134,22 +143,21 @@ def seg_rows(input_ids: Sequence[int], seg_id: int, image_tokens: int) -> list[i
     return rows
 
 
-def answer_targets(input_ids: Sequence[int], seg_id: int, eos_id: int, tokenizer: PreTrainedTokenizerBase,
+def answer_targets(input_ids: Sequence[int], eos_id: int, tokenizer: PreTrainedTokenizerBase,
                    answer: str = ANSWER) -> list[int]:
     """Positions of the assistant's tokens in a complete conversation's ids (what the language
-    loss reads, LLaVA's rule): for each `seg_id` token ([SEG], or the selector's [SCORE]), the
-    tokens of `answer` before it, the token itself and what follows it up to and including the
-    turn's end-of-sequence token."""
+    loss reads, LLaVA's rule): for each end-of-sequence token (the end of an answered turn), the
+    tokens from the start of `answer` ("Sure, ...", or the selector's "The score is ...") up to
+    and including it, whatever the answer says after `answer` ([SEG], `ABSENT_WORD`, [SCORE])."""
     answer = answer.strip()
     targets: list[int] = []
-    for position, token in enumerate(input_ids):
-        if token != seg_id:
+    for end, token in enumerate(input_ids):
+        if token != eos_id:
             continue
-        start = position
-        while start > 0 and answer not in tokenizer.decode(list(input_ids[start:position])):
+        start = end
+        while answer not in tokenizer.decode(list(input_ids[start:end])):
             start -= 1
-        end = position
-        while end < len(input_ids) - 1 and input_ids[end] != eos_id:
-            end += 1
+            if start < 0 or input_ids[start] in (IMAGE_TOKEN, eos_id):
+                raise ValueError(f"the turn ending at token {end} holds no answer {answer!r}")
         targets.extend(range(start, end + 1))
     return targets

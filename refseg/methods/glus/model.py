@@ -8,7 +8,8 @@ context frames (`frames.context_frames`, the same for every pass) and the query 
 `frames.query_window(t)` in one conversation (`conversation.glus_prompt`), its answer is forced
 up to the [SEG] slot and one token is generated; if that token is [SEG], its projected state
 prompts SAM 2 on the frame (`hooks.GlusHooks`), else the frame gets an empty mask and no memory
-and its turn reads "[SEG] ." in later windows, as the official code does.
+and its turn reads "[SEG] ." in later windows, as the official code does (a model trained with
+`GlusSpec.absent_answer` says so on purpose, and its turn reads as it was trained: "... empty.").
 
 The forced answer ends "... result is " with its space, as the official inference writes it; the
 official training conversation drops the space before [SEG] (the tokenizer splits around the added
@@ -78,6 +79,10 @@ class GlusSpec:
     standardize_seg: training first calibrates a per-channel standardisation of the [SEG] state
         on training clips drawn apart from the training draws (`GlusLlm.calibrate`); the folder
         stores it.
+    absent_answer: training answers each frame where the target is not (its mask is empty: a
+        null expression, an object not yet arrived or gone) with `conversation.ABSENT_WORD`
+        instead of [SEG], so the model can leave a frame empty; inference then writes such turns
+        that way. refseg's addition: the paper's model answers [SEG] on every frame.
     """
 
     llm: str | None = None
@@ -91,6 +96,7 @@ class GlusSpec:
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     train_memory: bool = False
     standardize_seg: bool = False
+    absent_answer: bool = False
     inference: GlusConfig = field(default_factory=GlusConfig)
 
 
@@ -224,6 +230,7 @@ class Glus(nn.Module):
         results: list[ObjectResult | None] = [None] * n
         answered = [False] * n
         shared: Prefix | None = None  # the system text and context frames, run once (mllm's docstring)
+        says_absent = self.spec is not None and self.spec.absent_answer
         for order in passes:  # a later pass overwrites the key frame
             hooks = GlusHooks(c.num_maskmem, c.memory_stride)
             session = hooks.session(self.sam)
@@ -233,7 +240,7 @@ class Glus(nn.Module):
                     session = hooks.session(self.sam)
                 window = query_window(step, c.query_window)
                 earlier = failed[len(failed) - len(window) + 1:] if len(window) > 1 else []
-                prompt = glus_prompt(expression, len(window), c.context_frames, earlier)
+                prompt = glus_prompt(expression, len(window), c.context_frames, earlier, absent=says_absent)
                 if self.spec is not None:  # a model refseg trained: no space before [SEG] (module docstring)
                     prompt = prompt.rstrip()
                 ids = glus_input_ids(prompt, self.tokenizer)
