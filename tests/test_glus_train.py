@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 from refseg.cli import main
 from refseg.data import synth
 from refseg.data.sampler import ClipSampler
+from refseg.engine import Session
 from refseg.methods.glus.build import TINY_LLM, load_glus
 from refseg.methods.glus.conversation import (ABSENT_WORD, ANSWER, IMAGE_TOKEN, SEG, answer_targets, glus_input_ids,
                                               glus_prompt, token_rows)
@@ -456,3 +457,59 @@ def test_training_with_absent_answers_skips_the_empty_frames_as_inference_does(t
     # the folder keeps the setting, and inference then writes an empty turn as it was trained
     run = train(config, progress=False)
     assert load_glus(run / "final").spec.absent_answer
+
+
+def test_a_presence_gated_model_empties_the_frames_sam2_calls_absent(trained):
+    model = load_glus(trained / "final")
+    forward = model.llm.forward
+    model.llm.forward = lambda ids, images, prefix=None: (forward(ids, images, prefix)[0],  # always [SEG]
+                                                         torch.where(torch.arange(403) == model.seg_id, 0.0, -1e9))
+    frames = frames_of(3)
+    head = [p for n, p in model.sam.mask_decoder.named_parameters() if "pred_obj_score_head" in n and n.endswith("bias")]
+    with torch.no_grad():
+        head[-1].fill_(-50.0)  # SAM 2 says "not here" on every frame
+    ungated = model.segment(frames, "the red thing")
+    assert all(r.score <= 0 for r in ungated.frames)
+    assert all(float(r.logits.max()) > -1000 for r in ungated.frames)  # the official rule keeps every mask
+    model.spec = dataclasses.replace(model.spec, presence_gate=True)
+    gated = model.segment(frames, "the red thing")
+    assert gated.answered == [True] * 3
+    for r in gated.frames:
+        assert not r.mask.any() and float(r.logits.max()) <= -1000
+
+
+def test_training_with_the_presence_gate_teaches_sam2_whether_the_target_is_there(tmp_path):
+    from refseg.train.loop import build_task, load_samples
+    from refseg.train.task import Referred
+
+    glus = {**tiny_config(tmp_path)["glus"], "presence_gate": True}
+    config = load_config(tiny_config(tmp_path / "gate", steps=2, glus=glus,
+                                     data={**tiny_config(tmp_path)["data"], "clip_len": 3}))
+    task = build_task(config)
+    model = task.model
+    model.eval()
+    clip = ClipSampler(load_samples(config), clip_len=3, size=64, seed=0, by="expression").sample()
+    clip.mask = clip.mask.copy()
+    clip.mask[:] = False
+    clip.mask[0, 20:40, 20:40] = True  # there on frame 0 only
+    scores = []
+    push = Session.push
+
+    def recording(self, frame):
+        result = push(self, frame)
+        scores.append(result.objects[1].output.object_score[0, 0])
+        return result
+
+    Session.push = recording
+    try:
+        losses, _, segmented = task.expression_losses(Referred(clip, 0))
+    finally:
+        Session.push = push
+    assert segmented == [0, 1, 2]  # every frame decoded: SAM 2, not the LLM, says absent
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.stack(scores).float(), torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(losses["object"], expected, atol=1e-6)
+    losses["object"].backward()
+    assert any("pred_obj_score_head" in n and p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in model.named_parameters())
+    run = train(config, progress=False)
+    assert load_glus(run / "final").spec.presence_gate

@@ -13,7 +13,9 @@ clip. Per expression:
 3. each query frame's projected [SEG] prompts SAM 2 on that frame, in order, through the engine
    with GLUS's memory at stride 1 (`hooks.GlusHooks`; memories detached unless
    `glus.train_memory`): BCE and Dice (LISA's, smooth 1e-3) on the masks at the model's input size;
-4. the object contrastive loss (Sec. 4.3) on the projected [SEG] tokens, with a bank that lives as
+4. with `glus.presence_gate`, `loss.object` x cross-entropy of SAM 2's presence score against
+   whether the frame shows the target (masks are gated by it, as at inference);
+5. the object contrastive loss (Sec. 4.3) on the projected [SEG] tokens, with a bank that lives as
    long as the task and is stored in each checkpoint (a resumed run contrasts with the same bank).
 
 The loss is `loss.ce` x CE + `loss.bce` x BCE + `loss.dice` x Dice + `loss.contrastive` x L_con
@@ -51,7 +53,7 @@ from refseg.sam.mask_decoder import DecoderOutput, decode_masks
 from refseg.sam.preprocess import SAM2
 from refseg.sam.prompt_encoder import embed_prompts
 from refseg.train.config import TrainConfig
-from refseg.train.losses import bce_loss, dice_loss
+from refseg.train.losses import bce_loss, dice_loss, object_score_loss
 from refseg.train.task import ExpressionTask, FeatureCache, Referred, image_key, seeded
 
 OBJ = 1  # the one object of a GLUS pass (`GlusHooks.session`)
@@ -174,9 +176,11 @@ class GlusTask(ExpressionTask):
             raise RuntimeError(f"the conversation holds {len(prompts)} [SEG] for {len(segmented)} segmented query frames")
 
         c = model.config
-        hooks = GlusHooks(c.num_maskmem, stride=1, train_memory=model.spec is not None and model.spec.train_memory)
+        spec = model.spec
+        gated = spec is not None and spec.presence_gate
+        hooks = GlusHooks(c.num_maskmem, stride=1, train_memory=spec is not None and spec.train_memory, presence_gate=gated)
         session = hooks.session(model.sam, grad=True)
-        high_res = []
+        high_res, scores = [], []
         for t, frame in enumerate(query):
             if not c.num_maskmem:  # no memory bank: every query frame decoded alone
                 session = hooks.session(model.sam, grad=True)
@@ -184,7 +188,9 @@ class GlusTask(ExpressionTask):
                 session.skip(frame)
                 continue
             hooks.prompt = prompts[len(high_res)][None, None]
-            high_res.append(session.push(frame).objects[OBJ].output.high_res)
+            output = session.push(frame).objects[OBJ].output
+            high_res.append(output.high_res)
+            scores.append(output.object_score[:, 0])
         if high_res:
             size = model.sam.image_size
             masks = torch.from_numpy(clip.mask[clip.context:][segmented]).to(hidden.device, torch.float32)[:, None]
@@ -195,7 +201,11 @@ class GlusTask(ExpressionTask):
         else:
             bce = dice = ce.new_zeros(())
         loss = w.ce * ce + w.bce * bce + w.dice * dice
-        return {"ce": ce, "bce": bce, "dice": dice, "loss": loss}, prompts, segmented
+        out = {"ce": ce, "bce": bce, "dice": dice}
+        if gated:
+            out["object"] = object_score_loss(torch.cat(scores), masks.flatten(1).any(dim=1)) if high_res else ce.new_zeros(())
+            loss = loss + w.object * out["object"]
+        return {**out, "loss": loss}, prompts, segmented
 
     def readout_losses(self, batch: list[Referred]) -> tuple[dict[str, Tensor], Tensor]:
         """(losses, projected [SEG] tokens [B, C]) of a read-out step (`data.cache_features`)."""

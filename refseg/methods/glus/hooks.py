@@ -4,7 +4,9 @@ Every frame of a pass is decoded from one sparse prompt token, the frame's proje
 MLLM's answer for that frame, handed over through `prompt` before the frame is pushed); the dense
 prompt is SAM's no-mask embedding and SAM 2 gives a single mask (`multimask_output=False`, with
 its stability fallback to the best of three candidates, which SAM 2 keeps on in eval mode). The
-object score gates nothing and no holes are filled.
+object score gates nothing (the official code; `presence_gate` for a model refseg trained with
+`GlusSpec.presence_gate`: SAM 2's own rule, the mask emptied where the score is <= 0) and no holes
+are filled.
 
 Memory (Sec. 4.2): a frame at pass position t attends to the memories of
 `frames.memory_frames(t)` (t - 1 and a stride-r history, at most 7 frames, oldest first) with
@@ -43,8 +45,10 @@ class GlusHooks(MethodHooks):
     preprocess = SAM2
     memory_reads_decoder_input = True
 
-    def __init__(self, num_maskmem: int = 7, stride: int = 3, train_memory: bool = False) -> None:
+    def __init__(self, num_maskmem: int = 7, stride: int = 3, train_memory: bool = False,
+                 presence_gate: bool = False) -> None:
         self.num_maskmem, self.stride, self.train_memory = num_maskmem, stride, train_memory
+        self.presence_gate = presence_gate
         self.keep_recent = max(num_maskmem - 1, 0) * stride + 1
         self.prompt: Tensor | None = None
 

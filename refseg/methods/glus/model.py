@@ -83,6 +83,10 @@ class GlusSpec:
         null expression, an object not yet arrived or gone) with `conversation.ABSENT_WORD`
         instead of [SEG], so the model can leave a frame empty; inference then writes such turns
         that way. refseg's addition: the paper's model answers [SEG] on every frame.
+    presence_gate: SAM 2's presence score empties the mask of a frame where it is <= 0 (SAM 2's
+        rule; the official GLUS keeps every mask), and training adds `loss.object` on it: a frame
+        without the target is told apart by SAM 2's decoder from the full-resolution features and
+        the [SEG] token, rather than by the LLM (refseg's addition).
     """
 
     llm: str | None = None
@@ -97,6 +101,7 @@ class GlusSpec:
     train_memory: bool = False
     standardize_seg: bool = False
     absent_answer: bool = False
+    presence_gate: bool = False
     inference: GlusConfig = field(default_factory=GlusConfig)
 
 
@@ -232,7 +237,7 @@ class Glus(nn.Module):
         shared: Prefix | None = None  # the system text and context frames, run once (mllm's docstring)
         says_absent = self.spec is not None and self.spec.absent_answer
         for order in passes:  # a later pass overwrites the key frame
-            hooks = GlusHooks(c.num_maskmem, c.memory_stride)
+            hooks = GlusHooks(c.num_maskmem, c.memory_stride, presence_gate=self.spec is not None and self.spec.presence_gate)
             session = hooks.session(self.sam)
             failed: list[bool] = []
             for step, frame in enumerate(order):
