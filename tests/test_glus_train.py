@@ -418,19 +418,26 @@ def test_a_frame_without_its_target_is_answered_empty_and_its_answer_is_a_target
         glus_prompt("x", 2, failed=[True, True])  # the current turn has no answer yet
 
 
-def test_training_with_absent_answers_skips_the_empty_frames_as_inference_does(tmp_path):
-    from refseg.methods.glus.hooks import GlusHooks
+def task_and_clip(tmp_path: Path, **glus: object):
+    """(config, glus task with `glus` settings in eval mode, a 3-frame training clip with its own mask)."""
     from refseg.train.loop import build_task, load_samples
-    from refseg.train.task import Referred
 
-    glus = {**tiny_config(tmp_path)["glus"], "absent_answer": True}
-    config = load_config(tiny_config(tmp_path / "absent", steps=2, glus=glus,
-                                     data={**tiny_config(tmp_path)["data"], "clip_len": 3}))
+    base = tiny_config(tmp_path)
+    config = load_config(tiny_config(tmp_path / "run", steps=2, glus={**base["glus"], **glus},
+                                     data={**base["data"], "clip_len": 3}))
     task = build_task(config)
-    model = task.model
-    model.eval()  # no adapter dropout: two computations of one clip agree
+    task.model.eval()  # no adapter dropout: two computations of one clip agree
     clip = ClipSampler(load_samples(config), clip_len=3, size=64, seed=0, by="expression").sample()
     clip.mask = clip.mask.copy()
+    return config, task, clip
+
+
+def test_training_with_absent_answers_skips_the_empty_frames_as_inference_does(tmp_path):
+    from refseg.methods.glus.hooks import GlusHooks
+    from refseg.train.task import Referred
+
+    config, task, clip = task_and_clip(tmp_path, absent_answer=True)
+    model = task.model
     clip.mask[1] = False  # the target leaves on frame 1
     clip.mask[0, 20:40, 20:40] = clip.mask[2, 10:30, 10:30] = True
     losses, prompts, segmented = task.expression_losses(Referred(clip, 0))
@@ -479,17 +486,10 @@ def test_a_presence_gated_model_empties_the_frames_sam2_calls_absent(trained):
 
 
 def test_training_with_the_presence_gate_teaches_sam2_whether_the_target_is_there(tmp_path):
-    from refseg.train.loop import build_task, load_samples
     from refseg.train.task import Referred
 
-    glus = {**tiny_config(tmp_path)["glus"], "presence_gate": True}
-    config = load_config(tiny_config(tmp_path / "gate", steps=2, glus=glus,
-                                     data={**tiny_config(tmp_path)["data"], "clip_len": 3}))
-    task = build_task(config)
+    config, task, clip = task_and_clip(tmp_path, presence_gate=True)
     model = task.model
-    model.eval()
-    clip = ClipSampler(load_samples(config), clip_len=3, size=64, seed=0, by="expression").sample()
-    clip.mask = clip.mask.copy()
     clip.mask[:] = False
     clip.mask[0, 20:40, 20:40] = True  # there on frame 0 only
     scores = []
