@@ -59,8 +59,10 @@ def glus_prompt(expression: str, turns: int, context_frames: int = 4, failed: Se
     the last turn too)."""
     if turns < 1:
         raise ValueError(f"turns: at least the current frame, got {turns}")
-    if len(failed) not in (0, turns - 1, turns if complete else turns - 1):
-        raise ValueError(f"failed: one flag per earlier turn ({turns - 1}), got {len(failed)}")
+    flagged = (0, turns - 1, turns) if complete else (0, turns - 1)
+    if len(failed) not in flagged:
+        raise ValueError(f"failed: one flag per earlier turn ({turns - 1}{' or every turn' if complete else ''}), "
+                         f"got {len(failed)}")
     question = QUESTION.format(clean_expression(expression))
     parts = [SYSTEM + " "]
     for turn in range(turns):
