@@ -528,3 +528,24 @@ def test_feature_store_keeps_the_frozen_features_for_later_runs_over_the_same_vi
     torch.manual_seed(0)  # what only training reads (loss, chain length in training) keeps the file
     same = load_config({**raw, "loss": {"ground": 1.0}, "data": {**raw["data"], "chain_frames": 1}})
     assert build_task(same).feature_key() == first.feature_key()
+
+
+def test_every_trainable_part_that_the_prompt_reaches_gets_a_gradient():
+    """The decoder's high-resolution projections are part of the frozen, kept image features, so
+    they are frozen; what the one sparse [seg] prompt and LOVE's losses never reach (mask and point
+    embeddings, and the IoU head, on which no LOVE loss is) is all that trains without a gradient."""
+    from refseg.train import sam2_love as love_train
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task, load_samples
+
+    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"},
+                          "data": {"count": 3, "audio_visual": True}, "sam2_love": TINY})
+    task = build_task(config)
+    task.sampler(load_samples(config), 0)
+    decoder = task.model.sam.mask_decoder
+    assert not any(p.requires_grad for m in (decoder.conv_s0, decoder.conv_s1) for p in m.parameters())
+    assert decoder.upscale_conv1.weight.requires_grad
+    full = [(v, e) for v, s in enumerate(task.videos) for e, x in enumerate(s.expressions) if x.target_ids]
+    task([love_train.LoveSample(*full[0], 1), love_train.LoveSample(*full[1], 2)])["loss"].backward()
+    unreached = {n.split(".")[3] for n, p in task.named_parameters() if p.requires_grad and p.grad is None}
+    assert unreached == {"mask_embed", "point_embed", "not_a_point_embed", "iou_prediction_head"}

@@ -43,6 +43,10 @@ from refseg.sam.checkpoint import read_safetensors
 from refseg.sam.model import Sam2
 
 PROMPTS = ("token", "mean")
+# the decoder's projections of the two high-resolution levels belong to the frame's image features
+# (`refseg.sam.image_encoder` applies them once per frame), which training keeps frozen and cached:
+# they stay as SAM 2 trained them even where the rest of the mask decoder trains
+IMAGE_PATH = ("mask_decoder.conv_s0.", "mask_decoder.conv_s1.")
 
 
 @dataclass
@@ -60,7 +64,8 @@ class LoveConfig:
     audio: the VGGish sizes; vit: the frame ViT's.
     audio_encoder, frame_encoder: pretrained weights a new model starts from (a VGGish folder
         or torchvggish .pth; a ViT folder); None: random (tests).
-    train_prompt_encoder, train_mask_decoder: Tab. 6's SAM 2 rows.
+    train_prompt_encoder, train_mask_decoder: Tab. 6's SAM 2 rows (the decoder's high-resolution
+        projections stay frozen with the image features: `IMAGE_PATH`).
     multimask: SAM 2 decodes three candidates and keeps the best predicted IoU (False: one mask,
         as EVF-SAM's SAM 2 prompt)."""
 
@@ -168,7 +173,8 @@ class Sam2Love(nn.Module):
             module.requires_grad_(False).eval()
         for name, p in sam.named_parameters():
             p.requires_grad_((config.train_prompt_encoder and name.startswith("prompt_encoder."))
-                             or (config.train_mask_decoder and name.startswith("mask_decoder.")))
+                             or (config.train_mask_decoder and name.startswith("mask_decoder.")
+                                 and not name.startswith(IMAGE_PATH)))
 
     def train(self, mode: bool = True) -> Sam2Love:
         super().train(mode)
