@@ -8,6 +8,7 @@ Rows (each a training of configs/sam2_love_synth.yaml's recipe, or `--recipe`'s,
     1 layer     Tab. 3: one fusion layer
     mean        Tab. 5: the mean of one pass over all frames instead of the propagated token
     sam frozen  Tab. 6: SAM 2's prompt encoder and mask decoder frozen
+    + motion    refseg's motion cue on the full row (`LoveConfig.motion`), not a row of the paper
 
 Each trained model is scored with `refseg predict --format refavs` + `refseg eval --protocol refavs`
 semantics on SynthRef audio-visual splits from a seed no run trains on (`--data`: a folder holding
@@ -21,8 +22,9 @@ scored before a column existed gets that column when the bench runs over it agai
 Each row and seed first trains its own grounding stage (`--ground`, configs/sam2_love_synth_ground.yaml
 by default, with the row's changes applied to it too; refseg.train.sam2_love) and the recipe starts
 from that stage's last checkpoint (`--no-ground`: the recipe alone). A row whose changes the stage
-never uses ("sam frozen": SAM 2 decodes nothing there) starts from the full row's stage of the
-same seed, which it would otherwise train again step for step.
+never uses ("sam frozen": SAM 2 decodes nothing there; "+ motion": the stage's chain is frame 0
+alone, whose motion is zero) starts from the full row's stage of the same seed, which it would
+otherwise train again step for step.
 
 Runs live under `--out/<row>/seed<k>` and are skipped when finished (an unfinished run resumes
 from its last checkpoint); scores are kept per run (`scores.json`), so seeds and rows can run in
@@ -65,6 +67,7 @@ ROWS = {
     "1 layer": {"layers": 1},
     "mean": {"prompt": "mean"},
     "sam frozen": {"train_prompt_encoder": False, "train_mask_decoder": False},
+    "+ motion": {"motion": True},
 }
 SAM2_FLAGS = {"train_prompt_encoder", "train_mask_decoder"}
 log = logging.getLogger("sam2_love_ablation")
@@ -78,10 +81,14 @@ def reaches_ground(row: str, stage: dict) -> bool:
     """Whether `row`'s changes alter a grounding stage of config `stage`. A stage in which SAM 2
     decodes nothing (every decode loss 0) never uses its prompt encoder or mask decoder, so rows
     that only freeze those ("sam frozen") would train the full row's stage again, step for step;
-    they share it instead."""
+    they share it instead. So do rows that only add the motion cue to a stage whose chain is
+    frame 0 alone (`data.chain_frames: 1`): frame 0's motion is zero, and the cue's projection
+    starts at zero and draws nothing from the random stream, so it adds nothing and learns
+    nothing there."""
     loss = stage.get("loss", {})
     decodes = any(loss.get(k, 0) for k in ("bce", "dice", "object", "place"))
-    return decodes or bool(set(ROWS[row]) - SAM2_FLAGS)
+    unused = (set() if decodes else SAM2_FLAGS) | ({"motion"} if stage.get("data", {}).get("chain_frames") == 1 else set())
+    return bool(set(ROWS[row]) - unused)
 
 
 def trained(row: str, seed: int, steps: int, out: Path, recipe: Path = RECIPE, ground: Path | None = None,

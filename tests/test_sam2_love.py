@@ -549,3 +549,69 @@ def test_every_trainable_part_that_the_prompt_reaches_gets_a_gradient():
     task([love_train.LoveSample(*full[0], 1), love_train.LoveSample(*full[1], 2)])["loss"].backward()
     unreached = {n.split(".")[3] for n, p in task.named_parameters() if p.requires_grad and p.grad is None}
     assert unreached == {"mask_embed", "point_embed", "not_a_point_embed", "iou_prediction_head"}
+
+
+def test_motion_cue_starts_at_zero_and_reads_the_change_since_the_previous_chain_frame(text):
+    plain, moving = tiny(text), tiny(text, motion=True)
+    shared = plain.state_dict()
+    assert all(torch.equal(shared[k], v) for k, v in moving.state_dict().items() if k in shared)  # nothing else moved
+    assert set(moving.state_dict()) - set(shared) == {"motion_proj.weight"}
+    states, padding = plain.encode_texts(["the red circle", "the loudest one"])
+    clip = random_clip(plain, frames=4)
+    with torch.no_grad():
+        torch.testing.assert_close(moving.seg_chain(clip, states, padding).steps, plain.seg_chain(clip, states, padding).steps)
+        moving.motion_proj.weight.normal_(generator=torch.Generator().manual_seed(1))
+        with_cue, without = moving.seg_chain(clip, states, padding).steps, plain.seg_chain(clip, states, padding).steps
+        torch.testing.assert_close(with_cue[:, 0], without[:, 0])  # frame 0: nothing before it, no change
+        assert (with_cue[:, 1:] - without[:, 1:]).abs().amax() > 1e-3
+        still = dataclasses.replace(clip, patches=clip.patches[:1].expand_as(clip.patches).clone())
+        torch.testing.assert_close(moving.seg_chain(still, states, padding).steps,
+                                   plain.seg_chain(still, states, padding).steps)  # a still clip: no change, no cue
+        # the change is p_i - p_{i-1}: adding one offset to every frame's patches changes nothing but frame 0's view
+        shifted = dataclasses.replace(clip, patches=clip.patches + torch.randn(clip.patches.shape[1:]))
+        later = moving.visual_tokens(shifted.patches[None], None) - moving.visual_proj(shifted.patches[None])
+        torch.testing.assert_close(later, moving.visual_tokens(clip.patches[None], None) - moving.visual_proj(clip.patches[None]))
+
+
+def test_online_stream_gives_each_chain_step_the_change_since_the_last_step(text):
+    model = tiny(text, motion=True)
+    with torch.no_grad():
+        model.motion_proj.weight.normal_(generator=torch.Generator().manual_seed(2))
+    sample = next(synth.split_samples("train", 0, 1, 128, 128, scenario="sound_sync", audio_visual=True))
+    sound = Audio(sample.audio, sample.sample_rate)
+    expression = "the object making the high-pitched sound"
+    stream = model.online_stream([expression], sound, fps=8.0, stride=3)
+    frames = sample.load_frames()[:9]
+    for frame in frames:
+        stream.push(frame)
+    steps = [0, 3, 6]
+    cls, patches = model.encode_frames(frames[steps])
+    audio = model.audio_encoder.embed(sound.samples, np.array(steps) / 8.0)
+    states, padding = model.encode_texts([expression])
+    with torch.no_grad():  # each step hears the windows so far; its patches' cue is the change since the last step
+        visual = model.visual_tokens(patches[None], None)[0]
+        seg, words = model.tokens.initial(1), model.text_proj(states)
+        for i in range(len(steps)):
+            seg, _ = model.tokens.step(model.fusion, seg, model.audio_proj(audio[None, : i + 1]), words, padding,
+                                       model.visual_proj(cls[None, : i + 1]), visual[None, i], i)
+    torch.testing.assert_close(stream.seg, seg)
+
+
+def test_a_model_with_the_motion_cue_starts_from_a_checkpoint_without_it(tmp_path):
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task, load_init, train
+
+    config = {"task": "sam2_love", "out": str(tmp_path / "plain"), "steps": 1, "batch_size": 2, "log_every": 1,
+              "data": {"count": 2, "audio_visual": True}, "model": {"sam2": "tiny-test"}, "sam2_love": TINY}
+    run = train(load_config(config), progress=False)
+    plain = Sam2Love.from_pretrained(run / "final")
+    moving = dict(config, sam2_love={**TINY, "motion": True}, model={"sam2": "tiny-test", "init": str(run / "final")})
+    task = build_task(load_config(moving))
+    load_init(task, load_config(moving))
+    assert not task.model.motion_proj.weight.any()
+    loaded = task.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in plain.state_dict().items() if not k.startswith("text."))
+    learnt = train(load_config(dict(moving, out=str(tmp_path / "moving"))), progress=False)
+    back = load_config(dict(config, model={"sam2": "tiny-test", "init": str(learnt / "final")}))
+    with pytest.raises(ValueError, match="motion_proj"):  # the other way round, a learnt cue would be dropped
+        load_init(build_task(back), back)

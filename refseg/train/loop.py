@@ -218,7 +218,8 @@ def load_init(task: nn.Module, config: TrainConfig) -> None:
     must then be the SAM 2 this config builds (`model.sam2`), or the one `model.init_sam2` names
     (its modules then start on `model.sam2`). A run's checkpoint folder (checkpoints/step_N) also
     starts the task's training-only heads (SAM2-LOVE's `loss.ground` pointer) where it holds the
-    same ones; the optimizer and the step start afresh."""
+    same ones; the optimizer and the step start afresh. A SAM2-LOVE model may start from one
+    without its motion cue (`Sam2Love.additions_over`)."""
     model = task.model
     folder = Path(config.model.init)
     meta = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
@@ -228,7 +229,10 @@ def load_init(task: nn.Module, config: TrainConfig) -> None:
         raise ValueError(f"model.init {folder}: its SAM 2 is {source!r} (referenced, not stored), "
                          f"model.sam2 is {config.model.sam2!r}; set model.sam2: {source} (or model.init_sam2: "
                          f"{source} to start its modules on {config.model.sam2!r})")
-    _load_weights(model, folder / "model.safetensors", ("text.", "sam.") if source is not None else ("text.",))
+    absent = ("text.", "sam.") if source is not None else ("text.",)
+    if isinstance(model, Sam2Love):  # what this model adds over the checkpoint's starts where it adds nothing
+        absent += model.additions_over(meta.get("sam2_love", {}))
+    _load_weights(model, folder / "model.safetensors", absent)
     heads = _task_state(task)
     if heads and (folder / "state.pt").is_file():
         held = torch.load(folder / "state.pt", weights_only=False).get("task", {})

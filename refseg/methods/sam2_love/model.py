@@ -5,7 +5,8 @@ the final [seg] prompts SAM 2 on the first frame only, and SAM 2's memory tracks
 
 Parameters (no official code exists; the names follow what the paper's README says it builds
 on): `audio_proj.*`, `text_proj.*`, `visual_proj.*` (Eq. 1, Ref-AVS's names), `fusion.*` (Eq. 2),
-`tokens.*` (the learnt [seg], [aud], [vis] and the type / time embeddings), `text_hidden_fcs.0.*`
+`tokens.*` (the learnt [seg], [aud], [vis] and the type / time embeddings), `motion_proj.*`
+(refseg's motion cue, `LoveConfig.motion`; absent when it is off), `text_hidden_fcs.0.*`
 (EVF-SAM's projector of the final [seg] to SAM 2's prompt width: Linear(D, D), ReLU, Linear(D,
 256)), `sam.*` (SAM 2 in refseg's layout; `refseg.sam.checkpoint` converts the official
 `visual_model.*` names), `audio_encoder.*` (torchvggish layout) and `frame_encoder.model.*`
@@ -67,7 +68,15 @@ class LoveConfig:
     train_prompt_encoder, train_mask_decoder: Tab. 6's SAM 2 rows (the decoder's high-resolution
         projections stay frozen with the image features: `IMAGE_PATH`).
     multimask: SAM 2 decodes three candidates and keeps the best predicted IoU (False: one mask,
-        as EVF-SAM's SAM 2 prompt)."""
+        as EVF-SAM's SAM 2 prompt).
+    motion: refseg's addition, not the paper's. Each chain frame's patch tokens also get
+        W_m (p_i - p_{i-1}): the change of its frozen patch features since the previous chain
+        frame (zero at frame 0), through a bias-free projection W_m [D, d_V] that starts at zero.
+        The paper's chain sees one frame's patches a step, so telling which of two look-alikes
+        sounds needs positions carried from step to step in the [seg]; with the change in view,
+        "what moves while the high sound plays" is on the patches of that step. Starting at zero,
+        a model with it computes what the same weights without it compute, so it can start from
+        a checkpoint trained without it (`additions_over`)."""
 
     width: int = 256
     layers: int = 6
@@ -89,6 +98,7 @@ class LoveConfig:
     train_prompt_encoder: bool = True
     train_mask_decoder: bool = True
     multimask: bool = False
+    motion: bool = False
 
     def check(self) -> None:
         if self.history not in HISTORY:
@@ -169,6 +179,11 @@ class Sam2Love(nn.Module):
                                        config.seg_tokens, config.history, config.type_embeddings,
                                        config.time_embeddings, config.space)
         self.text_hidden_fcs = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, sam.hidden_dim))])
+        if config.motion:  # zero without drawing from the random stream: every other module starts as without it
+            self.motion_proj = nn.utils.skip_init(nn.Linear, self.frame_encoder.hidden_size, d, bias=False)
+            nn.init.zeros_(self.motion_proj.weight)
+        else:
+            self.motion_proj = None
         for module in (self.audio_encoder, self.frame_encoder, self.text):
             module.requires_grad_(False).eval()
         for name, p in sam.named_parameters():
@@ -184,6 +199,22 @@ class Sam2Love(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def additions_over(self, other: dict) -> tuple[str, ...]:
+        """Name prefixes of this model's parameters that a model of config `other` (a
+        `LoveConfig` as a dict, e.g. a checkpoint's config.json "sam2_love") lacks and that start
+        where they add nothing, so that this model may start from that checkpoint."""
+        return ("motion_proj.",) if self.config.motion and not other.get("motion", False) else ()
+
+    def visual_tokens(self, patches: Tensor, previous: Tensor | None) -> Tensor:
+        """Projected patch tokens (Eq. 1) [B, N, hw, D] of frozen patches [B, N, hw, d_V], with
+        the motion cue when `config.motion` (`previous` [B, hw, d_V]: the chain frame before the
+        first of `patches`, None at frame 0)."""
+        tokens = self.visual_proj(patches)
+        if self.motion_proj is None:
+            return tokens
+        before = torch.cat([patches[:, :1] if previous is None else previous[:, None], patches[:, :-1]], 1)
+        return tokens + self.motion_proj(patches - before)
 
     @property
     def device(self) -> torch.device:
@@ -229,7 +260,7 @@ class Sam2Love(nn.Module):
         device = self.device
         audio = self.audio_proj(torch.stack([c.audio for c in clips]).to(device))
         cls = self.visual_proj(torch.stack([c.cls for c in clips]).to(device))
-        patches = self.visual_proj(torch.stack([c.patches for c in clips]).to(device))
+        patches = self.visual_tokens(torch.stack([c.patches for c in clips]).to(device), None)
         words = self.text_proj(text.to(device))
         padding = text_padding.to(device)
         if self.config.prompt == "mean":

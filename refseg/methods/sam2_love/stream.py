@@ -137,6 +137,7 @@ class LoveOnlineStream:
         self.seg = model.tokens.initial(len(self.texts))
         self.audio_tokens: list[Tensor] = []  # [D] per chain step
         self.cls_tokens: list[Tensor] = []
+        self.last_patches: Tensor | None = None  # [1, hw, d_V] of the previous chain step (the motion cue)
         self.prompted: Tensor | None = None  # [B, 1, C], the token that last prompted SAM 2
         self.index = 0
         self.reprompts = 0
@@ -159,7 +160,9 @@ class LoveOnlineStream:
             self.cls_tokens.append(model.visual_proj(cls.to(model.device))[0])
             audio_so_far = torch.stack(self.audio_tokens)[None].expand(batch, -1, -1)
             cls_so_far = torch.stack(self.cls_tokens)[None].expand(batch, -1, -1)
-            patches_i = model.visual_proj(patches.to(model.device)).expand(batch, -1, -1)
+            patches = patches.to(model.device)
+            patches_i = model.visual_tokens(patches[None], self.last_patches)[0].expand(batch, -1, -1)
+            self.last_patches = patches
             self.seg, _ = model.tokens.step(model.fusion, self.seg, audio_so_far, self.text, self.padding, cls_so_far,
                                             patches_i, step)
             token = model.text_hidden_fcs[0](self.seg[:, :1])
