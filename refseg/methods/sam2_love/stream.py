@@ -108,7 +108,8 @@ class LoveOnlineStream:
 
     Every `stride` frames (while the chain has time embeddings left: `max_frames` steps) the
     chain takes one step on the new frame, with the audio windows heard so far (one centred on
-    each chain frame, so a result needs the sound up to half a window, 0.48 s, past its frame).
+    each chain frame, so a result needs the sound up to half a window, 0.48 s, past its frame),
+    and with the motion cue (`LoveConfig.motion`) the change since the previous step's frame.
     Frame 0 is prompted with the token after the first step, as the offline method prompts it
     with the final one; later, when the token has turned away from the one that last prompted
     SAM 2 (cosine similarity below `threshold`), the new token prompts that frame too, on top of
