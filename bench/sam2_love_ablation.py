@@ -109,8 +109,10 @@ def trained(row: str, seed: int, steps: int, out: Path, recipe: Path = RECIPE, g
         stage_dir = run_dir(out, stage_row, seed) / "ground"
         stage.update(out=str(stage_dir), steps=count, seed=seed)  # its config's checkpoints: resumable
         stage["sam2_love"] = {**stage["sam2_love"], **ROWS[stage_row]}
-        train(load_config(stage), resume=True)
-        raw["model"] = {**raw["model"], "init": str(stage_dir / "checkpoints" / f"step_{count:07d}")}
+        last = stage_dir / "checkpoints" / f"step_{count:07d}"
+        if not (last / "model.safetensors").is_file():
+            train(load_config(stage), resume=True)
+        raw["model"] = {**raw["model"], "init": str(last)}
     train(load_config(raw), resume=True)
     return folder / "final"
 

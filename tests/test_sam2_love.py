@@ -178,6 +178,7 @@ def test_sound_sync_scenes_are_told_apart_only_by_when_each_sounds():
 
 
 def test_training_task_trains_and_resumes(tmp_path):
+    from refseg.errors import CheckpointError
     from refseg.train.config import load_config
     from refseg.train.loop import train
 
@@ -190,6 +191,10 @@ def test_training_task_trains_and_resumes(tmp_path):
     train(load_config(config), resume=True, progress=False)
     steps = [line for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(steps) == 3
+    config.update(steps=4, sam2_love={**TINY, "train_prompt_encoder": False})  # trains fewer tensors than it holds
+    with pytest.raises(CheckpointError, match=r"step_0000003: its optimizer state is for \d+ trained tensors, "
+                       r"this run trains \d+.*model.init"):
+        train(load_config(config), resume=True, progress=False)
     model = Sam2Love.from_pretrained(run / "final")
     frozen = [n for n, p in model.named_parameters() if n.startswith(("sam.image_encoder.", "audio_encoder."))]
     assert frozen  # stored, as trained: the frozen parts come back too

@@ -340,6 +340,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, over
     if latest is not None:
         _load_weights(model, latest / "model.safetensors")
         state = torch.load(latest / "state.pt", weights_only=False)
+        held = sum(len(g["params"]) for g in state["optimizer"]["param_groups"])
+        if held != len(params):
+            raise CheckpointError(f"{latest}: its optimizer state is for {held} trained tensors, this run trains "
+                                  f"{len(params)} (written by a refseg version or config that trained another set); "
+                                  f"continue it with that version, or start a new run from it (model.init: {latest})")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
