@@ -5,7 +5,8 @@ scenes of `--split` / `--seed` (never trained on), with each video's sound:
 
     frame-0 hit  how often the patch the pointer scores best for the [seg] leaving frame 0 holds
                  some of the expression's frame-0 target
-    final hit    the same for the [seg] after the whole chain (the token that prompts SAM 2)
+    final hit    the same for the [seg] after the whole chain (the token that prompts SAM 2), or
+                 after its first `--chain-frames` frames (what a stage with data.chain_frames read)
 
 per phenomenon of the expressions that name something (appearance, audio, sound_sync) and over
 all of them. A pointer that guesses scores about the share of frame 0's patches a target touches.
@@ -49,9 +50,10 @@ def load_checkpoint(folder: Path) -> LoveTask:
 
 
 @torch.no_grad()
-def probe(task: LoveTask, split: str, seed: int, videos: int) -> dict[str, tuple[float, float, int]]:
+def probe(task: LoveTask, split: str, seed: int, videos: int,
+          chain_frames: int | None = None) -> dict[str, tuple[float, float, int]]:
     """phenomenon (and "all") -> (frame-0 hit, final hit, expressions)."""
-    task.config.data.chain_frames = None  # the whole chain, whatever the stage trained on
+    task.config.data.chain_frames = chain_frames  # None: the whole chain, whatever the stage trained on
     task.sampler(synth.split_samples(split, seed, videos, audio_visual=True), 0)
     grid = task.model.frame_encoder.grid
     hits: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -79,11 +81,12 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--chain-frames", type=int, help="stop the chain after this many frames (default: all)")
     args = parser.parse_args()
     print("| checkpoint | " + " | ".join(f"{p}: frame-0 / final hit (n)" for p in (*PHENOMENA, "all")) + " |")
     print("| --- |" + " --- |" * (len(PHENOMENA) + 1))
     for folder in args.folders:
-        result = probe(load_checkpoint(folder), args.split, args.seed, args.videos)
+        result = probe(load_checkpoint(folder), args.split, args.seed, args.videos, args.chain_frames)
         cells = [f"{result[p][0]:.3f} / {result[p][1]:.3f} ({result[p][2]})" if p in result else "-"
                  for p in (*PHENOMENA, "all")]
         print(f"| {folder} | " + " | ".join(cells) + " |", flush=True)
