@@ -530,6 +530,9 @@ def test_feature_store_keeps_the_frozen_features_for_later_runs_over_the_same_vi
     assert build_task(config).feature_key() != first.feature_key()
     torch.manual_seed(0)
     assert build_task(load_config({**raw, "data": {**raw["data"], "seed": 3}})).feature_key() != first.feature_key()
+    torch.manual_seed(0)
+    assert build_task(load_config({**raw, "data": {**raw["data"], "scenario": "sound_sync"}})).feature_key() != \
+        first.feature_key()
     torch.manual_seed(0)  # what only training reads (loss, chain length in training) keeps the file
     same = load_config({**raw, "loss": {"ground": 1.0}, "data": {**raw["data"], "chain_frames": 1}})
     assert build_task(same).feature_key() == first.feature_key()
@@ -620,3 +623,17 @@ def test_a_model_with_the_motion_cue_starts_from_a_checkpoint_without_it(tmp_pat
     back = load_config(dict(config, model={"sam2": "tiny-test", "init": str(learnt / "final")}))
     with pytest.raises(ValueError, match="motion_proj"):  # the other way round, a learnt cue would be dropped
         load_init(build_task(back), back)
+
+
+def test_training_on_the_scenes_of_one_scenario():
+    from refseg.train.config import load_config
+    from refseg.train.loop import load_samples
+
+    raw = {"task": "sam2_love", "model": {"sam2": "tiny-test"}, "sam2_love": TINY,
+           "data": {"count": 3, "audio_visual": True, "scenario": "sound_sync"}}
+    samples = load_samples(load_config(raw))
+    assert len(samples) == 3 and all(any("sound_sync" in e.phenomena for e in s.expressions) for s in samples)
+    with pytest.raises(ValueError, match="data.scenario: 'late_entry' is not a scenario of these SynthRef scenes"):
+        load_samples(load_config({**raw, "data": {**raw["data"], "scenario": "late_entry"}}))
+    with pytest.raises(ValueError, match="data.scenario: only SynthRef"):
+        load_samples(load_config({**raw, "data": {"source": "refavs", "root": "x", "scenario": "sound_sync"}}))

@@ -64,6 +64,8 @@ class DataConfig:
     audio_visual: bool = False  # SynthRef: the Ref-AVS layout's scenes (`synth.AVS_SCENARIOS`)
     # SynthRef: colour words beyond the split's own (names of `synth.EXTRA_COLOURS`), e.g. [black, brown, pink]
     extra_colours: list[str] = field(default_factory=list)
+    # SynthRef: only the scenes built around this phenomenon (e.g. sound_sync); `count` then counts those
+    scenario: str | None = None
     # EVF-SAM: keep the frozen image encoder's features of every distinct training image in memory
     # (float16, about 0.5 MB per image at 256 px) and encode each once; GLUS: the read-out stage
     # (`refseg.train.glus`: everything up to the [SEG] state held fixed, each pair's state and each

@@ -151,11 +151,17 @@ def load_samples(config: TrainConfig, lazy: bool = False) -> Iterable[VideoSampl
     if config.task in ("vggish", "frame_vit"):
         return []  # they render their own sounds and scenes
     if data.source == "synthref":
+        scenarios = synth.scenario_set(data.image, data.audio_visual)
+        if data.scenario is not None and data.scenario not in scenarios:
+            raise ValueError(f"data.scenario: {data.scenario!r} is not a scenario of these SynthRef scenes "
+                             f"({', '.join(scenarios)})")
         samples = synth.split_samples(data.split, data.seed, data.count, image=data.image,
-                                      extra_colours=data.extra_colours, audio_visual=data.audio_visual)
+                                      extra_colours=data.extra_colours, scenario=data.scenario,
+                                      audio_visual=data.audio_visual)
         return samples if lazy else list(samples)
-    if data.extra_colours:
-        raise ValueError(f"data.extra_colours: only SynthRef (source: synthref) generates scenes; source is {data.source!r}")
+    for name in ("extra_colours", "scenario"):
+        if getattr(data, name):
+            raise ValueError(f"data.{name}: only SynthRef (source: synthref) generates scenes; source is {data.source!r}")
     if data.root is None:
         raise ValueError(f"data.source {data.source!r} needs data.root")
     samples = formats.reader(data.source)(Path(data.root))

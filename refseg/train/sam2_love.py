@@ -150,6 +150,8 @@ class LoveTask(nn.Module):
         what = {"source": d.source, "root": d.root, "split": d.split, "seed": d.seed, "count": d.count,
                 "image": d.image, "audio_visual": d.audio_visual, "extra_colours": d.extra_colours,
                 "max_frames": model.config.max_frames, "image_size": model.sam.image_size}
+        if d.scenario is not None:  # (absent otherwise, so that stores kept before it existed still match)
+            what["scenario"] = d.scenario
         digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
         decoder = model.sam.mask_decoder
         for module in (model.audio_encoder, model.frame_encoder, model.sam.vision_encoder, decoder.conv_s0,
