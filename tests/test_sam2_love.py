@@ -67,6 +67,21 @@ def spy_prompted(hooks) -> list[int]:
     return prompted
 
 
+def task_and_batch(**overrides):
+    """A tiny SAM2-LOVE training task over 3 SynthRef audio-visual videos (config `overrides` on
+    top), its features summarised, and a batch of two draws of expressions that name something."""
+    from refseg.train.config import load_config
+    from refseg.train.loop import build_task, load_samples
+    from refseg.train.sam2_love import LoveSample
+
+    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"}, "sam2_love": TINY, **overrides,
+                          "data": {"count": 3, "audio_visual": True, **overrides.get("data", {})}})
+    task = build_task(config)
+    task.sampler(load_samples(config), 0)
+    named = [(v, e) for v, s in enumerate(task.videos) for e, x in enumerate(s.expressions) if x.target_ids]
+    return task, [LoveSample(*named[0], 1), LoveSample(*named[1], 2)]
+
+
 def test_chain_frames_spread_over_the_video():
     assert chain_frames(45, 12).tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44]
     assert chain_frames(3, 12).tolist() == [0, 1, 2]
@@ -402,14 +417,9 @@ def test_ground_loss_needs_space_embeddings(text):
 
 def test_grounding_stage_runs_one_chain_step_and_no_sam_decode(monkeypatch):
     from refseg.train import sam2_love as love_train
-    from refseg.train.config import load_config
-    from refseg.train.loop import build_task, load_samples
 
-    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"},
-                          "loss": {"bce": 0, "dice": 0, "object": 0, "place": 0, "ground": 1.0},
-                          "data": {"count": 3, "audio_visual": True, "chain_frames": 1}, "sam2_love": TINY})
-    task = build_task(config)
-    task.sampler(load_samples(config), 0)
+    task, batch = task_and_batch(loss={"bce": 0, "dice": 0, "object": 0, "place": 0, "ground": 1.0},
+                                 data={"chain_frames": 1})
     assert task.videos[0].clip.patches.shape[0] == TINY["max_frames"]  # all kept, one read
     clip = task.clip(0)
     assert clip.patches.shape[0] == clip.cls.shape[0] == 1 and clip.audio.shape[0] == TINY["max_frames"]
@@ -420,8 +430,6 @@ def test_grounding_stage_runs_one_chain_step_and_no_sam_decode(monkeypatch):
     monkeypatch.setattr(love_train, "decode_masks", no_decode)
     calls = []
     task.model.fusion.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
-    full = [(v, e) for v, s in enumerate(task.videos) for e, x in enumerate(s.expressions) if x.target_ids]
-    batch = [love_train.LoveSample(*full[0], 1), love_train.LoveSample(*full[1], 2)]
     terms = task(batch)
     assert len(calls) == 1  # one fusion pass: frame 0's step
     # the sequence heard every audio window: [seg] + N audio + [aud] + text + [vis] + hw patches + [his]^0
@@ -542,19 +550,11 @@ def test_every_trainable_part_that_the_prompt_reaches_gets_a_gradient():
     """The decoder's high-resolution projections are part of the frozen, kept image features, so
     they are frozen; what the one sparse [seg] prompt and LOVE's losses never reach (mask and point
     embeddings, and the IoU head, on which no LOVE loss is) is all that trains without a gradient."""
-    from refseg.train import sam2_love as love_train
-    from refseg.train.config import load_config
-    from refseg.train.loop import build_task, load_samples
-
-    config = load_config({"task": "sam2_love", "model": {"sam2": "tiny-test"},
-                          "data": {"count": 3, "audio_visual": True}, "sam2_love": TINY})
-    task = build_task(config)
-    task.sampler(load_samples(config), 0)
+    task, batch = task_and_batch()
     decoder = task.model.sam.mask_decoder
     assert not any(p.requires_grad for m in (decoder.conv_s0, decoder.conv_s1) for p in m.parameters())
     assert decoder.upscale_conv1.weight.requires_grad
-    full = [(v, e) for v, s in enumerate(task.videos) for e, x in enumerate(s.expressions) if x.target_ids]
-    task([love_train.LoveSample(*full[0], 1), love_train.LoveSample(*full[1], 2)])["loss"].backward()
+    task(batch)["loss"].backward()
     unreached = {n.split(".")[3] for n, p in task.named_parameters() if p.requires_grad and p.grad is None}
     assert unreached == {"mask_embed", "point_embed", "not_a_point_embed", "iou_prediction_head"}
 
