@@ -4,6 +4,7 @@ the chain, the training task, SynthRef's audio-visual scenes, and the CLI end to
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -545,6 +546,38 @@ def test_feature_store_keeps_the_frozen_features_for_later_runs_over_the_same_vi
     same = load_config({**raw, "loss": {"ground": 1.0}, "data": {**raw["data"], "chain_frames": 1}})
     assert build_task(same).feature_key() == first.feature_key()
 
+
+
+def test_feature_store_key_changes_with_the_files_or_the_generator_behind_the_videos(tmp_path, monkeypatch):
+    """A store read for videos that changed since it was kept would train on stale features:
+    the key follows each file of a dataset on disk, and SynthRef's generator code."""
+    import os
+
+    from refseg.train.sam2_love import data_fingerprint
+
+    root = tmp_path / "refavs"
+    (root / "media" / "v0").mkdir(parents=True)
+    (root / "metadata.csv").write_text("uid,vid\n")
+    frame = root / "media" / "v0" / "00000.png"
+    frame.write_bytes(b"a")
+    first = data_fingerprint("refavs", str(root))
+    assert data_fingerprint("refavs", str(root)) == first  # nothing changed: the same store
+    frame.write_bytes(b"ab")  # edited (another size)
+    edited = data_fingerprint("refavs", str(root))
+    assert edited != first
+    os.utime(frame, ns=(0, 0))  # same size, touched
+    assert data_fingerprint("refavs", str(root)) != edited
+    touched = data_fingerprint("refavs", str(root))
+    (root / "media" / "v1").mkdir()
+    (root / "media" / "v1" / "00000.png").write_bytes(b"c")  # a video added
+    assert data_fingerprint("refavs", str(root)) != touched
+
+    generator = tmp_path / "synth.py"
+    generator.write_bytes(Path(synth.__file__).read_bytes())
+    monkeypatch.setattr(synth, "__file__", str(generator))
+    before = data_fingerprint("synthref", None)
+    generator.write_bytes(generator.read_bytes() + b"\n# scenes drawn another way\n")
+    assert data_fingerprint("synthref", None) != before
 
 def test_every_trainable_part_that_the_prompt_reaches_gets_a_gradient():
     """The decoder's high-resolution projections are part of the frozen, kept image features, so

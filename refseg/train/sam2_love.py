@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from refseg.data import synth
 from refseg.data.sample import Expression, VideoSample
 from refseg.io.atomic import atomic_file
 from refseg.methods.sam2_love.model import ClipFeatures, Sam2Love, clip_fps
@@ -61,6 +62,22 @@ from refseg.train.evf import mask_losses
 from refseg.train.task import seeded
 
 log = logging.getLogger(__name__)
+
+
+def data_fingerprint(source: str, root: str | None) -> bytes:
+    """What the videos of `source` are made from, beyond the data settings: SynthRef's generator
+    (its module's source, so that a store kept before the scenes changed is not read as theirs),
+    or each file under a dataset's `root` (its path, size and modification time, so that an edited
+    or replaced dataset is summarised again)."""
+    if source == "synthref":
+        return hashlib.sha256(Path(synth.__file__).read_bytes()).digest()
+    digest = hashlib.sha256()
+    base = Path(root) if root is not None else None
+    if base is not None and base.is_dir():
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(base)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.digest()
 
 
 @dataclass
@@ -143,16 +160,16 @@ class LoveTask(nn.Module):
         return ExpressionSampler(self.videos, self.config.data.phenomenon_weights, seed)
 
     def feature_key(self) -> str:
-        """A hash of what the kept features depend on: the data that makes the videos, the chain
-        length and input size, and every weight of the frozen encoders (audio, frame ViT, SAM 2's
-        image encoder and the decoder's high-resolution projections it applies)."""
+        """A hash of what the kept features depend on: the data that makes the videos (the data
+        settings, and `data_fingerprint`'s code or files behind them), the chain length and input
+        size, and every weight of the frozen encoders (audio, frame ViT, SAM 2's image encoder and
+        the decoder's high-resolution projections it applies)."""
         d, model = self.config.data, self.model
         what = {"source": d.source, "root": d.root, "split": d.split, "seed": d.seed, "count": d.count,
                 "image": d.image, "audio_visual": d.audio_visual, "extra_colours": d.extra_colours,
-                "max_frames": model.config.max_frames, "image_size": model.sam.image_size}
-        if d.scenario is not None:  # (absent otherwise, so that stores kept before it existed still match)
-            what["scenario"] = d.scenario
+                "scenario": d.scenario, "max_frames": model.config.max_frames, "image_size": model.sam.image_size}
         digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode())
+        digest.update(data_fingerprint(d.source, d.root))
         decoder = model.sam.mask_decoder
         for module in (model.audio_encoder, model.frame_encoder, model.sam.vision_encoder, decoder.conv_s0,
                        decoder.conv_s1):
