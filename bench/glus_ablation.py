@@ -42,6 +42,8 @@ import torch
 import yaml
 from replicates import cell
 
+from refseg.io.atomic import atomic_file
+
 ROOT = Path(__file__).resolve().parent.parent
 NO_MB = {"num_maskmem": 0}
 TRAININGS = {  # training -> (data changes, inference changes, contrastive weight)
@@ -176,7 +178,8 @@ def main() -> None:
                 key = f"{row}|{gt.name}"
                 if key not in scores:
                     scores[key] = score(run, how, gt, seed, args)
-                    file.write_text(json.dumps(scores, indent=1))
+                    with atomic_file(file) as tmp:  # read back when the bench resumes
+                        tmp.write_text(json.dumps(scores, indent=1))
     table = {}
     for seed in args.seeds:
         file = Path(args.out) / f"scores_s{seed}.json"

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from glus_grounding_probe import probe  # noqa: E402
 from replicates import cell, compare  # noqa: E402
 
+from refseg.io.atomic import atomic_file  # noqa: E402
 from refseg.train.config import load_config  # noqa: E402
 from refseg.train.loop import train  # noqa: E402
 
@@ -66,7 +67,8 @@ def score(final: Path, args: argparse.Namespace) -> dict[str, float]:
     if file.is_file():
         return json.loads(file.read_text())
     result = probe(str(final), args.images, args.probe_split, args.probe_seed)
-    file.write_text(json.dumps(result))
+    with atomic_file(file) as tmp:  # read back when the bench resumes
+        tmp.write_text(json.dumps(result))
     return result
 
 

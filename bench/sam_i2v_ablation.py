@@ -41,6 +41,7 @@ from replicates import cell
 
 from refseg.engine import Session
 from refseg.eval.interactive import evaluate_pvs
+from refseg.io.atomic import atomic_file
 from refseg.methods.sam_i2v import SamI2V
 from refseg.train.config import load_config
 from refseg.train.loop import train
@@ -133,8 +134,8 @@ def main() -> None:
                     continue
                 model = SamI2V.from_pretrained(run_training(training, seed, args))
                 results[key] = score(model, selection, gt, args)
-                results_file.parent.mkdir(parents=True, exist_ok=True)
-                results_file.write_text(json.dumps(results, indent=1))
+                with atomic_file(results_file) as tmp:  # read back when the bench resumes
+                    tmp.write_text(json.dumps(results, indent=1))
                 logging.info("%s seed %d on %s: J&F %.4f", row, seed, gt, results[key])
     report(args, splits)
 
