@@ -174,7 +174,7 @@ def test_expressions_encoded_in_one_batch_equal_each_on_its_own():
         for obj_id in range(1, len(texts) + 1):
             x = a.objects[obj_id]
             for y in (b.objects[obj_id], c.objects[obj_id]):
-                torch.testing.assert_close(y.logits, x.logits, atol=1e-4, rtol=0)
+                torch.testing.assert_close(y.logits, x.logits, atol=1e-4, rtol=1e-4)
                 assert y.score == pytest.approx(x.score, abs=1e-4)
     # the features differ per expression: the masks are not all one
     logits = [alone[5].objects[o].logits for o in range(1, 5)]
@@ -185,7 +185,7 @@ def test_expressions_encoded_in_one_batch_equal_each_on_its_own():
     outs = [[r for f in frames[:5] for r in s.push(f)] + s.flush() for s in streams]
     for a, b in zip(*outs):
         for obj_id in (1, 2, 3):
-            torch.testing.assert_close(b.objects[obj_id].logits, a.objects[obj_id].logits, atol=1e-4, rtol=0)
+            torch.testing.assert_close(b.objects[obj_id].logits, a.objects[obj_id].logits, atol=1e-4, rtol=1e-4)
 
 
 def test_adapter_on_several_expressions_adapts_each_copy_by_its_own():
